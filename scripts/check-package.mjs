@@ -1,0 +1,53 @@
+#!/usr/bin/env node
+// Checks the published shape: only dist, README, LICENSE, CHANGELOG (and package.json) ship,
+// and both the ESM and the CommonJS entry load and export the public API.
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+
+const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+const [report] = JSON.parse(
+  execFileSync(npm, ['pack', '--dry-run', '--json', '--ignore-scripts'], { encoding: 'utf8' }),
+);
+const allowed = (path) =>
+  path.startsWith('dist/') ||
+  ['README.md', 'LICENSE', 'CHANGELOG.md', 'package.json'].includes(path);
+const unexpected = report.files.map((f) => f.path).filter((path) => !allowed(path));
+const required = [
+  'README.md',
+  'LICENSE',
+  'CHANGELOG.md',
+  'dist/esm/index.js',
+  'dist/cjs/index.js',
+  'dist/esm/index.d.ts',
+  'dist/cjs/index.d.ts',
+];
+const missing = required.filter((path) => !report.files.some((f) => f.path === path));
+if (unexpected.length > 0 || missing.length > 0) {
+  console.error(
+    `package contents wrong:\n  unexpected: ${unexpected.join(', ') || '-'}\n  missing: ${missing.join(', ') || '-'}`,
+  );
+  process.exit(1);
+}
+
+const esm = await import('bullmq-paired');
+const cjs = createRequire(import.meta.url)('bullmq-paired');
+for (const [kind, api] of [
+  ['esm', esm],
+  ['cjs', cjs],
+]) {
+  for (const name of [
+    'PairedLock',
+    'PairedError',
+    'LeaseLostError',
+    'StaleFenceError',
+    'PeerFailedError',
+  ]) {
+    if (typeof api[name] !== 'function') {
+      console.error(`${kind} build does not export ${name}`);
+      process.exit(1);
+    }
+  }
+}
+console.log(
+  `package ok: ${report.files.length} files, ${(report.unpackedSize / 1024).toFixed(1)} KiB unpacked`,
+);

@@ -1,0 +1,35 @@
+/**
+ * bullmq-paired: paired high availability for BullMQ jobs.
+ *
+ * Glossary
+ * - task / job: one unit of work with an id; in BullMQ, one job id added to both twins.
+ * - twin / member: one of the two sides that may run a task (a queue, a region).
+ * - pair record: the Redis record, one per task id, that decides who runs it.
+ * - executor: the member that holds the record and runs the task.
+ * - shadow: the member that waits; it returns the executor's result or takes over.
+ * - fence: a number that grows with every grant of a task; sinks reject lower fences.
+ * - lease: how long a grant lasts without a heartbeat.
+ */
+export {
+  AbortedError,
+  ClosedError,
+  CorruptRecordError,
+  type LeaseLossReason,
+  LeaseLostError,
+  PairedError,
+  type PairedErrorCode,
+  type PeerErrorInfo,
+  PeerFailedError,
+  ResultNotSerializableError,
+  StaleFenceError,
+} from './errors.js';
+export type { PairedLockOptions, PeerFailurePolicy } from './lock/options.js';
+export {
+  PairedLock,
+  type PairedLockEvents,
+  type RunContext,
+  type RunOptions,
+  type RunOutcome,
+} from './lock/paired-lock.js';
+export type { PairRecord, PairState } from './lock/record.js';
+export type { RedisConnection, TakeoverReason } from './lock/scripts.js';

@@ -1,0 +1,36 @@
+--[[
+  Extend the lease of the running owner.
+
+  Input:
+    KEYS[1] record key (key mode) or hash key (hash mode)
+    KEYS[2] expiry index of the hash (hash mode; ignored in key mode)
+    ARGV[1] field: the task id in hash mode, '' in key mode
+    ARGV[2] token of the owner
+    ARGV[3] fence of the owner
+    ARGV[4] lease in ms
+    ARGV[5] retention in ms
+
+  Output:
+    { 1, fence }                  extended
+    { 0, state, fence, owner }    refused: the caller is not the current owner (stale fence)
+    { -2 }                        the record is gone (retention passed)
+    { -1 }                        the record is unreadable
+]]
+--- @include "includes/record"
+
+local key, indexKey = KEYS[1], KEYS[2]
+local field, token, fence = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local leaseMs, retentionMs = tonumber(ARGV[4]), tonumber(ARGV[5])
+
+local now = nowMs()
+local rec = loadRecord(key, indexKey, field, now)
+if rec == nil then return {-2} end
+if rec == false then return {-1} end
+if not isOwner(rec, token, fence) then
+  return {0, rec.state, rec.fence, rec.owner}
+end
+-- Extending after the lease ran out is safe: the takeover scripts run atomically, so a
+-- record still naming this owner means nobody took it over.
+rec.leaseUntil = now + leaseMs
+saveRecord(key, indexKey, field, rec, now, retentionMs)
+return {1, rec.fence}

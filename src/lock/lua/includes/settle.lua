@@ -1,0 +1,24 @@
+--[[
+  Shared by complete / fail / release: the owner (token + fence) moves a running record
+  to a settled state and announces it on the settle channel, so waiting shadows wake at once.
+  Return codes: 1 settled; 0 refused (stale: {0, state, fence, owner}); -2 record missing;
+  -1 record unreadable.
+]]
+local function settle(key, indexKey, field, token, fence, retentionMs, channel, state, payloadName, payload)
+  local now = nowMs()
+  local rec = loadRecord(key, indexKey, field, now)
+  if rec == nil then return {-2} end
+  if rec == false then return {-1} end
+  if not isOwner(rec, token, fence) then
+    return {0, rec.state, rec.fence, rec.owner}
+  end
+  rec.state = state
+  rec.leaseUntil = nil
+  rec.token = nil
+  rec.live = nil
+  rec.goneSince = nil
+  if payloadName ~= '' and payload ~= '' then rec[payloadName] = payload end
+  saveRecord(key, indexKey, field, rec, now, retentionMs)
+  redis.call('PUBLISH', channel, cjson.encode({key, field}))
+  return {1, rec.fence}
+end

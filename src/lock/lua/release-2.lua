@@ -1,0 +1,24 @@
+--[[
+  Release: the running owner moves the record to 'released' and wakes waiting shadows.
+
+  Input:
+    KEYS[1] record key (key mode) or hash key (hash mode)
+    KEYS[2] expiry index of the hash (hash mode; ignored in key mode)
+    ARGV[1] field: the task id in hash mode, '' in key mode
+    ARGV[2] token of the owner
+    ARGV[3] fence of the owner
+    ARGV[4] retention in ms
+    ARGV[5] settle channel to publish on
+    (no payload)
+
+  Output:
+    { 1, fence }                  settled
+    { 0, state, fence, owner }    refused: the caller is not the current owner (stale fence)
+    { -2 }                        the record is gone (retention passed)
+    { -1 }                        the record is unreadable
+]]
+--- @include "includes/record"
+--- @include "includes/settle"
+
+return settle(KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5],
+  'released', '', '')

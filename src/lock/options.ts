@@ -1,0 +1,124 @@
+import {
+  assertKnownOptions,
+  booleanOption,
+  enumOption,
+  integerOption,
+  optionError,
+  stringOption,
+} from '../validate.js';
+
+export type PeerFailurePolicy = 'takeover' | 'respect';
+
+export interface PairedLockOptions {
+  /** Name of this member of the pair (e.g. the region: `'eu'`). Shown as the record's owner. */
+  member: string;
+  /** How long a grant lasts without a heartbeat, in ms. The seed's `lockTimeout`. Default 30 000. */
+  leaseMs?: number;
+  /** How often the executor extends its lease, in ms. Must be below `leaseMs`. Default `leaseMs / 3`. */
+  heartbeatMs?: number;
+  /** How long a record is kept after its last write, in ms. Default 86 400 000 (24 h). */
+  retentionMs?: number;
+  /**
+   * Fallback re-check period of a waiting shadow, in ms, in case a settle notification is
+   * lost. The seed's `otherAttemptInterval`. Default 1 000.
+   */
+  pollIntervalMs?: number;
+  /** What a shadow does when the executor throws: run the task itself, or fail too. Default `'takeover'`. */
+  onPeerFailure?: PeerFailurePolicy;
+  /** Key and channel prefix. Default `'paired'`. */
+  prefix?: string;
+  /**
+   * Detect a dead executor by its closed connection instead of waiting for its lease
+   * (standalone Redis only; ignored on a Cluster). Default true.
+   */
+  liveness?: boolean;
+  /** How often a shadow checks its executors' liveness channels, in ms. Default 50. */
+  livenessIntervalMs?: number;
+  /** How long an executor's channel must stay empty before a takeover, in ms. Default 100. */
+  livenessGraceMs?: number;
+}
+
+export type ResolvedLockOptions = Required<PairedLockOptions>;
+
+const OWNER = 'PairedLock';
+const KNOWN = [
+  'member',
+  'leaseMs',
+  'heartbeatMs',
+  'retentionMs',
+  'pollIntervalMs',
+  'onPeerFailure',
+  'prefix',
+  'liveness',
+  'livenessIntervalMs',
+  'livenessGraceMs',
+] as const;
+
+export const lockDefaults = {
+  leaseMs: 30_000,
+  retentionMs: 86_400_000,
+  pollIntervalMs: 1_000,
+  onPeerFailure: 'takeover',
+  prefix: 'paired',
+  liveness: true,
+  livenessIntervalMs: 50,
+  livenessGraceMs: 100,
+} as const satisfies Partial<PairedLockOptions>;
+
+const DAY_MS = 86_400_000;
+
+export function resolveLockOptions(options: unknown): ResolvedLockOptions {
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(
+      `${OWNER}: options must be an object with at least { member }, received ${String(options)}`,
+    );
+  }
+  assertKnownOptions(OWNER, options, KNOWN);
+  const o = options as Partial<Record<(typeof KNOWN)[number], unknown>>;
+  const pick = <K extends keyof typeof lockDefaults>(name: K): unknown =>
+    o[name] ?? lockDefaults[name];
+
+  const member = stringOption(OWNER, 'member', o.member);
+  const leaseMs = integerOption(OWNER, 'leaseMs', pick('leaseMs'), { min: 100, max: 365 * DAY_MS });
+  const heartbeatMs = integerOption(
+    OWNER,
+    'heartbeatMs',
+    o.heartbeatMs ?? Math.floor(leaseMs / 3),
+    {
+      min: 10,
+    },
+  );
+  if (heartbeatMs >= leaseMs) {
+    throw optionError(OWNER, 'heartbeatMs', heartbeatMs, `below leaseMs (${leaseMs})`);
+  }
+  const retentionMs = integerOption(OWNER, 'retentionMs', pick('retentionMs'), { min: 1_000 });
+  if (retentionMs < leaseMs) {
+    throw optionError(OWNER, 'retentionMs', retentionMs, `at least leaseMs (${leaseMs})`);
+  }
+  const prefix = stringOption(OWNER, 'prefix', pick('prefix'));
+  if (prefix.includes('{') || prefix.includes('}')) {
+    throw optionError(
+      OWNER,
+      'prefix',
+      prefix,
+      'free of "{" and "}" (keys add their own hash tags)',
+    );
+  }
+  return {
+    member,
+    leaseMs,
+    heartbeatMs,
+    retentionMs,
+    pollIntervalMs: integerOption(OWNER, 'pollIntervalMs', pick('pollIntervalMs'), { min: 10 }),
+    onPeerFailure: enumOption(OWNER, 'onPeerFailure', pick('onPeerFailure'), [
+      'takeover',
+      'respect',
+    ]),
+    prefix,
+    liveness: booleanOption(OWNER, 'liveness', pick('liveness')),
+    livenessIntervalMs: integerOption(OWNER, 'livenessIntervalMs', pick('livenessIntervalMs'), {
+      min: 10,
+    }),
+    livenessGraceMs: integerOption(OWNER, 'livenessGraceMs', pick('livenessGraceMs'), { min: 0 }),
+  };
+}

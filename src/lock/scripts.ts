@@ -1,0 +1,179 @@
+import { createHash } from 'node:crypto';
+import type { Cluster, Redis } from 'ioredis';
+import { CorruptRecordError } from '../errors.js';
+import type { RecordAddress } from './keys.js';
+import { luaScripts } from './lua/scripts.generated.js';
+
+/** A connection the lock can run scripts on: a standalone client or a Cluster. */
+export type RedisConnection = Redis | Cluster;
+
+type ScriptName = keyof typeof luaScripts;
+const shas = new Map<ScriptName, string>();
+
+function sha(name: ScriptName): string {
+  let value = shas.get(name);
+  if (value === undefined) {
+    value = createHash('sha1').update(luaScripts[name].lua).digest('hex');
+    shas.set(name, value);
+  }
+  return value;
+}
+
+/**
+ * EVALSHA with a one-time EVAL fallback: the user's client is never modified (no
+ * defineCommand), and a flushed script cache (Redis restart) costs one extra round trip.
+ */
+async function runScript(
+  client: RedisConnection,
+  name: ScriptName,
+  address: RecordAddress,
+  args: (string | number)[],
+): Promise<unknown[]> {
+  const keys = [address.key, address.index];
+  try {
+    return (await client.evalsha(sha(name), 2, ...keys, address.field, ...args)) as unknown[];
+  } catch (err) {
+    if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
+    return (await client.eval(
+      luaScripts[name].lua,
+      2,
+      ...keys,
+      address.field,
+      ...args,
+    )) as unknown[];
+  }
+}
+
+export type TakeoverReason = 'expired' | 'failed' | 'released' | 'disconnected';
+
+export type AcquireReply =
+  | { kind: 'granted'; fence: number; takeover: TakeoverReason | undefined; attempts: number }
+  | { kind: 'busy'; fence: number; owner: string; recheckMs: number; ownerChannel: string }
+  | { kind: 'done'; fence: number; owner: string; result: string | null }
+  | { kind: 'failed'; fence: number; owner: string; error: string | null };
+
+export interface AcquireArgs {
+  member: string;
+  token: string;
+  leaseMs: number;
+  retentionMs: number;
+  policy: string;
+  liveChannel: string;
+  graceMs: number;
+}
+
+function corrupt(address: RecordAddress): never {
+  throw new CorruptRecordError(address.key, address.field);
+}
+
+export async function acquire(
+  client: RedisConnection,
+  address: RecordAddress,
+  a: AcquireArgs,
+): Promise<AcquireReply> {
+  const reply = await runScript(client, 'acquire', address, [
+    a.member,
+    a.token,
+    a.leaseMs,
+    a.retentionMs,
+    a.policy,
+    a.liveChannel,
+    a.graceMs,
+  ]);
+  const [code, fence, x, y, z] = reply as [number, number, unknown, unknown, unknown];
+  switch (code) {
+    case 1:
+      return {
+        kind: 'granted',
+        fence,
+        takeover: x === '' ? undefined : (x as TakeoverReason),
+        attempts: Number(y),
+      };
+    case 2:
+      return {
+        kind: 'busy',
+        fence,
+        owner: String(x),
+        recheckMs: Number(y),
+        ownerChannel: String(z),
+      };
+    case 3:
+      return { kind: 'done', fence, owner: String(x), result: typeof y === 'string' ? y : null };
+    case 4:
+      return { kind: 'failed', fence, owner: String(x), error: typeof y === 'string' ? y : null };
+    default:
+      return corrupt(address);
+  }
+}
+
+/** Reply of heartbeat, complete, fail and release. */
+export type OwnerReply =
+  | { kind: 'ok' }
+  | { kind: 'stale'; state: string; fence: number; owner: string }
+  | { kind: 'missing' };
+
+function ownerReply(address: RecordAddress, reply: unknown[]): OwnerReply {
+  const [code, state, fence, owner] = reply as [number, unknown, unknown, unknown];
+  if (code === 1) return { kind: 'ok' };
+  if (code === 0)
+    return { kind: 'stale', state: String(state), fence: Number(fence), owner: String(owner) };
+  if (code === -2) return { kind: 'missing' };
+  return corrupt(address);
+}
+
+export interface Grant {
+  token: string;
+  fence: number;
+}
+
+export async function heartbeat(
+  client: RedisConnection,
+  address: RecordAddress,
+  grant: Grant,
+  leaseMs: number,
+  retentionMs: number,
+): Promise<OwnerReply> {
+  const args = [grant.token, grant.fence, leaseMs, retentionMs];
+  return ownerReply(address, await runScript(client, 'heartbeat', address, args));
+}
+
+export type Settlement =
+  | { state: 'done'; result: string }
+  | { state: 'failed'; error: string }
+  | { state: 'released' };
+
+export async function settle(
+  client: RedisConnection,
+  address: RecordAddress,
+  grant: Grant,
+  retentionMs: number,
+  channel: string,
+  settlement: Settlement,
+): Promise<OwnerReply> {
+  const base = [grant.token, grant.fence, retentionMs, channel];
+  const reply =
+    settlement.state === 'done'
+      ? await runScript(client, 'complete', address, [...base, settlement.result])
+      : settlement.state === 'failed'
+        ? await runScript(client, 'fail', address, [...base, settlement.error])
+        : await runScript(client, 'release', address, base);
+  return ownerReply(address, reply);
+}
+
+export interface InspectReply {
+  now: number;
+  raw: string | null;
+  retentionLeftMs: number;
+}
+
+export async function inspect(
+  client: RedisConnection,
+  address: RecordAddress,
+): Promise<InspectReply> {
+  const [now, raw, left] = (await runScript(client, 'inspect', address, [])) as [
+    number,
+    unknown,
+    number,
+  ];
+  return { now, raw: typeof raw === 'string' ? raw : null, retentionLeftMs: left };
+}

@@ -1,0 +1,70 @@
+/**
+ * Option validation shared by every public constructor: each problem is a TypeError that
+ * names the option and the value received, thrown once at construction.
+ */
+function show(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'number' || typeof value === 'boolean' || value == null) {
+    return String(value);
+  }
+  if (typeof value === 'bigint') return `${value}n`;
+  return typeof value === 'function'
+    ? 'a function'
+    : `a ${Array.isArray(value) ? 'array' : typeof value}`;
+}
+
+export function optionError(
+  owner: string,
+  option: string,
+  value: unknown,
+  expected: string,
+): TypeError {
+  return new TypeError(`${owner}: option "${option}" must be ${expected}, received ${show(value)}`);
+}
+
+export function assertKnownOptions(owner: string, options: object, known: readonly string[]): void {
+  for (const name of Object.keys(options)) {
+    if (!known.includes(name)) {
+      throw new TypeError(
+        `${owner}: unknown option "${name}"; known options are ${known.map((k) => `"${k}"`).join(', ')}`,
+      );
+    }
+  }
+}
+
+export function integerOption(
+  owner: string,
+  option: string,
+  value: unknown,
+  { min, max = Number.MAX_SAFE_INTEGER }: { min: number; max?: number },
+): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `between ${min} and ${max}`;
+    throw optionError(owner, option, value, `an integer ${range}`);
+  }
+  return value;
+}
+
+export function stringOption(owner: string, option: string, value: unknown): string {
+  if (typeof value !== 'string' || value.length === 0) {
+    throw optionError(owner, option, value, 'a non-empty string');
+  }
+  return value;
+}
+
+export function enumOption<T extends string>(
+  owner: string,
+  option: string,
+  value: unknown,
+  allowed: readonly T[],
+): T {
+  if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
+    throw optionError(owner, option, value, `one of ${allowed.map((a) => `"${a}"`).join(', ')}`);
+  }
+  return value as T;
+}
+
+export function booleanOption(owner: string, option: string, value: unknown): boolean {
+  if (typeof value !== 'boolean') throw optionError(owner, option, value, 'true or false');
+  return value;
+}

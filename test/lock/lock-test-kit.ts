@@ -1,0 +1,61 @@
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { afterEach } from 'vitest';
+import { PairedLock, type PairedLockOptions } from '../../src/index.js';
+import { recordAddress } from '../../src/lock/keys.js';
+import type { TestRedis } from '../support/redis.js';
+import { uniquePrefix } from '../support/redis.js';
+
+export type Storage = 'key' | 'hash';
+
+/** Builds locks for one test, each on its own connection, and closes them after it. */
+export function lockKit(redis: () => TestRedis) {
+  const locks: PairedLock[] = [];
+  afterEach(async () => {
+    await Promise.all(locks.splice(0).map((lock) => lock.close()));
+  });
+  return {
+    prefix: uniquePrefix('lock'),
+    lock(options: Partial<PairedLockOptions> & { member: string }, prefix: string): PairedLock {
+      const lock = new PairedLock(redis().connect(), { prefix, ...options });
+      locks.push(lock);
+      return lock;
+    },
+  };
+}
+
+export function runOptions(storage: Storage, hash: string): { hash?: string } {
+  return storage === 'hash' ? { hash } : {};
+}
+
+export function taskId(): string {
+  return `task-${randomUUID()}`;
+}
+
+/** Makes the current lease look expired, as if the owner had stopped heartbeating long ago. */
+export async function expireLease(
+  client: Redis,
+  prefix: string,
+  id: string,
+  hash?: string,
+): Promise<void> {
+  const a = recordAddress(prefix, id, hash);
+  const raw = a.field === '' ? await client.get(a.key) : await client.hget(a.key, a.field);
+  if (raw === null) throw new Error(`no record for ${id}`);
+  const record = JSON.parse(raw) as { leaseUntil: number };
+  record.leaseUntil = 1;
+  if (a.field === '') await client.set(a.key, JSON.stringify(record), 'KEEPTTL');
+  else await client.hset(a.key, a.field, JSON.stringify(record));
+}
+
+/** All keys under a prefix (SCAN, never KEYS). */
+export async function keysUnder(client: Redis, prefix: string): Promise<string[]> {
+  const found: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, batch] = await client.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+    cursor = next;
+    found.push(...batch);
+  } while (cursor !== '0');
+  return found;
+}

@@ -1,0 +1,285 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, expect, it, vi } from 'vitest';
+import { ClosedError, LeaseLostError, PeerFailedError, StaleFenceError } from '../../src/index.js';
+import { aborted, deferred } from '../support/deferred.js';
+import { useRedis } from '../support/file-redis.js';
+import {
+  expireLease,
+  keysUnder,
+  lockKit,
+  runOptions,
+  type Storage,
+  taskId,
+} from './lock-test-kit.js';
+
+const redis = useRedis();
+
+describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) => {
+  const kit = lockKit(redis);
+  const opts = runOptions(storage, 'pairs');
+
+  it('runs fn on exactly one member of a racing pair, many times over', async () => {
+    const eu = kit.lock({ member: 'eu' }, kit.prefix);
+    const us = kit.lock({ member: 'us' }, kit.prefix);
+    for (let round = 0; round < 40; round++) {
+      const id = taskId();
+      let runs = 0;
+      let concurrent = 0;
+      let maxConcurrent = 0;
+      const fn = async ({ fence }: { fence: number }) => {
+        runs++;
+        concurrent++;
+        maxConcurrent = Math.max(maxConcurrent, concurrent);
+        await sleep(Math.random() * 5);
+        concurrent--;
+        return { fence, round };
+      };
+      const start = (lock: typeof eu) =>
+        sleep(Math.random() * 10).then(() => lock.run(id, fn, opts));
+      const [a, b] = await Promise.all([start(eu), start(us)]);
+      expect(runs).toBe(1);
+      expect(maxConcurrent).toBe(1);
+      expect([a.role, b.role].sort()).toEqual(['executor', 'shadow']);
+      expect(a.result).toEqual({ fence: 1, round });
+      expect(b.result).toEqual(a.result);
+    }
+  });
+
+  it('returns the executor result to the shadow without running fn there', async () => {
+    const eu = kit.lock({ member: 'eu' }, kit.prefix);
+    const us = kit.lock({ member: 'us' }, kit.prefix);
+    const id = taskId();
+    const started = deferred();
+    const finish = deferred();
+    const executor = eu.run(
+      id,
+      async () => {
+        started.resolve();
+        await finish.promise;
+        return { sent: 3 };
+      },
+      opts,
+    );
+    await started.promise;
+    const shadowFn = vi.fn();
+    const shadow = us.run(id, shadowFn, opts);
+    finish.resolve();
+    expect(await executor).toEqual({
+      role: 'executor',
+      result: { sent: 3 },
+      fence: 1,
+      owner: 'eu',
+    });
+    expect(await shadow).toEqual({ role: 'shadow', result: { sent: 3 }, fence: 1, owner: 'eu' });
+    expect(shadowFn).not.toHaveBeenCalled();
+  });
+
+  it('takes over at once when the executor throws (policy takeover)', async () => {
+    const eu = kit.lock({ member: 'eu' }, kit.prefix);
+    const us = kit.lock({ member: 'us', pollIntervalMs: 60_000 }, kit.prefix);
+    const id = taskId();
+    const started = deferred();
+    const boom = deferred();
+    const executor = eu.run(
+      id,
+      async () => {
+        started.resolve();
+        await boom.promise;
+        throw new Error('gateway said no');
+      },
+      opts,
+    );
+    await started.promise;
+    const shadow = us.run(id, ({ fence, takeover }) => ({ fence, takeover }), opts);
+    boom.resolve();
+    await expect(executor).rejects.toThrow('gateway said no');
+    // pollIntervalMs is a minute: only the settle notification can wake the shadow in time.
+    const outcome = await shadow;
+    expect(outcome).toMatchObject({ role: 'executor', fence: 2, takeover: 'failed', owner: 'us' });
+    expect(outcome.result).toEqual({ fence: 2, takeover: 'failed' });
+    const record = await eu.inspect(id, opts);
+    expect(record).toMatchObject({
+      state: 'done',
+      fence: 2,
+      owner: 'us',
+      attempts: 2,
+      takeover: 'failed',
+    });
+  });
+
+  it('fails the shadow with the executor error under policy respect', async () => {
+    const eu = kit.lock({ member: 'eu' }, kit.prefix);
+    const us = kit.lock({ member: 'us', onPeerFailure: 'respect' }, kit.prefix);
+    const id = taskId();
+    await expect(
+      eu.run(
+        id,
+        () => {
+          throw new TypeError('bad token');
+        },
+        opts,
+      ),
+    ).rejects.toThrow('bad token');
+    const shadowFn = vi.fn();
+    const error = await us.run(id, shadowFn, opts).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(PeerFailedError);
+    expect(error).toMatchObject({
+      code: 'ERR_PAIRED_PEER_FAILED',
+      owner: 'eu',
+      fence: 1,
+      peerError: { name: 'TypeError', message: 'bad token' },
+    });
+    expect(shadowFn).not.toHaveBeenCalled();
+  });
+
+  it('keeps a task five times longer than its lease alive by heartbeats', async () => {
+    const eu = kit.lock({ member: 'eu', leaseMs: 300, heartbeatMs: 75 }, kit.prefix);
+    const us = kit.lock(
+      { member: 'us', leaseMs: 300, heartbeatMs: 75, liveness: false },
+      kit.prefix,
+    );
+    const id = taskId();
+    const started = deferred();
+    let lostLease: unknown;
+    const executor = eu.run(
+      id,
+      async ({ signal }) => {
+        started.resolve();
+        signal.addEventListener('abort', () => {
+          lostLease = signal.reason;
+        });
+        await sleep(1_500);
+        return 'long';
+      },
+      opts,
+    );
+    await started.promise;
+    const shadowFn = vi.fn();
+    const shadow = us.run(id, shadowFn, opts);
+    expect((await executor).result).toBe('long');
+    expect(await shadow).toMatchObject({ role: 'shadow', result: 'long', fence: 1 });
+    expect(shadowFn).not.toHaveBeenCalled();
+    expect(lostLease).toBeUndefined();
+  });
+
+  it('refuses a stale owner: its signal aborts and its result is not stored', async () => {
+    const eu = kit.lock({ member: 'eu', leaseMs: 600, heartbeatMs: 100 }, kit.prefix);
+    const us = kit.lock({ member: 'us' }, kit.prefix);
+    const id = taskId();
+    const started = deferred<AbortSignal>();
+    const release = deferred();
+    const executor = eu.run(
+      id,
+      async ({ signal }) => {
+        started.resolve(signal);
+        await release.promise;
+        return 'stale result';
+      },
+      opts,
+    );
+    const signal = await started.promise;
+    await expireLease(redis().connect(), kit.prefix, id, opts.hash);
+    const taken = await us.run(id, ({ fence, takeover }) => ({ fence, takeover }), opts);
+    expect(taken).toMatchObject({ role: 'executor', result: { fence: 2, takeover: 'expired' } });
+    const reason = await aborted(signal);
+    expect(reason).toBeInstanceOf(LeaseLostError);
+    expect(reason).toMatchObject({
+      code: 'ERR_PAIRED_LEASE_LOST',
+      reason: 'superseded',
+      fence: 1,
+      currentFence: 2,
+    });
+    release.resolve();
+    const error = await executor.catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(StaleFenceError);
+    expect(error).toMatchObject({
+      code: 'ERR_PAIRED_STALE_FENCE',
+      fence: 1,
+      currentFence: 2,
+      currentState: 'done',
+    });
+    expect(await us.inspect(id, opts)).toMatchObject({
+      state: 'done',
+      fence: 2,
+      result: { fence: 2, takeover: 'expired' },
+    });
+  });
+
+  it('hands over on close(): the twin takes over without waiting for the lease', async () => {
+    const eu = kit.lock({ member: 'eu' }, kit.prefix);
+    const us = kit.lock({ member: 'us', pollIntervalMs: 60_000 }, kit.prefix);
+    const id = taskId();
+    const started = deferred();
+    const executor = eu.run(
+      id,
+      async ({ signal }) => {
+        started.resolve();
+        throw await aborted(signal);
+      },
+      opts,
+    );
+    await started.promise;
+    const shadow = us.run(id, ({ fence, takeover }) => ({ fence, takeover }), opts);
+    await eu.close();
+    await expect(executor).rejects.toBeInstanceOf(ClosedError);
+    expect(await shadow).toMatchObject({
+      role: 'executor',
+      result: { fence: 2, takeover: 'released' },
+    });
+    await expect(eu.run(taskId(), () => 1, opts)).rejects.toBeInstanceOf(ClosedError);
+  });
+
+  it('shows a record written by one member to another connection', async () => {
+    const eu = kit.lock({ member: 'eu', leaseMs: 10_000 }, kit.prefix);
+    const viewer = kit.lock({ member: 'viewer' }, kit.prefix);
+    const id = taskId();
+    expect(await viewer.inspect(id, opts)).toBeNull();
+    const started = deferred();
+    const finish = deferred();
+    const run = eu.run(
+      id,
+      async () => {
+        started.resolve();
+        await finish.promise;
+        return ['ok'];
+      },
+      opts,
+    );
+    await started.promise;
+    const running = await viewer.inspect(id, opts);
+    expect(running).toMatchObject({ id, state: 'running', owner: 'eu', fence: 1, attempts: 1 });
+    expect(running?.leaseLeftMs).toBeGreaterThan(5_000);
+    expect(running?.leaseLeftMs).toBeLessThanOrEqual(10_000);
+    finish.resolve();
+    await run;
+    const done = await viewer.inspect(id, opts);
+    expect(done).toMatchObject({
+      state: 'done',
+      owner: 'eu',
+      fence: 1,
+      result: ['ok'],
+      leaseLeftMs: null,
+    });
+    expect(done?.retentionLeftMs).toBeGreaterThan(86_000_000);
+  });
+
+  it('deletes records after retention and leaves no keys behind', async () => {
+    const prefix = `${kit.prefix}-ret`;
+    const eu = kit.lock(
+      { member: 'eu', leaseMs: 200, heartbeatMs: 50, retentionMs: 1_000 },
+      prefix,
+    );
+    const ids = [taskId(), taskId(), taskId()];
+    for (const id of ids) await eu.run(id, () => id, opts);
+    expect(await eu.inspect(ids[0] ?? '', opts)).toMatchObject({ state: 'done' });
+    const client = redis().connect();
+    expect((await keysUnder(client, prefix)).length).toBeGreaterThan(0);
+    await vi.waitFor(
+      async () => {
+        for (const id of ids) expect(await eu.inspect(id, opts)).toBeNull();
+        expect(await keysUnder(client, prefix)).toEqual([]);
+      },
+      { timeout: 10_000, interval: 100 },
+    );
+  });
+});

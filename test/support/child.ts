@@ -1,0 +1,63 @@
+import { type ChildProcessByStdio, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+
+export interface ChildLine {
+  event: string;
+  [key: string]: unknown;
+}
+
+/** A TypeScript fixture in a real child process (node --import tsx), speaking JSON lines. */
+export class FixtureProcess {
+  readonly child: ChildProcessByStdio<null, Readable, Readable>;
+  readonly lines: ChildLine[] = [];
+  private readonly waiters: { event: string; resolve: (line: ChildLine) => void }[] = [];
+  private stderr = '';
+
+  constructor(fixture: string, env: Record<string, string>) {
+    const path = fileURLToPath(new URL(`../fixtures/${fixture}`, import.meta.url));
+    this.child = spawn(process.execPath, ['--import', 'tsx', path], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child.stderr.on('data', (chunk: Buffer) => {
+      this.stderr += chunk.toString();
+    });
+    createInterface({ input: this.child.stdout }).on('line', (text) => {
+      const line = JSON.parse(text) as ChildLine;
+      this.lines.push(line);
+      for (const waiter of this.waiters.filter((w) => w.event === line.event)) {
+        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        waiter.resolve(line);
+      }
+    });
+  }
+
+  /** The first line with this event (already seen or still to come); rejects if the child exits first. */
+  next(event: string): Promise<ChildLine> {
+    const seen = this.lines.find((line) => line.event === event);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ event, resolve });
+      this.child.once('exit', (code, signal) =>
+        reject(new Error(`fixture exited (${code ?? signal}) before "${event}":\n${this.stderr}`)),
+      );
+    });
+  }
+
+  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = once(this.child, 'exit');
+    this.child.kill(signal);
+    await exited;
+  }
+
+  async exited(): Promise<number | null> {
+    if (this.child.exitCode !== null) return this.child.exitCode;
+    const [code] = (await once(this.child, 'exit')) as [number | null];
+    if (code !== 0) throw new Error(`fixture exited with ${code}:\n${this.stderr}`);
+    return code;
+  }
+}

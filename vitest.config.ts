@@ -1,0 +1,15 @@
+import { defineConfig } from 'vitest/config';
+import { HOOK_TIMEOUT_MS, TEST_TIMEOUT_MS } from './test/support/timeouts.js';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    // Real processes: tests spawn and SIGKILL children and start their own redis-server.
+    pool: 'forks',
+    setupFiles: ['test/support/leaks.ts'],
+    testTimeout: TEST_TIMEOUT_MS,
+    hookTimeout: HOOK_TIMEOUT_MS,
+    // 2-core machines: two files at a time keeps timing tolerances honest.
+    maxWorkers: 2,
+  },
+});
