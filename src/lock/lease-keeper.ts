@@ -20,7 +20,6 @@ export class LeaseKeeper {
   private readonly controller = new AbortController();
   private timer: NodeJS.Timeout | undefined;
   private deadlineTimer: NodeJS.Timeout | undefined;
-  private inFlight: Promise<void> = Promise.resolve();
   private stopped = false;
 
   constructor(
@@ -33,7 +32,7 @@ export class LeaseKeeper {
   ) {
     this.armDeadline(grantedAt);
     this.timer = setInterval(() => {
-      if (!this.stopped) this.inFlight = this.beat();
+      if (!this.stopped) void this.beat();
     }, options.heartbeatMs);
   }
 
@@ -46,14 +45,17 @@ export class LeaseKeeper {
     if (!this.controller.signal.aborted) this.controller.abort(reason);
   }
 
-  /** Stops heartbeating and waits for the one in flight, so a settle never races it. */
-  async stop(): Promise<void> {
+  /**
+   * Stops heartbeating. A heartbeat still in flight needs no waiting for: it went out on the
+   * same connection before the settle that follows, and Redis runs them in that order; its
+   * late reply is ignored. (Waiting would hang while the lock store is down.)
+   */
+  stop(): void {
     this.stopped = true;
     clearInterval(this.timer);
     clearTimeout(this.deadlineTimer);
     this.timer = undefined;
     this.deadlineTimer = undefined;
-    await this.inFlight;
   }
 
   private armDeadline(sentAt: number): void {

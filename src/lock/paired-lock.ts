@@ -257,10 +257,10 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
     signal?.addEventListener('abort', onAbort, { once: true });
     if (signal?.aborted || this.closing)
       keeper.abort(signal?.reason ?? new ClosedError('PairedLock'));
-    const finish = async (): Promise<void> => {
+    const finish = (): void => {
       signal?.removeEventListener('abort', onAbort);
       this.running.delete(keeper);
-      await keeper.stop();
+      keeper.stop();
     };
     let result: T;
     try {
@@ -272,7 +272,7 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
         attempts: granted.attempts,
       });
     } catch (err) {
-      await finish();
+      finish();
       // Closing hands the task over regardless of the peer's failure policy.
       const closed = this.closing && keeper.signal.reason instanceof ClosedError;
       await this.settleQuietly(
@@ -282,7 +282,7 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
       );
       throw err;
     }
-    await finish();
+    finish();
     let serialized: string;
     try {
       serialized = JSON.stringify(result) ?? '';

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { afterEach } from 'vitest';
+import { afterEach, beforeEach } from 'vitest';
 import { PairedLock, type PairedLockOptions } from '../../src/index.js';
 import { recordAddress } from '../../src/lock/keys.js';
 import type { TestRedis } from '../support/redis.js';
@@ -11,11 +11,18 @@ export type Storage = 'key' | 'hash';
 /** Builds locks for one test, each on its own connection, and closes them after it. */
 export function lockKit(redis: () => TestRedis) {
   const locks: PairedLock[] = [];
+  let prefix = uniquePrefix('lock');
+  beforeEach(() => {
+    prefix = uniquePrefix('lock');
+  });
   afterEach(async () => {
     await Promise.all(locks.splice(0).map((lock) => lock.close()));
   });
   return {
-    prefix: uniquePrefix('lock'),
+    /** A fresh random prefix for each test, so tests sharing a REDIS_URL never meet. */
+    get prefix() {
+      return prefix;
+    },
     lock(options: Partial<PairedLockOptions> & { member: string }, prefix: string): PairedLock {
       const lock = new PairedLock(redis().connect(), { prefix, ...options });
       locks.push(lock);

@@ -6,6 +6,7 @@
 import { createHook } from 'node:async_hooks';
 import { afterEach, beforeEach } from 'vitest';
 import { HOOK_TIMEOUT_MS } from './timeouts.js';
+import { isUntracked } from './untracked.js';
 
 const WATCHED = new Set(['TCPWRAP', 'TCPSERVERWRAP', 'Timeout', 'PROCESSWRAP', 'PIPEWRAP']);
 const GRACE_MS = 3_000;
@@ -16,7 +17,7 @@ let newestTimeout: number | undefined;
 
 createHook({
   init(asyncId, type, _trigger, resource) {
-    if (!tracking || !WATCHED.has(type)) return;
+    if (!tracking || !WATCHED.has(type) || isUntracked()) return;
     const timeoutMs =
       type === 'Timeout' ? (resource as { _idleTimeout?: number })._idleTimeout : undefined;
     live.set(asyncId, { type, timeoutMs });

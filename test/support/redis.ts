@@ -13,6 +13,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis, type RedisOptions } from 'ioredis';
+import { untracked } from './untracked.js';
 
 export type RedisSource = 'env' | 'binary' | 'testcontainers';
 
@@ -177,7 +178,7 @@ class BinaryRedis extends BaseRedis {
       'noeviction',
       ...this.extraArgs,
     ];
-    const child = spawn(this.binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = untracked(() => spawn(this.binary, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
     this.child = child;
     let output = '';
     await new Promise<void>((resolve, reject) => {
