@@ -11,7 +11,7 @@ export class Ticket {
   /** Liveness channel of the executor being shadowed ('' when unknown). */
   ownerChannel = '';
   private pending = false;
-  private wakeNow: (() => void) | undefined;
+  private listener: (() => void) | undefined;
 
   constructor(
     readonly tag: string,
@@ -19,38 +19,53 @@ export class Ticket {
   ) {}
 
   wake(): void {
-    if (this.wakeNow) this.wakeNow();
+    const listener = this.listener;
+    this.listener = undefined;
+    if (listener) listener();
     else this.pending = true;
   }
 
-  /** Resolves on a settle message or a dead executor (since the ticket was made or last woke), or after `timeoutMs`. */
-  wait(ownerChannel: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+  /**
+   * Calls `listener` once, at the next settle message or sign of a dead executor, or at
+   * once if one arrived since the ticket was made or last woke.
+   */
+  onNextWake(ownerChannel: string, listener: () => void): void {
     this.ownerChannel = ownerChannel;
     if (this.pending) {
       this.pending = false;
-      return Promise.resolve();
+      listener();
+      return;
     }
+    this.listener = listener;
+    if (ownerChannel !== '') this.notifier.watchLiveness();
+  }
+
+  /** Resolves at the next wake or after `timeoutMs`; rejects when `signal` aborts. */
+  wait(ownerChannel: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const done = (): void => {
+      const finish = (): void => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
-        this.wakeNow = undefined;
+        this.listener = undefined;
       };
       const onAbort = (): void => {
-        done();
+        finish();
         reject(signal?.reason);
       };
-      this.wakeNow = () => {
-        done();
+      const timer = setTimeout(() => {
+        finish();
         resolve();
-      };
-      const timer = setTimeout(this.wakeNow, timeoutMs);
+      }, timeoutMs);
       signal?.addEventListener('abort', onAbort, { once: true });
-      if (ownerChannel !== '') this.notifier.watchLiveness();
+      this.onNextWake(ownerChannel, () => {
+        finish();
+        resolve();
+      });
     });
   }
 
   close(): void {
+    this.listener = undefined;
     this.notifier.forget(this);
   }
 }

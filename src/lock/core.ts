@@ -1,0 +1,234 @@
+import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import {
+  ClosedError,
+  type PeerErrorInfo,
+  ResultNotSerializableError,
+  StaleFenceError,
+} from '../errors.js';
+import { livenessChannel, type RecordAddress, recordAddress, settleChannel } from './keys.js';
+import { LeaseKeeper } from './lease-keeper.js';
+import { Notifier, type Ticket } from './notifier.js';
+import type { ResolvedLockOptions } from './options.js';
+import { type PairRecord, toPairRecord } from './record.js';
+import {
+  type AcquireReply,
+  acquire,
+  type Grant,
+  inspect,
+  type RedisConnection,
+  type Settlement,
+  settle,
+  type TakeoverReason,
+} from './scripts.js';
+
+/** What an executor's routine receives. */
+export interface RunContext {
+  id: string;
+  /** Grows by one with every grant of this task: pass it to your sink to reject stale writes. */
+  fence: number;
+  /** Aborts when the lease is lost (`LeaseLostError`), the caller's signal aborts, or the lock closes. */
+  signal: AbortSignal;
+  /** Set when this run took the task over from another member. */
+  takeover: TakeoverReason | undefined;
+  /** Grants so far, this one included. */
+  attempts: number;
+}
+
+export type Executed<T> =
+  | { kind: 'completed'; result: T }
+  /** The routine finished, but another member holds the record now: the result was not stored. */
+  | { kind: 'superseded'; error: StaleFenceError };
+
+export interface Acquired {
+  reply: AcquireReply;
+  /** performance.now() when the acquire was sent: the lease cannot end on Redis before sentAt + lease. */
+  sentAt: number;
+  token: string;
+}
+
+export function errorInfo(err: unknown): PeerErrorInfo {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return { name: err.name, message: err.message, ...(typeof code === 'string' ? { code } : {}) };
+  }
+  return { name: 'NonError', message: String(err) };
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+/**
+ * The pair-record machinery shared by `PairedLock` and `PairedProcessor`: acquire, the
+ * executor's lease and settle, shadow wake-ups and this process's liveness channel.
+ */
+export class PairCore {
+  readonly channel: string;
+  readonly liveChannel: string | undefined;
+  private readonly notifier: Notifier;
+  private started: Promise<void> | undefined;
+  private readonly running = new Set<LeaseKeeper>();
+  closing = false;
+
+  constructor(
+    readonly client: RedisConnection,
+    readonly options: Readonly<ResolvedLockOptions>,
+    private readonly report: (err: Error) => void,
+  ) {
+    this.channel = settleChannel(options.prefix);
+    // Pub/sub subscriber counts are per node on a Cluster, so liveness would lie there.
+    this.liveChannel =
+      options.liveness && !client.isCluster
+        ? livenessChannel(options.prefix, randomUUID())
+        : undefined;
+    this.notifier = new Notifier(
+      client,
+      this.channel,
+      this.liveChannel,
+      options.livenessIntervalMs,
+      report,
+    );
+  }
+
+  address(id: string, hash?: string): RecordAddress {
+    return recordAddress(this.options.prefix, id, hash);
+  }
+
+  /** Subscribes (settle channel, own liveness channel) once, before the first acquire. */
+  ready(): Promise<void> {
+    this.started ??= this.notifier.start().catch((err: unknown) => {
+      this.started = undefined;
+      throw err;
+    });
+    return this.started;
+  }
+
+  /** Interest in a record's next settle or its executor's death; register it before acquiring. */
+  ticket(address: RecordAddress): Ticket {
+    return this.notifier.ticket(address.key, address.field);
+  }
+
+  async acquire(address: RecordAddress, token: string = randomUUID()): Promise<Acquired> {
+    const o = this.options;
+    const sentAt = performance.now();
+    const reply = await acquire(this.client, address, {
+      member: o.member,
+      token,
+      leaseMs: o.leaseMs,
+      retentionMs: o.retentionMs,
+      policy: o.onPeerFailure,
+      liveChannel: this.liveChannel ?? '',
+      graceMs: o.livenessGraceMs,
+    });
+    return { reply, sentAt, token };
+  }
+
+  async inspect(address: RecordAddress): Promise<PairRecord | null> {
+    return toPairRecord(address, await inspect(this.client, address));
+  }
+
+  /**
+   * Runs `fn` as the executor of a granted record, heartbeating its lease, and settles the
+   * record: done with the result, or failed (released, when the routine was stopped by a
+   * `ClosedError`: a handover) and the routine's error rethrown.
+   */
+  async execute<T>(
+    address: RecordAddress,
+    grant: Grant,
+    context: { takeover: TakeoverReason | undefined; attempts: number },
+    sentAt: number,
+    fn: (ctx: RunContext) => T | Promise<T>,
+    signal: AbortSignal | undefined,
+  ): Promise<Executed<T>> {
+    const keeper = new LeaseKeeper(this.client, address, grant, this.options, sentAt, this.report);
+    this.running.add(keeper);
+    const onAbort = (): void => keeper.abort(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted || this.closing)
+      keeper.abort(signal?.reason ?? new ClosedError('PairedLock'));
+    const finish = (): void => {
+      signal?.removeEventListener('abort', onAbort);
+      this.running.delete(keeper);
+      keeper.stop();
+    };
+    let result: T;
+    try {
+      result = await fn({ id: address.id, fence: grant.fence, signal: keeper.signal, ...context });
+    } catch (err) {
+      finish();
+      // A routine stopped for a shutdown hands the task over, whatever the failure policy.
+      const handover = keeper.signal.reason instanceof ClosedError;
+      await this.settleQuietly(
+        address,
+        grant,
+        handover
+          ? { state: 'released' }
+          : { state: 'failed', error: JSON.stringify(errorInfo(err)) },
+      );
+      throw err;
+    }
+    finish();
+    let serialized: string;
+    try {
+      serialized = JSON.stringify(result) ?? '';
+    } catch (cause) {
+      const err = new ResultNotSerializableError(address.id, cause);
+      await this.settleQuietly(address, grant, {
+        state: 'failed',
+        error: JSON.stringify(errorInfo(err)),
+      });
+      throw err;
+    }
+    const reply = await settle(
+      this.client,
+      address,
+      grant,
+      this.options.retentionMs,
+      this.channel,
+      {
+        state: 'done',
+        result: serialized,
+      },
+    );
+    if (reply.kind === 'ok') return { kind: 'completed', result };
+    const error =
+      reply.kind === 'stale'
+        ? new StaleFenceError(address.id, grant.fence, reply.fence, reply.state)
+        : new StaleFenceError(address.id, grant.fence);
+    return { kind: 'superseded', error };
+  }
+
+  /** Records a failure or release; a refusal or error here must never hide the routine's error. */
+  private async settleQuietly(
+    address: RecordAddress,
+    grant: Grant,
+    settlement: Settlement,
+  ): Promise<void> {
+    try {
+      const reply = await settle(
+        this.client,
+        address,
+        grant,
+        this.options.retentionMs,
+        this.channel,
+        settlement,
+      );
+      if (reply.kind === 'stale')
+        this.report(new StaleFenceError(address.id, grant.fence, reply.fence, reply.state));
+    } catch (err) {
+      this.report(asError(err));
+    }
+  }
+
+  /** Aborts every running routine's signal with `reason` (a `ClosedError` hands them over). */
+  abortAll(reason: unknown): void {
+    for (const keeper of this.running) keeper.abort(reason);
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    this.abortAll(new ClosedError('PairedLock'));
+    await this.notifier.close();
+  }
+}
