@@ -9,7 +9,10 @@ export type PairedErrorCode =
   | 'ERR_PAIRED_CORRUPT_RECORD'
   | 'ERR_PAIRED_RESULT_NOT_SERIALIZABLE'
   | 'ERR_PAIRED_CLOSED'
-  | 'ERR_PAIRED_ABORTED';
+  | 'ERR_PAIRED_ABORTED'
+  | 'ERR_PAIRED_INVALID_JOB_ID'
+  | 'ERR_PAIRED_PARTIAL_ADD'
+  | 'ERR_PAIRED_LOCK_STORE_DOWN';
 
 export class PairedError extends Error {
   readonly code: PairedErrorCode;
@@ -129,5 +132,51 @@ export class AbortedError extends PairedError {
     super('ERR_PAIRED_ABORTED', `waiting for "${id}" was aborted by the caller's signal`, {
       cause,
     });
+  }
+}
+
+/** A job id that BullMQ refuses or that cannot name a pair (digits only, ':' , empty). */
+export class InvalidJobIdError extends PairedError {
+  readonly jobId: unknown;
+
+  constructor(jobId: unknown, problem: string) {
+    super(
+      'ERR_PAIRED_INVALID_JOB_ID',
+      `job id ${JSON.stringify(jobId) ?? String(jobId)} ${problem}; use a string with at least one non-digit and no ":" (e.g. "n-123"), or leave jobId out to get a generated one`,
+    );
+    this.jobId = jobId;
+  }
+}
+
+/** Fan-out to two Redis servers that reached only one of them: says which twin has the job. */
+export class PartialAddError extends PairedError {
+  readonly jobIds: string[];
+  /** Twins that hold the job(s) now. */
+  readonly added: string[];
+  /** Twins that refused, with their errors. */
+  readonly failed: Record<string, Error>;
+
+  constructor(jobIds: string[], added: string[], failed: Record<string, Error>) {
+    const reasons = Object.entries(failed)
+      .map(([twin, err]) => `${twin}: ${err.message}`)
+      .join('; ');
+    super(
+      'ERR_PAIRED_PARTIAL_ADD',
+      `job ${jobIds.length === 1 ? `"${jobIds[0]}"` : `ids ${jobIds.join(', ')}`} reached only twin(s) ${added.join(', ') || 'none'} (${reasons}); the added copies will run there. Add again with the same job id(s) to complete the pair: BullMQ ignores a duplicate id`,
+    );
+    this.jobIds = jobIds;
+    this.added = added;
+    this.failed = failed;
+  }
+}
+
+/** The lock store could not be reached, so the job was not run (policy 'wait'). */
+export class LockStoreUnavailableError extends PairedError {
+  constructor(jobId: string, cause: unknown) {
+    super(
+      'ERR_PAIRED_LOCK_STORE_DOWN',
+      `the lock store is unreachable, so job "${jobId}" was parked instead of run (whenLockStoreDown: 'wait'); it retries by itself. Check lockConnection, or set whenLockStoreDown: 'run' to run without coordination`,
+      { cause },
+    );
   }
 }

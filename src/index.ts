@@ -14,10 +14,13 @@ export {
   AbortedError,
   ClosedError,
   CorruptRecordError,
+  InvalidJobIdError,
   type LeaseLossReason,
   LeaseLostError,
+  LockStoreUnavailableError,
   PairedError,
   type PairedErrorCode,
+  PartialAddError,
   type PeerErrorInfo,
   PeerFailedError,
   ResultNotSerializableError,
@@ -33,3 +36,18 @@ export {
 } from './lock/paired-lock.js';
 export type { PairRecord, PairState } from './lock/record.js';
 export type { RedisConnection, TakeoverReason } from './lock/scripts.js';
+export type { PairedJobEvent, PairedProcessorEvents } from './pairing/events.js';
+export type { LockStoreDownPolicy, PairedProcessorOptions } from './pairing/options.js';
+export {
+  PairedProcessor,
+  type PairedProcessorFunction,
+  type PairInfo,
+} from './pairing/paired-processor.js';
+export {
+  type PairedBulkJob,
+  type PairedJob,
+  PairedQueue,
+  type PairedQueueOptions,
+  type TwinQueueOptions,
+} from './pairing/paired-queue.js';
+export { PairedWorker, type PairedWorkerOptions } from './pairing/paired-worker.js';

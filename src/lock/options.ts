@@ -40,8 +40,7 @@ export interface PairedLockOptions {
 
 export type ResolvedLockOptions = Required<PairedLockOptions>;
 
-const OWNER = 'PairedLock';
-const KNOWN = [
+export const LOCK_OPTION_NAMES = [
   'member',
   'leaseMs',
   'heartbeatMs',
@@ -67,14 +66,14 @@ export const lockDefaults = {
 
 const DAY_MS = 86_400_000;
 
-export function resolveLockOptions(options: unknown): ResolvedLockOptions {
+export function resolveLockOptions(options: unknown, OWNER = 'PairedLock'): ResolvedLockOptions {
   if (typeof options !== 'object' || options === null) {
     throw new TypeError(
       `${OWNER}: options must be an object with at least { member }, received ${String(options)}`,
     );
   }
-  assertKnownOptions(OWNER, options, KNOWN);
-  const o = options as Partial<Record<(typeof KNOWN)[number], unknown>>;
+  assertKnownOptions(OWNER, options, LOCK_OPTION_NAMES);
+  const o = options as Partial<Record<(typeof LOCK_OPTION_NAMES)[number], unknown>>;
   const pick = <K extends keyof typeof lockDefaults>(name: K): unknown =>
     o[name] ?? lockDefaults[name];
 

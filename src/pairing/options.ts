@@ -1,0 +1,113 @@
+import {
+  LOCK_OPTION_NAMES,
+  type PairedLockOptions,
+  type ResolvedLockOptions,
+  resolveLockOptions,
+} from '../lock/options.js';
+import type { RedisConnection } from '../lock/scripts.js';
+import {
+  assertKnownOptions,
+  booleanOption,
+  enumOption,
+  integerOption,
+  optionError,
+  stringOption,
+} from '../validate.js';
+
+export type LockStoreDownPolicy = 'wait' | 'run';
+
+export interface PairedProcessorOptions extends Omit<PairedLockOptions, 'member'> {
+  /** This side's twin name, as in `PairedQueue`'s `twins` (e.g. `'eu'`). */
+  twin: string;
+  /** Redis holding the pair records; both twins must reach it. May be the queue's own Redis. */
+  lockConnection: RedisConnection;
+  /**
+   * Namespace of the pair records. Default: the job's queue name, which is right when both
+   * twins use the same queue name; set it (e.g. to the `PairedQueue` name) when they do not.
+   */
+  group?: string;
+  /** Lock store unreachable: park the copy and retry (`'wait'`), or run it uncoordinated (`'run'`). Default `'wait'`. */
+  whenLockStoreDown?: LockStoreDownPolicy;
+  /** How long a copy parks while the lock store is unreachable, in ms. Default 1 000. */
+  lockStoreRetryMs?: number;
+  /**
+   * Longest a shadow's copy stays parked before it re-checks by itself, in ms. It is woken
+   * sooner when the pair settles or the executor dies; this bounds the wait when this process
+   * restarts meanwhile. Default: the lease.
+   */
+  maxParkMs?: number;
+  /** Write a `job.log` line for each paired decision (shows in Bull Board). Default true. */
+  jobLogs?: boolean;
+}
+
+export interface ResolvedProcessorOptions {
+  lock: ResolvedLockOptions;
+  twin: string;
+  group: string | undefined;
+  whenLockStoreDown: LockStoreDownPolicy;
+  lockStoreRetryMs: number;
+  maxParkMs: number;
+  jobLogs: boolean;
+}
+
+const OWNER = 'PairedProcessor';
+const OWN_OPTIONS = [
+  'twin',
+  'lockConnection',
+  'group',
+  'whenLockStoreDown',
+  'lockStoreRetryMs',
+  'maxParkMs',
+  'jobLogs',
+] as const;
+
+export function resolveProcessorOptions(options: unknown): ResolvedProcessorOptions {
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(
+      `${OWNER}: options must be an object with { twin, lockConnection }, received ${String(options)}`,
+    );
+  }
+  assertKnownOptions(OWNER, options, [
+    ...OWN_OPTIONS,
+    ...LOCK_OPTION_NAMES.filter((n) => n !== 'member'),
+  ]);
+  const {
+    twin,
+    lockConnection,
+    group,
+    whenLockStoreDown,
+    lockStoreRetryMs,
+    maxParkMs,
+    jobLogs,
+    ...lockOptions
+  } = options as Partial<PairedProcessorOptions>;
+  const twinName = stringOption(OWNER, 'twin', twin);
+  if (twinName.includes(':')) throw optionError(OWNER, 'twin', twin, 'free of ":"');
+  if (
+    typeof lockConnection !== 'object' ||
+    lockConnection === null ||
+    typeof lockConnection.evalsha !== 'function'
+  ) {
+    throw optionError(
+      OWNER,
+      'lockConnection',
+      lockConnection,
+      'an ioredis Redis or Cluster instance',
+    );
+  }
+  const lock = resolveLockOptions({ ...lockOptions, member: twinName }, OWNER);
+  return {
+    lock,
+    twin: twinName,
+    group: group === undefined ? undefined : stringOption(OWNER, 'group', group),
+    whenLockStoreDown: enumOption(OWNER, 'whenLockStoreDown', whenLockStoreDown ?? 'wait', [
+      'wait',
+      'run',
+    ]),
+    lockStoreRetryMs: integerOption(OWNER, 'lockStoreRetryMs', lockStoreRetryMs ?? 1_000, {
+      min: 10,
+    }),
+    maxParkMs: integerOption(OWNER, 'maxParkMs', maxParkMs ?? lock.leaseMs, { min: 10 }),
+    jobLogs: booleanOption(OWNER, 'jobLogs', jobLogs ?? true),
+  };
+}

@@ -1,0 +1,356 @@
+import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import { DelayedError, type Job, type Worker } from 'bullmq';
+import {
+  ClosedError,
+  InvalidJobIdError,
+  LeaseLostError,
+  LockStoreUnavailableError,
+  type PeerErrorInfo,
+  PeerFailedError,
+} from '../errors.js';
+import { type Acquired, PairCore } from '../lock/core.js';
+import type { RecordAddress } from '../lock/keys.js';
+import type { Ticket } from '../lock/notifier.js';
+import { parseJson } from '../lock/record.js';
+import type { AcquireReply, TakeoverReason } from '../lock/scripts.js';
+import type { PairedProcessorEvents } from './events.js';
+import {
+  type PairedProcessorOptions,
+  type ResolvedProcessorOptions,
+  resolveProcessorOptions,
+} from './options.js';
+
+/** Pair facts handed to the wrapped processor as its fourth argument. */
+export interface PairInfo {
+  twin: string;
+  /** Pass it to your side effects: a sink that refuses lower fences makes duplicates harmless. */
+  fence: number;
+  takeover: TakeoverReason | undefined;
+  /** Grants of this job so far, across both twins. */
+  attempts: number;
+  /** False only when `whenLockStoreDown: 'run'` ran the job without a pair record (fence 0). */
+  coordinated: boolean;
+}
+
+/** A BullMQ processor, optionally reading the pair facts. Its signal also fires on lease loss. */
+export type PairedProcessorFunction<
+  DataType = unknown,
+  ResultType = unknown,
+  NameType extends string = string,
+> = (
+  job: Job<DataType, ResultType, NameType>,
+  token: string | undefined,
+  signal: AbortSignal,
+  pair: PairInfo,
+) => Promise<ResultType> | ResultType;
+
+type Granted = Extract<AcquireReply, { kind: 'granted' }>;
+
+interface Execution {
+  controller: AbortController;
+  /** The BullMQ worker that runs it (a job's `queue` is its worker). */
+  owner: unknown;
+}
+
+/** Marks a copy that was parked: BullMQ must not fail or complete it. */
+const PARKED = Symbol('parked');
+
+/**
+ * Wraps a BullMQ processor so that the twin that picks a job up first executes it and the
+ * other shadows it without holding a worker slot, completing with the executor's result,
+ * or taking over at once when the executor throws, closes, loses its lease or dies.
+ */
+export class PairedProcessor<
+  DataType = unknown,
+  ResultType = unknown,
+  NameType extends string = string,
+> extends EventEmitter<PairedProcessorEvents> {
+  readonly options: Readonly<ResolvedProcessorOptions>;
+  /** Pass this to `new Worker(name, paired.processor, …)`; it declares BullMQ's three parameters. */
+  readonly processor: (
+    job: Job<DataType, ResultType, NameType>,
+    token?: string,
+    signal?: AbortSignal,
+  ) => Promise<ResultType>;
+  private readonly core: PairCore;
+  private readonly executions = new Set<Execution>();
+  private readonly parked = new Map<string, Ticket>();
+  private closed = false;
+
+  constructor(
+    private readonly wrapped: PairedProcessorFunction<DataType, ResultType, NameType>,
+    options: PairedProcessorOptions,
+  ) {
+    super();
+    if (typeof wrapped !== 'function') {
+      throw new TypeError(
+        `PairedProcessor: the first argument must be a processor function, received ${String(wrapped)}`,
+      );
+    }
+    this.options = Object.freeze(resolveProcessorOptions(options));
+    this.core = new PairCore(options.lockConnection, this.options.lock, (err) => this.report(err));
+    this.processor = (job, token, signal) => this.process(job, token, signal);
+  }
+
+  /** Hands this worker's running jobs over to the twin when the worker starts closing. */
+  attach(worker: Worker): this {
+    worker.on('closing', () => this.handOver((owner) => owner === worker));
+    return this;
+  }
+
+  /**
+   * Stops: running executions see their signal abort with a `ClosedError`, and those that
+   * then throw release their record so the twin takes over at once. Close your workers
+   * first (`worker.close()` waits for their jobs); the lock connection is not closed.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.handOver(() => true);
+    for (const ticket of this.parked.values()) ticket.close();
+    this.parked.clear();
+    await this.core.close();
+  }
+
+  private async process(
+    job: Job<DataType, ResultType, NameType>,
+    token?: string,
+    signal?: AbortSignal,
+  ): Promise<ResultType> {
+    if (this.closed) throw new ClosedError('PairedProcessor');
+    if (!job.id) throw new InvalidJobIdError(job.id, 'is missing');
+    const address = this.core.address(`${this.options.group ?? job.queueName}:${job.id}`);
+    try {
+      await this.core.ready();
+    } catch (err) {
+      return this.lockStoreDown(job, token, signal, err);
+    }
+    this.parked.get(address.key)?.close(); // an earlier park of this copy is over: it is here
+    const ticket = this.core.ticket(address);
+    let parked = false;
+    try {
+      for (let round = 0; ; round++) {
+        let acquired: Acquired;
+        try {
+          acquired = await this.core.acquire(address);
+        } catch (err) {
+          return await this.lockStoreDown(job, token, signal, err);
+        }
+        const { reply } = acquired;
+        if (reply.kind === 'granted') {
+          ticket.close();
+          const result = await this.execute(job, token, signal, address, acquired, reply);
+          if (result !== PARKED) return result;
+          parked = true;
+          throw new DelayedError();
+        }
+        if (reply.kind === 'done') {
+          await this.log(
+            job,
+            `completed by twin ${reply.owner} (fence ${reply.fence}); not run on ${this.options.twin}`,
+          );
+          this.emit('twinCompleted', {
+            jobId: job.id,
+            twin: this.options.twin,
+            fence: reply.fence,
+            owner: reply.owner,
+          });
+          return parseJson<ResultType>(reply.result) as ResultType;
+        }
+        if (reply.kind === 'failed') {
+          throw new PeerFailedError(
+            job.id,
+            reply.fence,
+            reply.owner,
+            parseJson<PeerErrorInfo>(reply.error),
+          );
+        }
+        if (
+          await this.park(job, token, ticket, address, reply.ownerChannel, reply.recheckMs, round)
+        ) {
+          parked = true;
+          this.emit('shadowed', {
+            jobId: job.id,
+            twin: this.options.twin,
+            fence: reply.fence,
+            owner: reply.owner,
+          });
+          throw new DelayedError();
+        }
+      }
+    } finally {
+      if (!parked) ticket.close();
+    }
+  }
+
+  private async execute(
+    job: Job<DataType, ResultType, NameType>,
+    token: string | undefined,
+    bullSignal: AbortSignal | undefined,
+    address: RecordAddress,
+    acquired: Acquired,
+    reply: Granted,
+  ): Promise<ResultType | typeof PARKED> {
+    const jobId = job.id as string;
+    const twin = this.options.twin;
+    const event = { jobId, twin, fence: reply.fence };
+    if (reply.takeover) this.emit('takeover', { ...event, reason: reply.takeover });
+    // BullMQ builds a worker's jobs with the worker as their (protected) `queue`: that tells
+    // which worker's close() must hand this execution over.
+    const owner = (job as unknown as { queue: unknown }).queue;
+    const execution: Execution = { controller: new AbortController(), owner };
+    this.executions.add(execution);
+    const signal = bullSignal
+      ? AbortSignal.any([execution.controller.signal, bullSignal])
+      : execution.controller.signal;
+    const pair: PairInfo = {
+      twin,
+      fence: reply.fence,
+      takeover: reply.takeover,
+      attempts: reply.attempts,
+      coordinated: true,
+    };
+    const startedAt = performance.now();
+    try {
+      const executed = await this.core.execute(
+        address,
+        { token: acquired.token, fence: reply.fence },
+        { takeover: reply.takeover, attempts: reply.attempts },
+        acquired.sentAt,
+        (ctx) => {
+          ctx.signal.addEventListener('abort', () => {
+            const reason = ctx.signal.reason;
+            if (reason instanceof LeaseLostError)
+              this.emit('leaseLost', { ...event, reason: reason.reason });
+          });
+          return this.wrapped(job, token, ctx.signal, pair);
+        },
+        signal,
+      );
+      if (executed.kind === 'superseded') {
+        // The twin holds a higher fence: this copy becomes its shadow and completes with its result.
+        this.emit('leaseLost', { ...event, reason: 'superseded' });
+        await this.log(
+          job,
+          `run on ${twin} (fence ${reply.fence}) was superseded by fence ${executed.error.currentFence ?? '?'}; result not stored`,
+        );
+        return await this.parkCopy(job, token, 0);
+      }
+      const takeover = reply.takeover ? `, took over: ${reply.takeover}` : '';
+      await this.log(job, `executed on ${twin} (fence ${reply.fence}${takeover})`);
+      this.emit('executed', {
+        ...event,
+        takeover: reply.takeover,
+        durationMs: performance.now() - startedAt,
+      });
+      return executed.result;
+    } catch (err) {
+      if (execution.controller.signal.reason instanceof ClosedError) {
+        // Handed over: the record is released and the twin runs it; this copy waits for its result.
+        await this.log(
+          job,
+          `released by ${twin} on shutdown (fence ${reply.fence}); the twin takes over`,
+        );
+        return await this.parkCopy(job, token, this.options.maxParkMs);
+      }
+      throw err;
+    } finally {
+      this.executions.delete(execution);
+    }
+  }
+
+  /**
+   * Parks a shadow's copy until the pair settles or its executor dies (the ticket wakes it)
+   * or until its lease would end. Returns false, without parking, when a wake-up already came.
+   */
+  private async park(
+    job: Job<DataType, ResultType, NameType>,
+    token: string | undefined,
+    ticket: Ticket,
+    address: RecordAddress,
+    ownerChannel: string,
+    recheckMs: number,
+    round: number,
+  ): Promise<boolean> {
+    let woke = false;
+    let isParked = false;
+    ticket.onNextWake(ownerChannel, () => {
+      woke = true;
+      if (isParked) this.promote(job, ticket, address);
+    });
+    if (woke && round < 5) return false;
+    await this.parkCopy(job, token, Math.min(Math.max(recheckMs, 0) + 5, this.options.maxParkMs));
+    isParked = true;
+    this.parked.set(address.key, ticket);
+    if (woke) this.promote(job, ticket, address);
+    return true;
+  }
+
+  private async parkCopy(
+    job: Job<DataType, ResultType, NameType>,
+    token: string | undefined,
+    delayMs: number,
+  ): Promise<typeof PARKED> {
+    if (token === undefined)
+      throw new TypeError('PairedProcessor: a BullMQ job token is needed to park a copy');
+    await job.moveToDelayed(Date.now() + delayMs, token);
+    return PARKED;
+  }
+
+  private promote(
+    job: Job<DataType, ResultType, NameType>,
+    ticket: Ticket,
+    address: RecordAddress,
+  ): void {
+    ticket.close();
+    if (this.parked.get(address.key) === ticket) this.parked.delete(address.key);
+    // The copy may be back already (its delay ended, or another wake won): nothing to do then.
+    job.promote().catch(() => {});
+  }
+
+  private async lockStoreDown(
+    job: Job<DataType, ResultType, NameType>,
+    token: string | undefined,
+    signal: AbortSignal | undefined,
+    cause: unknown,
+  ): Promise<ResultType> {
+    const jobId = job.id as string;
+    this.report(new LockStoreUnavailableError(jobId, cause));
+    if (this.options.whenLockStoreDown === 'run') {
+      await this.log(
+        job,
+        `lock store unreachable: run on ${this.options.twin} without coordination`,
+      );
+      const pair: PairInfo = {
+        twin: this.options.twin,
+        fence: 0,
+        takeover: undefined,
+        attempts: 0,
+        coordinated: false,
+      };
+      return this.wrapped(job, token, signal ?? new AbortController().signal, pair);
+    }
+    await this.parkCopy(job, token, this.options.lockStoreRetryMs);
+    throw new DelayedError();
+  }
+
+  private handOver(matches: (owner: unknown) => boolean): void {
+    for (const execution of this.executions) {
+      if (matches(execution.owner)) execution.controller.abort(new ClosedError('the worker'));
+    }
+  }
+
+  private async log(job: Job<DataType, ResultType, NameType>, line: string): Promise<void> {
+    if (!this.options.jobLogs) return;
+    try {
+      await job.log(`bullmq-paired: ${line}`);
+    } catch (err) {
+      this.report(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  private report(err: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', err);
+  }
+}

@@ -1,0 +1,47 @@
+import { type Job, type Processor, Worker, type WorkerOptions } from 'bullmq';
+import type { PairedProcessorOptions } from './options.js';
+import { PairedProcessor } from './paired-processor.js';
+
+export interface PairedWorkerOptions extends WorkerOptions {
+  /** Pairing options: `{ twin, lockConnection, … }`. */
+  paired: PairedProcessorOptions;
+}
+
+/**
+ * A BullMQ `Worker` whose every job goes through `PairedProcessor`, including sandboxed
+ * (file or URL) processors, which a wrapped function cannot reach. Closing the worker
+ * hands its running jobs over to the twin, then closes the pairing.
+ */
+export class PairedWorker<
+  DataType = unknown,
+  ResultType = unknown,
+  NameType extends string = string,
+> extends Worker<DataType, ResultType, NameType> {
+  readonly paired: PairedProcessor<DataType, ResultType, NameType>;
+
+  constructor(
+    name: string,
+    processor: string | URL | Processor<DataType, ResultType, NameType>,
+    { paired, ...options }: PairedWorkerOptions,
+  ) {
+    super(name, processor, options);
+    this.paired = new PairedProcessor<DataType, ResultType, NameType>(
+      (job, token, signal) => super.callProcessJob(job, token ?? '', signal),
+      paired,
+    );
+    this.paired.attach(this as unknown as Worker);
+  }
+
+  protected override callProcessJob(
+    job: Job<DataType, ResultType, NameType>,
+    token: string,
+    signal?: AbortSignal,
+  ): Promise<ResultType> {
+    return this.paired.processor(job, token, signal);
+  }
+
+  override async close(force = false): Promise<void> {
+    await super.close(force);
+    await this.paired.close();
+  }
+}
