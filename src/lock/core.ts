@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as delay } from 'node:timers/promises';
 import {
   ClosedError,
   type PeerErrorInfo,
@@ -46,6 +47,15 @@ export interface Acquired {
   sentAt: number;
   token: string;
 }
+
+/**
+ * After the lock store restarts, every subscriber reconnects on its own schedule (ioredis'
+ * default back-off reaches 2 s), so empty liveness channels prove nothing for a while.
+ */
+export const LIVENESS_WARMUP_S = 10;
+
+/** How long an executor waits between attempts to store its result while the lock store is down. */
+const SETTLE_RETRY_MS = 250;
 
 export function errorInfo(err: unknown): PeerErrorInfo {
   if (err instanceof Error) {
@@ -120,6 +130,7 @@ export class PairCore {
       policy: o.onPeerFailure,
       liveChannel: this.liveChannel ?? '',
       graceMs: o.livenessGraceMs,
+      warmupS: LIVENESS_WARMUP_S,
     });
     return { reply, sentAt, token };
   }
@@ -180,23 +191,33 @@ export class PairCore {
       });
       throw err;
     }
-    const reply = await settle(
-      this.client,
-      address,
-      grant,
-      this.options.retentionMs,
-      this.channel,
-      {
-        state: 'done',
-        result: serialized,
-      },
-    );
+    const reply = await this.settleDone(address, grant, serialized);
     if (reply.kind === 'ok') return { kind: 'completed', result };
     const error =
       reply.kind === 'stale'
         ? new StaleFenceError(address.id, grant.fence, reply.fence, reply.state)
         : new StaleFenceError(address.id, grant.fence);
     return { kind: 'superseded', error };
+  }
+
+  /**
+   * Stores the result, retrying while the lock store is unreachable: the work is done, and
+   * giving up would let the twin run it again. Settling twice is harmless (the script
+   * recognises its own fence), and a takeover meanwhile shows up as a refusal.
+   */
+  private async settleDone(address: RecordAddress, grant: Grant, result: string) {
+    for (;;) {
+      try {
+        return await settle(this.client, address, grant, this.options.retentionMs, this.channel, {
+          state: 'done',
+          result,
+        });
+      } catch (err) {
+        this.report(asError(err));
+        if (this.closing) throw err;
+        await delay(SETTLE_RETRY_MS);
+      }
+    }
   }
 
   /** Records a failure or release; a refusal or error here must never hide the routine's error. */

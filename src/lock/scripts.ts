@@ -60,6 +60,7 @@ export interface AcquireArgs {
   policy: string;
   liveChannel: string;
   graceMs: number;
+  warmupS: number;
 }
 
 function corrupt(address: RecordAddress): never {
@@ -79,6 +80,7 @@ export async function acquire(
     a.policy,
     a.liveChannel,
     a.graceMs,
+    a.warmupS,
   ]);
   const [code, fence, x, y, z] = reply as [number, number, unknown, unknown, unknown];
   switch (code) {

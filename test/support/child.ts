@@ -27,6 +27,7 @@ export class FixtureProcess {
     });
     createInterface({ input: this.child.stdout }).on('line', (text) => {
       const line = JSON.parse(text) as ChildLine;
+      if (process.env.FIXTURE_DEBUG) console.log(`[${this.child.pid}]`, text);
       this.lines.push(line);
       for (const waiter of this.waiters.filter((w) => w.event === line.event)) {
         this.waiters.splice(this.waiters.indexOf(waiter), 1);

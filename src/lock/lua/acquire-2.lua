@@ -12,6 +12,9 @@
     ARGV[6] peer-failure policy: 'takeover' | 'respect'
     ARGV[7] liveness channel of the caller's process, '' when liveness is off
     ARGV[8] liveness grace in ms: how long an owner's channel must stay empty before takeover
+    ARGV[9] liveness warm-up in seconds: after a restart of this Redis (the record survived in
+            the AOF), live owners need time to resubscribe, so for an owner granted before the
+            restart an empty channel proves nothing until the server has been up this long
 
   Output:
     { 1, fence, takeoverReason ('' | 'expired' | 'failed' | 'released' | 'disconnected'), attempts }
@@ -27,6 +30,7 @@ local key, indexKey = KEYS[1], KEYS[2]
 local field, member, token = ARGV[1], ARGV[2], ARGV[3]
 local leaseMs, retentionMs = tonumber(ARGV[4]), tonumber(ARGV[5])
 local policy, liveChannel, graceMs = ARGV[6], ARGV[7], tonumber(ARGV[8])
+local warmupS = tonumber(ARGV[9])
 
 local now = nowMs()
 local rec = loadRecord(key, indexKey, field, now)
@@ -50,6 +54,16 @@ if rec then
         -- means the owner is gone long before its lease says so. The grace absorbs a
         -- subscriber that is merely reconnecting.
         local subscribers = redis.call('PUBSUB', 'NUMSUB', live)[2]
+        if subscribers == 0 then
+          local info = redis.call('INFO', 'server')
+          local uptime = tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or warmupS
+          -- The owner subscribed before it was granted. Granted for sure after this server
+          -- started (now - uptime, rounded down) means it subscribed here: its absence is real.
+          if uptime < warmupS and (rec.grantedAt or 0) <= now - uptime * 1000 then
+            subscribers = 1
+            recheck = math.min(recheck, (warmupS - uptime) * 1000)
+          end
+        end
         if subscribers == 0 then
           if not rec.goneSince then
             rec.goneSince = now
@@ -98,6 +112,7 @@ local granted = {
   fence = fence,
   attempts = attempts,
   leaseUntil = now + leaseMs,
+  grantedAt = now,
   createdAt = rec and rec.createdAt or now,
 }
 if reason ~= '' then granted.takeover = reason end

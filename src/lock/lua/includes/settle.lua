@@ -1,7 +1,7 @@
 --[[
   Shared by complete / fail / release: the owner (token + fence) moves a running record
   to a settled state and announces it on the settle channel, so waiting shadows wake at once.
-  Return codes: 1 settled; 0 refused (stale: {0, state, fence, owner}); -2 record missing;
+  Return codes: 1 settled (or already settled so by this fence: a retry); 0 refused (stale: {0, state, fence, owner}); -2 record missing;
   -1 record unreadable.
 ]]
 local function settle(key, indexKey, field, token, fence, retentionMs, channel, state, payloadName, payload)
@@ -10,6 +10,10 @@ local function settle(key, indexKey, field, token, fence, retentionMs, channel, 
   if rec == nil then return {-2} end
   if rec == false then return {-1} end
   if not isOwner(rec, token, fence) then
+    if rec.state == state and rec.fence == fence then
+      -- The same settle again (its first reply was lost): it already took effect.
+      return {1, rec.fence}
+    end
     return {0, rec.state, rec.fence, rec.owner}
   end
   rec.state = state

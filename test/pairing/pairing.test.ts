@@ -1,0 +1,76 @@
+import { describe, expect, it } from 'vitest';
+import { useRedis } from '../support/file-redis.js';
+import { copiesIn, executions, twinsKit } from './pairing-kit.js';
+
+const redis = useRedis();
+const kit = twinsKit({ queueRedis: { eu: redis, us: redis }, lockRedis: redis });
+
+describe('PairedProcessor with two twin worker processes', () => {
+  it('runs a job once and completes both copies with the same returnvalue', async () => {
+    await Promise.all([kit.startWorker('eu'), kit.startWorker('us')]);
+    const queue = kit.pairedQueue();
+    const { id } = await queue.add('notify', { ms: 50 }, { jobId: 'n-1' });
+    const jobs = await copiesIn(queue, id);
+    const ran = executions(await kit.ledger(), id);
+    expect(ran).toHaveLength(1);
+    const executor = ran[0]?.twin ?? 'eu';
+    const shadow = executor === 'eu' ? 'us' : 'eu';
+    expect(jobs.eu.returnvalue).toEqual({ by: executor, fence: 1 });
+    expect(jobs.us.returnvalue).toEqual(jobs.eu.returnvalue);
+    const logs = async (twin: 'eu' | 'us') => (await queue.queue(twin).getJobLogs(id)).logs;
+    expect(await logs(executor)).toContain(`bullmq-paired: executed on ${executor} (fence 1)`);
+    expect(await logs(shadow)).toContain(
+      `bullmq-paired: completed by twin ${executor} (fence 1); not run on ${shadow}`,
+    );
+  });
+
+  it('takes over at once when the executor throws: the twin runs it with fence 2', async () => {
+    const eu = await kit.startWorker('eu');
+    const queue = kit.pairedQueue();
+    // eu holds the job for 2.5 s before failing: time enough for us to start and shadow it.
+    const { id } = await queue.add('notify', { ms: 2_500, failOn: 'eu' });
+    await eu.next('started');
+    const us = await kit.startWorker('us');
+    expect(await us.next('takeover')).toMatchObject({ jobId: id, reason: 'failed', fence: 2 });
+    expect(us.lines.find((l) => l.event === 'shadowed')).toMatchObject({
+      jobId: id,
+      owner: 'eu',
+      fence: 1,
+    });
+    const { us: usCopy } = await copiesIn(queue, id, ['us']);
+    expect(usCopy.returnvalue).toEqual({ by: 'us', fence: 2 });
+    // eu's copy failed (no attempts left): BullMQ's own retry policy still applies per twin.
+    const { eu: euCopy } = await copiesIn(queue, id, ['eu'], 'failed');
+    expect(euCopy.failedReason).toBe('failing on eu as asked');
+    const ran = executions(await kit.ledger(), id);
+    expect(ran.map((e) => [e.twin, e.fence])).toEqual([
+      ['eu', 1],
+      ['us', 2],
+    ]);
+    const takeoverMs = (ran[1]?.start ?? 0) - (euCopy.finishedOn ?? 0);
+    console.info(
+      `failure takeover: twin started ${takeoverMs} ms after the executor's copy failed`,
+    );
+    expect(takeoverMs).toBeLessThan(5_000);
+  });
+
+  it('lets shadows free their slot: two long jobs run in parallel at concurrency 1', async () => {
+    await Promise.all([
+      kit.startWorker('eu', { CONCURRENCY: '1' }),
+      kit.startWorker('us', { CONCURRENCY: '1' }),
+    ]);
+    const queue = kit.pairedQueue();
+    const [a, b] = await queue.addBulk([
+      { name: 'long', data: { ms: 1_500 } },
+      { name: 'long', data: { ms: 1_500 } },
+    ]);
+    await copiesIn(queue, a?.id ?? '');
+    await copiesIn(queue, b?.id ?? '');
+    const ran = executions(await kit.ledger());
+    expect(ran).toHaveLength(2);
+    expect(new Set(ran.map((e) => e.twin)).size).toBe(2);
+    const [x, y] = ran as [(typeof ran)[0], (typeof ran)[0]];
+    // Each twin ran one while its parked copy of the other held no slot: the runs overlap.
+    expect(Math.abs(x.start - y.start)).toBeLessThan(1_500);
+  });
+});
