@@ -1,0 +1,92 @@
+import { describe, expect, it } from 'vitest';
+import { useRedis } from '../support/file-redis.js';
+import { copiesIn, executions, twinsKit } from './pairing-kit.js';
+
+const redis = useRedis();
+const kit = twinsKit({ queueRedis: { eu: redis, us: redis }, lockRedis: redis });
+// BullMQ's own stall recovery, shortened so the crashed twin's copy comes back within the test.
+const FAST_STALL = { LOCK_DURATION: '2000', STALLED_INTERVAL: '1000' };
+
+describe('PairedProcessor when the executor process goes away', () => {
+  it('takes over within seconds of a SIGKILL despite a 30 s lease, and the dead twin copy completes later', async () => {
+    const eu = await kit.startWorker('eu', FAST_STALL);
+    const queue = kit.pairedQueue();
+    const { id } = await queue.add('notify', { ms: 5_000 });
+    await eu.next('started');
+    const us = await kit.startWorker('us');
+    await us.next('shadowed');
+    const killedAt = Date.now();
+    await eu.kill('SIGKILL');
+    expect(await us.next('takeover')).toMatchObject({
+      jobId: id,
+      reason: 'disconnected',
+      fence: 2,
+    });
+    const ran = executions(await kit.ledger(), id);
+    const takeoverMs = (ran[1]?.start ?? 0) - killedAt;
+    console.info(`crash takeover: twin started ${takeoverMs} ms after SIGKILL (lease 30 s)`);
+    expect(ran.map((e) => [e.twin, e.fence])).toEqual([
+      ['eu', 1],
+      ['us', 2],
+    ]);
+    expect(takeoverMs).toBeLessThan(5_000);
+    // A new eu worker recovers the stalled copy; it completes from the record, without running.
+    await kit.startWorker('eu', FAST_STALL);
+    const jobs = await copiesIn(queue, id, ['eu', 'us'], 'completed', 60_000);
+    expect(jobs.eu.returnvalue).toEqual({ by: 'us', fence: 2 });
+    expect(jobs.us.returnvalue).toEqual({ by: 'us', fence: 2 });
+    expect(executions(await kit.ledger(), id)).toHaveLength(2);
+  });
+
+  it('falls back to lease expiry when liveness is off', async () => {
+    const slow = { LIVENESS: '0', LEASE_MS: '2000' };
+    const eu = await kit.startWorker('eu', slow);
+    const queue = kit.pairedQueue();
+    const { id } = await queue.add('notify', { ms: 5_000 });
+    const started = await eu.next('started');
+    const us = await kit.startWorker('us', slow);
+    await us.next('shadowed');
+    await eu.kill('SIGKILL');
+    expect(await us.next('takeover')).toMatchObject({ jobId: id, reason: 'expired', fence: 2 });
+    const ran = executions(await kit.ledger(), id);
+    // Nothing but the lease can reveal this death, so the twin cannot start before it ends.
+    expect((ran[1]?.start ?? 0) - (ran[0]?.start ?? 0)).toBeGreaterThanOrEqual(1_900);
+    expect(started).toMatchObject({ fence: 1 });
+  });
+
+  it('hands over on worker.close(): the twin takes over at once, the closed copy completes from the record', async () => {
+    const eu = await kit.startWorker('eu');
+    const queue = kit.pairedQueue();
+    const { id } = await queue.add('notify', { ms: 5_000 });
+    await eu.next('started');
+    const us = await kit.startWorker('us');
+    await us.next('shadowed');
+    eu.child.kill('SIGTERM');
+    expect(await us.next('takeover')).toMatchObject({ jobId: id, reason: 'released', fence: 2 });
+    await eu.next('closed');
+    const { eu: parked } = await copiesIn(queue, id, ['eu'], 'delayed');
+    expect((await queue.queue('eu').getJobLogs(id)).logs).toContain(
+      'bullmq-paired: released by eu on shutdown (fence 1); the twin takes over',
+    );
+    await kit.startWorker('eu');
+    await parked.promote(); // as if its park ran out: it must complete with us's result
+    const jobs = await copiesIn(queue, id, ['eu', 'us'], 'completed', 40_000);
+    expect(jobs.eu.returnvalue).toEqual({ by: 'us', fence: 2 });
+  });
+
+  it('drains a late twin backlog of 100 jobs without executing any of them', async () => {
+    await kit.startWorker('eu');
+    const queue = kit.pairedQueue();
+    const added = await queue.addBulk(
+      Array.from({ length: 100 }, () => ({ name: 'notify', data: {} })),
+    );
+    for (const { id } of added) await copiesIn(queue, id, ['eu']);
+    const us = await kit.startWorker('us');
+    for (const { id } of added) await copiesIn(queue, id, ['us']);
+    const ran = executions(await kit.ledger());
+    expect(ran).toHaveLength(100);
+    expect(ran.every((e) => e.twin === 'eu')).toBe(true);
+    expect(us.lines.filter((l) => l.event === 'twinCompleted')).toHaveLength(100);
+    expect(us.lines.filter((l) => l.event === 'executed')).toHaveLength(0);
+  });
+});
