@@ -1,6 +1,6 @@
 import { type ConnectionOptions, FlowProducer, type Job, type JobsOptions, Queue } from 'bullmq';
 import { PartialAddError } from '../errors.js';
-import { assertKnownOptions, optionError, stringOption } from '../validate.js';
+import { assertKnownOptions, integerOption, optionError, stringOption } from '../validate.js';
 import { pairableJobId } from './job-id.js';
 
 export interface TwinQueueOptions {
@@ -17,6 +17,12 @@ export interface PairedQueueOptions {
   twins: Record<string, TwinQueueOptions>;
   /** Job options applied to every add, under the per-call options. */
   defaultJobOptions?: JobsOptions;
+  /**
+   * Twins on two Redis servers: how long to wait for each side to confirm an add, in ms,
+   * before reporting it in a `PartialAddError` (BullMQ itself waits forever for a Redis that
+   * is down). Default 5 000.
+   */
+  addTimeoutMs?: number;
 }
 
 /** One job as added to both twins: one id, one BullMQ job per twin. */
@@ -58,6 +64,22 @@ function redisIdentity(connection: ConnectionOptions): string | undefined {
   return o.path ?? `${o.host ?? 'localhost'}:${o.port ?? 6379}/${o.db ?? 0}`;
 }
 
+/** Rejects when `promise` has not settled after `ms`; the operation itself may still land later. */
+async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`no answer within ${ms} ms (the add may still land later)`)),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /**
  * Adds every job to both twin queues under one job id. On one Redis both copies are added
  * in one MULTI (both or neither); on two Redis servers a side that fails is reported with
@@ -72,6 +94,7 @@ export class PairedQueue<
   readonly twins: readonly string[];
   private readonly twinList: Twin[];
   private readonly defaultJobOptions: JobsOptions;
+  private readonly addTimeoutMs: number;
   /** Set when both twins live on one Redis: it adds both copies atomically. */
   private readonly flows: FlowProducer | undefined;
 
@@ -82,7 +105,10 @@ export class PairedQueue<
         `${OWNER}: options must be an object with { twins }, received ${String(options)}`,
       );
     }
-    assertKnownOptions(OWNER, options, ['twins', 'defaultJobOptions']);
+    assertKnownOptions(OWNER, options, ['twins', 'defaultJobOptions', 'addTimeoutMs']);
+    this.addTimeoutMs = integerOption(OWNER, 'addTimeoutMs', options.addTimeoutMs ?? 5_000, {
+      min: 1,
+    });
     const entries = Object.entries(options.twins ?? {});
     if (entries.length !== 2) {
       throw optionError(
@@ -204,7 +230,9 @@ export class PairedQueue<
   }
 
   private async addToEach(prepared: Required<PairedBulkJob<DataType, NameType>>[], ids: string[]) {
-    const settled = await Promise.allSettled(this.twinList.map((t) => t.queue.addBulk(prepared)));
+    const settled = await Promise.allSettled(
+      this.twinList.map((t) => withTimeout(t.queue.addBulk(prepared), this.addTimeoutMs)),
+    );
     const byTwin: Record<string, Job<DataType, ResultType, NameType>[]> = {};
     const failed: Record<string, Error> = {};
     settled.forEach((result, i) => {

@@ -30,6 +30,8 @@ export interface TwinsSetup {
   /** Redis of each twin's queue (the same one, or one each). */
   queueRedis: Record<Twin, () => TestRedis>;
   lockRedis: () => TestRedis;
+  /** Where the execution ledger lives. Default: the lock store. */
+  ledgerRedis?: () => TestRedis;
 }
 
 /**
@@ -54,6 +56,7 @@ export function twinsKit(setup: TwinsSetup) {
     );
   });
 
+  const ledgerRedis = setup.ledgerRedis ?? setup.lockRedis;
   const sameRedis = (): boolean => setup.queueRedis.eu() === setup.queueRedis.us();
   /** Queue names per twin: `<base>-eu`/`<base>-us` on one Redis, `<base>` on two. */
   const queueName = (twin: Twin): string => (sameRedis() ? `${names.queue}-${twin}` : names.queue);
@@ -69,7 +72,7 @@ export function twinsKit(setup: TwinsSetup) {
         GROUP: names.queue,
         QUEUE_URL: setup.queueRedis[twin]().url,
         LOCK_URL: setup.lockRedis().url,
-        LEDGER_URL: setup.lockRedis().url,
+        LEDGER_URL: ledgerRedis().url,
         LEDGER: names.ledger,
         LOCK_PREFIX: names.lockPrefix,
         ...env,
@@ -90,6 +93,7 @@ export function twinsKit(setup: TwinsSetup) {
         };
       };
       const queue: TestQueue = new PairedQueue(names.queue, {
+        addTimeoutMs: 1_000,
         twins: {
           eu: { connection: connection('eu'), queue: queueName('eu') },
           us: { connection: connection('us'), queue: queueName('us') },
@@ -100,7 +104,7 @@ export function twinsKit(setup: TwinsSetup) {
       return queue;
     },
     async ledger(): Promise<LedgerEntry[]> {
-      const client = new Redis(setup.lockRedis().url);
+      const client = new Redis(ledgerRedis().url);
       clients.push(client);
       return (await client.lrange(names.ledger, 0, -1)).map(
         (raw) => JSON.parse(raw) as LedgerEntry,

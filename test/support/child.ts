@@ -1,5 +1,6 @@
 import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { appendFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -27,7 +28,8 @@ export class FixtureProcess {
     });
     createInterface({ input: this.child.stdout }).on('line', (text) => {
       const line = JSON.parse(text) as ChildLine;
-      if (process.env.FIXTURE_DEBUG) console.log(`[${this.child.pid}]`, text);
+      if (process.env.FIXTURE_DEBUG)
+        appendFileSync(process.env.FIXTURE_DEBUG, `[${this.child.pid}] ${text}\n`);
       this.lines.push(line);
       for (const waiter of this.waiters.filter((w) => w.event === line.event)) {
         this.waiters.splice(this.waiters.indexOf(waiter), 1);
