@@ -71,7 +71,8 @@ describe('PairedProcessor when the executor process goes away', () => {
     await kit.startWorker('eu');
     await parked.promote(); // as if its park ran out: it must complete with us's result
     const jobs = await copiesIn(queue, id, ['eu', 'us'], 'completed', 40_000);
-    expect(jobs.eu.returnvalue).toEqual({ by: 'us', fence: 2 });
+    const euLogs = (await queue.queue('eu').getJobLogs(id)).logs;
+    expect(jobs.eu.returnvalue, euLogs.join('\n')).toEqual({ by: 'us', fence: 2 });
   });
 
   it('drains a late twin backlog of 100 jobs without executing any of them', async () => {
