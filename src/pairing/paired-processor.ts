@@ -212,6 +212,7 @@ export class PairedProcessor<
       coordinated: true,
     };
     const startedAt = performance.now();
+    let leaseLost: LeaseLostError | undefined;
     try {
       const executed = await this.core.execute(
         address,
@@ -221,8 +222,10 @@ export class PairedProcessor<
         (ctx) => {
           ctx.signal.addEventListener('abort', () => {
             const reason = ctx.signal.reason;
-            if (reason instanceof LeaseLostError)
+            if (reason instanceof LeaseLostError) {
+              leaseLost = reason;
               this.emit('leaseLost', { ...event, reason: reason.reason });
+            }
           });
           return this.wrapped(job, token, ctx.signal, pair);
         },
@@ -253,6 +256,12 @@ export class PairedProcessor<
           `released by ${twin} on shutdown (fence ${reply.fence}); the twin takes over`,
         );
         return await this.parkCopy(job, token, this.options.maxParkMs);
+      }
+      if (leaseLost) {
+        // Stopped because it lost its lease (a twin may hold a higher fence): failing this
+        // copy would be wrong, so it waits as a shadow and completes with the pair's outcome.
+        await this.log(job, `run on ${twin} (fence ${reply.fence}) stopped: ${leaseLost.message}`);
+        return await this.parkCopy(job, token, 0);
       }
       throw err;
     } finally {

@@ -54,6 +54,28 @@ describe('PairedProcessor when the executor process goes away', () => {
     expect(started).toMatchObject({ fence: 1 });
   });
 
+  it('stops a frozen executor that wakes to a higher fence; its copy completes with the twin result', async () => {
+    const short = { LEASE_MS: '2000' };
+    const eu = await kit.startWorker('eu', short);
+    const queue = kit.pairedQueue();
+    const { id } = await queue.add('notify', { ms: 4_000 });
+    await eu.next('started');
+    const us = await kit.startWorker('us', short);
+    await us.next('shadowed');
+    eu.child.kill('SIGSTOP'); // frozen: its connections stay open, so only the lease can tell
+    expect(await us.next('takeover')).toMatchObject({ jobId: id, reason: 'expired', fence: 2 });
+    eu.child.kill('SIGCONT');
+    expect(await eu.next('leaseLost')).toMatchObject({ jobId: id, fence: 1 });
+    const jobs = await copiesIn(queue, id, ['eu', 'us'], 'completed', 30_000);
+    expect(jobs.eu.returnvalue).toEqual({ by: 'us', fence: 2 });
+    expect(jobs.us.returnvalue).toEqual({ by: 'us', fence: 2 });
+    const ledger = await kit.ledger();
+    // The frozen run never finished: it was aborted when it woke and found fence 2.
+    expect(ledger.filter((e) => e.phase === 'end').map((e) => [e.twin, e.fence])).toEqual([
+      ['us', 2],
+    ]);
+  });
+
   it('hands over on worker.close(): the twin takes over at once, the closed copy completes from the record', async () => {
     const eu = await kit.startWorker('eu');
     const queue = kit.pairedQueue();

@@ -54,6 +54,19 @@ describe('PairedProcessor with two twin worker processes', () => {
     expect(takeoverMs).toBeLessThan(5_000);
   });
 
+  it("fails the shadow's copy with the executor's error under onPeerFailure: 'respect'", async () => {
+    const eu = await kit.startWorker('eu');
+    const queue = kit.pairedQueue();
+    const { id } = await queue.add('notify', { ms: 2_500, failOn: 'eu' });
+    await eu.next('started');
+    await kit.startWorker('us', { ON_PEER_FAILURE: 'respect' });
+    const jobs = await copiesIn(queue, id, ['eu', 'us'], 'failed');
+    expect(jobs.us.failedReason).toMatch(
+      /failed on member "eu" \(fence 1\): Error: failing on eu as asked/,
+    );
+    expect(executions(await kit.ledger(), id)).toHaveLength(1);
+  });
+
   it('lets shadows free their slot: two long jobs run in parallel at concurrency 1', async () => {
     await Promise.all([
       kit.startWorker('eu', { CONCURRENCY: '1' }),
