@@ -40,8 +40,12 @@ export class Ticket {
     if (ownerChannel !== '') this.notifier.watchLiveness();
   }
 
+  /** Whether the last `wait` ended by a wake-up rather than by its timeout. */
+  woke = false;
+
   /** Resolves at the next wake or after `timeoutMs`; rejects when `signal` aborts. */
   wait(ownerChannel: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    this.woke = false;
     return new Promise<void>((resolve, reject) => {
       const finish = (): void => {
         clearTimeout(timer);
@@ -58,6 +62,7 @@ export class Ticket {
       }, timeoutMs);
       signal?.addEventListener('abort', onAbort, { once: true });
       this.onNextWake(ownerChannel, () => {
+        this.woke = true;
         finish();
         resolve();
       });

@@ -36,6 +36,12 @@ export interface PairedProcessorOptions extends Omit<PairedLockOptions, 'member'
    * restarts meanwhile. Default: the lease.
    */
   maxParkMs?: number;
+  /**
+   * How long a shadow first waits in its worker slot for the executor to finish before it
+   * parks its copy, in ms. Short jobs then complete without a park; 0 parks at once.
+   * Default 100.
+   */
+  shadowHoldMs?: number;
   /** Write a `job.log` line for each paired decision (shows in Bull Board). Default true. */
   jobLogs?: boolean;
 }
@@ -47,6 +53,7 @@ export interface ResolvedProcessorOptions {
   whenLockStoreDown: LockStoreDownPolicy;
   lockStoreRetryMs: number;
   maxParkMs: number;
+  shadowHoldMs: number;
   jobLogs: boolean;
 }
 
@@ -58,6 +65,7 @@ const OWN_OPTIONS = [
   'whenLockStoreDown',
   'lockStoreRetryMs',
   'maxParkMs',
+  'shadowHoldMs',
   'jobLogs',
 ] as const;
 
@@ -78,6 +86,7 @@ export function resolveProcessorOptions(options: unknown): ResolvedProcessorOpti
     whenLockStoreDown,
     lockStoreRetryMs,
     maxParkMs,
+    shadowHoldMs,
     jobLogs,
     ...lockOptions
   } = options as Partial<PairedProcessorOptions>;
@@ -108,6 +117,7 @@ export function resolveProcessorOptions(options: unknown): ResolvedProcessorOpti
       min: 10,
     }),
     maxParkMs: integerOption(OWNER, 'maxParkMs', maxParkMs ?? lock.leaseMs, { min: 10 }),
+    shadowHoldMs: integerOption(OWNER, 'shadowHoldMs', shadowHoldMs ?? 100, { min: 0 }),
     jobLogs: booleanOption(OWNER, 'jobLogs', jobLogs ?? true),
   };
 }

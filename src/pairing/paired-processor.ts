@@ -166,6 +166,12 @@ export class PairedProcessor<
             parseJson<PeerErrorInfo>(reply.error),
           );
         }
+        if (round === 0 && this.options.shadowHoldMs > 0) {
+          // Most executions are short: waiting a moment in the slot for the settle message is
+          // far cheaper than parking (moveToDelayed, promote, a second pickup).
+          const wait = Math.min(this.options.shadowHoldMs, Math.max(reply.recheckMs, 0) + 5);
+          if (await ticket.wait(reply.ownerChannel, wait).then(() => ticket.woke)) continue;
+        }
         if (
           await this.park(job, token, ticket, address, reply.ownerChannel, reply.recheckMs, round)
         ) {

@@ -14,7 +14,11 @@ export interface ChildLine {
 export class FixtureProcess {
   readonly child: ChildProcessByStdio<null, Readable, Readable>;
   readonly lines: ChildLine[] = [];
-  private readonly waiters: { event: string; resolve: (line: ChildLine) => void }[] = [];
+  private readonly waiters: {
+    event: string;
+    match: (line: ChildLine) => boolean;
+    resolve: (line: ChildLine) => void;
+  }[] = [];
   private stderr = '';
 
   constructor(fixture: string, env: Record<string, string>) {
@@ -31,19 +35,22 @@ export class FixtureProcess {
       if (process.env.FIXTURE_DEBUG)
         appendFileSync(process.env.FIXTURE_DEBUG, `[${this.child.pid}] ${text}\n`);
       this.lines.push(line);
-      for (const waiter of this.waiters.filter((w) => w.event === line.event)) {
+      for (const waiter of this.waiters.filter((w) => w.event === line.event && w.match(line))) {
         this.waiters.splice(this.waiters.indexOf(waiter), 1);
         waiter.resolve(line);
       }
     });
   }
 
-  /** The first line with this event (already seen or still to come); rejects if the child exits first. */
-  next(event: string): Promise<ChildLine> {
-    const seen = this.lines.find((line) => line.event === event);
+  /**
+   * The first line with this event (and matching `match`), already seen or still to come;
+   * rejects if the child exits first.
+   */
+  next(event: string, match: (line: ChildLine) => boolean = () => true): Promise<ChildLine> {
+    const seen = this.lines.find((line) => line.event === event && match(line));
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
-      this.waiters.push({ event, resolve });
+      this.waiters.push({ event, match, resolve });
       this.child.once('exit', (code, signal) =>
         reject(new Error(`fixture exited (${code ?? signal}) before "${event}":\n${this.stderr}`)),
       );

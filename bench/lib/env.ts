@@ -1,0 +1,114 @@
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { PairedQueue } from '../../src/index.js';
+import { FixtureProcess } from '../../test/support/child.js';
+import { startRedis, type TestRedis, uniquePrefix } from '../../test/support/redis.js';
+
+/** One private Redis and the worker processes of one measurement; `close()` ends them all. */
+export class BenchEnv {
+  readonly children: FixtureProcess[] = [];
+  readonly base = uniquePrefix('bench');
+  private queues: Queue[] = [];
+  private closers: (() => Promise<void>)[] = [];
+
+  private constructor(readonly redis: TestRedis) {}
+
+  static async start(): Promise<BenchEnv> {
+    // Always a private server: measurements must not share a Redis with anything else.
+    return new BenchEnv(await startRedis({ killable: true }));
+  }
+
+  client(): Redis {
+    return this.redis.connect();
+  }
+
+  /** A paired twin's worker process (test/fixtures/twin-worker.ts). */
+  async twin(twin: string, env: Record<string, string> = {}): Promise<FixtureProcess> {
+    return this.spawn('twin-worker.ts', {
+      TWIN: twin,
+      QUEUE: `${this.base}-${twin}`,
+      GROUP: this.base,
+      QUEUE_URL: this.redis.url,
+      LOCK_URL: this.redis.url,
+      LEDGER: `${this.base}:ledger`,
+      LOCK_PREFIX: `${this.base}-lock`,
+      QUIET: '1',
+      NO_LEDGER: '1',
+      ...env,
+    });
+  }
+
+  /** A plain BullMQ worker process on queue `<base>-plain`. */
+  async plain(env: Record<string, string> = {}): Promise<FixtureProcess> {
+    return this.spawn('plain-worker.ts', {
+      QUEUE: `${this.base}-plain`,
+      QUEUE_URL: this.redis.url,
+      QUIET: '1',
+      ...env,
+    });
+  }
+
+  /** The PairedQueue feeding the twins started by `twin()`. */
+  pairedQueue(): PairedQueue {
+    const connection = { host: this.redis.host, port: this.redis.port };
+    const queue = new PairedQueue(this.base, {
+      twins: {
+        eu: { connection, queue: `${this.base}-eu` },
+        us: { connection, queue: `${this.base}-us` },
+      },
+    });
+    this.closers.push(() => queue.close());
+    return queue;
+  }
+
+  queue(name: string): Queue {
+    const queue = new Queue(name, { connection: { host: this.redis.host, port: this.redis.port } });
+    this.queues.push(queue);
+    return queue;
+  }
+
+  /** Sum of `calls` over INFO commandstats (commands run inside scripts count too). */
+  async commandCalls(): Promise<number> {
+    const info = await this.client().info('commandstats');
+    let total = 0;
+    for (const match of info.matchAll(/calls=(\d+)/g)) total += Number(match[1]);
+    return total;
+  }
+
+  private async spawn(fixture: string, env: Record<string, string>): Promise<FixtureProcess> {
+    const child = new FixtureProcess(fixture, env);
+    this.children.push(child);
+    await child.next('ready');
+    return child;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.children.map((child) => child.kill()));
+    await Promise.all(this.queues.map((queue) => queue.close()));
+    await Promise.all(this.closers.map((close) => close()));
+    await this.redis.stop();
+  }
+}
+
+/** Runs `fn` with a fresh environment and always cleans up. */
+export async function withEnv<T>(fn: (env: BenchEnv) => Promise<T>): Promise<T> {
+  const env = await BenchEnv.start();
+  try {
+    return await fn(env);
+  } finally {
+    await env.close();
+  }
+}
+
+/** Polls until `done()` is true (every 20 ms), failing after `timeoutMs`. */
+export async function until(
+  done: () => Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await done())) {
+    if (Date.now() > deadline) throw new Error(`bench: timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}

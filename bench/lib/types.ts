@@ -1,0 +1,18 @@
+export type Measured = Record<string, unknown>;
+
+export interface ScenarioResult {
+  paired: Measured;
+  bullmq: Measured | null;
+  ratio: number | null;
+  target: string;
+  met: boolean;
+  /** How it was measured, in one line (configuration that matters). */
+  config: string;
+}
+
+export interface BenchOptions {
+  quick: boolean;
+  log: (line: string) => void;
+}
+
+export type Scenario = (options: BenchOptions) => Promise<ScenarioResult>;

@@ -1,0 +1,115 @@
+/**
+ * bullmq-paired benchmarks, side by side with plain BullMQ in the same run, on private
+ * redis-server instances. `npm run bench` (several minutes) or `npm run bench -- --quick`.
+ * Writes bench/results/latest.json (or quick.json) and prints a markdown table.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { Command } from 'commander';
+import { Redis } from 'ioredis';
+import { startRedis } from '../test/support/redis.js';
+import type { BenchOptions, ScenarioResult } from './lib/types.js';
+import { bytesPerPair, shadowIdle } from './scenarios/footprint.js';
+import { takeoverFail, takeoverKill, takeoverKillHalfOpen } from './scenarios/takeover.js';
+import { commandsPerJob, lateTwinDrain, throughput } from './scenarios/throughput.js';
+
+const ALL = [
+  'takeover_kill',
+  'takeover_kill_halfopen',
+  'takeover_fail',
+  'throughput_noop',
+  'throughput_io20',
+  'commands_per_job',
+  'shadow_idle',
+  'late_twin_drain',
+  'bytes_per_pair',
+] as const;
+
+const program = new Command()
+  .name('bench')
+  .description('bullmq-paired vs plain BullMQ')
+  .option('--quick', 'every scenario, small (CI: under a minute)', false)
+  .option('--only <ids>', `comma-separated subset of: ${ALL.join(', ')}`)
+  .option('--out <file>', 'where to write the JSON results')
+  .parse();
+
+const flags = program.opts<{ quick: boolean; only?: string; out?: string }>();
+const selected = new Set(flags.only ? flags.only.split(',') : ALL);
+for (const id of selected) {
+  if (!(ALL as readonly string[]).includes(id))
+    program.error(`unknown scenario "${id}"; known: ${ALL.join(', ')}`);
+}
+const options: BenchOptions = { quick: flags.quick, log: (line) => console.log(line) };
+const results: Record<string, ScenarioResult> = {};
+
+async function run(id: (typeof ALL)[number], scenario: () => Promise<ScenarioResult>) {
+  if (!selected.has(id)) return;
+  console.log(`# ${id}`);
+  const started = Date.now();
+  results[id] = await scenario();
+  console.log(`  (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+}
+
+async function redisVersion(): Promise<string> {
+  const redis = await startRedis({ killable: true });
+  const client = new Redis(redis.url);
+  const info = await client.info('server');
+  await client.quit();
+  await redis.stop();
+  return /redis_version:(\S+)/.exec(info)?.[1] ?? 'unknown';
+}
+
+await run('takeover_kill', () => takeoverKill(options));
+await run('takeover_kill_halfopen', () => takeoverKillHalfOpen(options));
+await run('takeover_fail', () => takeoverFail(options));
+const needNoop = ['throughput_noop', 'commands_per_job', 'late_twin_drain'].some((id) =>
+  selected.has(id),
+);
+const noop = needNoop ? await throughput(options, 'noop') : undefined;
+if (noop) {
+  if (selected.has('throughput_noop')) results.throughput_noop = noop.result;
+  if (selected.has('commands_per_job'))
+    results.commands_per_job = commandsPerJob(noop.paired, noop.bullmq);
+}
+await run('throughput_io20', async () => (await throughput(options, 'io20')).result);
+await run('shadow_idle', () => shadowIdle(options));
+if (noop) await run('late_twin_drain', () => lateTwinDrain(options, noop.bullmq));
+await run('bytes_per_pair', () => bytesPerPair(options));
+
+const report = {
+  date: new Date().toISOString(),
+  node: process.version,
+  redis: await redisVersion(),
+  cpus: cpus().length,
+  quick: flags.quick,
+  scenarios: results,
+};
+const out =
+  flags.out ??
+  new URL(`results/${flags.quick ? 'quick' : 'latest'}.json`, import.meta.url).pathname;
+mkdirSync(new URL('results/', import.meta.url), { recursive: true });
+writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
+
+const fmt = (value: unknown): string => {
+  if (value === null || value === undefined) return '—';
+  if (typeof value !== 'object') return String(value);
+  const v = value as Record<string, unknown>;
+  if ('p50' in v) return `p50 ${v.p50} / p99 ${v.p99} ms (n=${v.samples})`;
+  if ('jobsPerSec' in v) return `${v.jobsPerSec} jobs/s`;
+  if ('commandsPerJob' in v) return `${v.commandsPerJob} cmd/job`;
+  if ('commandsPerSec' in v) return `${(v.commandsPerSec as number[]).join(' → ')} cmd/s`;
+  if ('bytesPerInFlightPair' in v)
+    return `${v.bytesPerInFlightPair} B, ${v.keysLeftAfterRetention} keys left`;
+  if ('bytesPerJobHash' in v) return `${v.bytesPerJobHash} B per job hash`;
+  if ('defaults' in v)
+    return `defaults: ${fmt(v.defaults)}; tuned: ${fmt(v.lockDuration2000_stalledInterval1000)}`;
+  return JSON.stringify(v);
+};
+console.log(`\n| id | paired | bullmq | ratio | target | met |\n|---|---|---|---|---|---|`);
+for (const [id, r] of Object.entries(results)) {
+  console.log(
+    `| ${id} | ${fmt(r.paired)} | ${fmt(r.bullmq)} | ${r.ratio ?? '—'} | ${r.target} | ${r.met ? 'yes' : 'no'} |`,
+  );
+}
+console.log(`\nwritten to ${out}`);
+process.exit(0);

@@ -1,0 +1,174 @@
+import { type BenchEnv, until, withEnv } from '../lib/env.js';
+import { round } from '../lib/stats.js';
+import type { BenchOptions, ScenarioResult } from '../lib/types.js';
+
+const CHUNK = 1_000;
+const WORKERS = { CONCURRENCY: '50' };
+
+interface Run {
+  jobs: number;
+  seconds: number;
+  jobsPerSec: number;
+  commandsPerJob: number;
+}
+
+async function completed(env: BenchEnv, queues: string[]): Promise<number> {
+  const counts = await Promise.all(queues.map((name) => env.queue(name).getCompletedCount()));
+  return Math.min(...counts);
+}
+
+async function measure(
+  env: BenchEnv,
+  jobs: number,
+  add: (count: number) => Promise<void>,
+  queues: string[],
+): Promise<Run> {
+  const before = await env.commandCalls();
+  const started = performance.now();
+  for (let added = 0; added < jobs; added += CHUNK) await add(Math.min(CHUNK, jobs - added));
+  await until(
+    async () => (await completed(env, queues)) >= jobs,
+    600_000,
+    `${jobs} jobs to complete`,
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const commands = (await env.commandCalls()) - before;
+  return {
+    jobs,
+    seconds: round(seconds),
+    jobsPerSec: Math.round(jobs / seconds),
+    commandsPerJob: round(commands / jobs, 1),
+  };
+}
+
+/** Paired: one worker process per twin (eu, us), each at concurrency 50; logical jobs. */
+export function pairedRun(jobs: number, data: Record<string, unknown>): Promise<Run> {
+  return withEnv(async (env) => {
+    await Promise.all([env.twin('eu', WORKERS), env.twin('us', WORKERS)]);
+    const queue = env.pairedQueue();
+    return measure(
+      env,
+      jobs,
+      async (count) => {
+        await queue.addBulk(Array.from({ length: count }, () => ({ name: 'job', data })));
+      },
+      [`${env.base}-eu`, `${env.base}-us`],
+    );
+  });
+}
+
+/** Plain BullMQ: two worker processes on one queue, each at concurrency 50. */
+export function plainRun(jobs: number, data: Record<string, unknown>): Promise<Run> {
+  return withEnv(async (env) => {
+    await Promise.all([env.plain(WORKERS), env.plain(WORKERS)]);
+    const queue = env.queue(`${env.base}-plain`);
+    return measure(
+      env,
+      jobs,
+      async (count) => {
+        await queue.addBulk(Array.from({ length: count }, () => ({ name: 'job', data })));
+      },
+      [`${env.base}-plain`],
+    );
+  });
+}
+
+export async function throughput(
+  { quick, log }: BenchOptions,
+  kind: 'noop' | 'io20',
+): Promise<{ result: ScenarioResult; paired: Run; bullmq: Run }> {
+  const jobs = kind === 'noop' ? (quick ? 1_000 : 20_000) : quick ? 500 : 5_000;
+  const data = kind === 'noop' ? {} : { ms: 20 };
+  const bullmq = await plainRun(jobs, data);
+  log(`  bullmq ${kind}: ${bullmq.jobsPerSec} jobs/s, ${bullmq.commandsPerJob} commands/job`);
+  const paired = await pairedRun(jobs, data);
+  log(
+    `  paired ${kind}: ${paired.jobsPerSec} logical jobs/s, ${paired.commandsPerJob} commands/job`,
+  );
+  const ratio = round(paired.jobsPerSec / bullmq.jobsPerSec, 3);
+  const minimum = kind === 'noop' ? 0.5 : 0.9;
+  return {
+    paired,
+    bullmq,
+    result: {
+      paired: { ...paired },
+      bullmq: { ...bullmq },
+      ratio,
+      target: `ratio >= ${minimum}`,
+      met: ratio >= minimum,
+      config: `${jobs} jobs${kind === 'io20' ? ' awaiting 20 ms' : ' (no-op)'}; 2 worker processes x concurrency 50 (paired: one per twin); one Redis`,
+    },
+  };
+}
+
+export function commandsPerJob(paired: Run, bullmq: Run): ScenarioResult {
+  const ratio = round(paired.commandsPerJob / bullmq.commandsPerJob, 3);
+  return {
+    paired: { commandsPerJob: paired.commandsPerJob, jobs: paired.jobs },
+    bullmq: { commandsPerJob: bullmq.commandsPerJob, jobs: bullmq.jobs },
+    ratio,
+    target: 'ratio <= 2.5',
+    met: ratio <= 2.5,
+    config:
+      'INFO commandstats calls (script-internal calls included) over the throughput_noop runs, per logical job',
+  };
+}
+
+export async function lateTwinDrain(
+  { quick, log }: BenchOptions,
+  plainNoop: Run,
+): Promise<ScenarioResult> {
+  const jobs = quick ? 1_000 : 20_000;
+  const measured = await withEnv(async (env) => {
+    const ledger = { NO_LEDGER: '0' };
+    await env.twin('eu', { ...WORKERS, ...ledger });
+    const usQueue = env.queue(`${env.base}-us`);
+    await usQueue.pause(); // us is "down": its copies pile up
+    const queue = env.pairedQueue();
+    for (let added = 0; added < jobs; added += CHUNK) {
+      await queue.addBulk(
+        Array.from({ length: Math.min(CHUNK, jobs - added) }, () => ({ name: 'job', data: {} })),
+      );
+    }
+    await until(
+      async () => (await completed(env, [`${env.base}-eu`])) >= jobs,
+      600_000,
+      'eu to run everything',
+    );
+    await Promise.all([
+      env.twin('us', { ...WORKERS, ...ledger }),
+      env.twin('us', { ...WORKERS, ...ledger }),
+    ]);
+    const started = performance.now();
+    await usQueue.resume(); // us returns
+    await until(
+      async () => (await completed(env, [`${env.base}-us`])) >= jobs,
+      600_000,
+      'us to drain',
+    );
+    const seconds = (performance.now() - started) / 1000;
+    // Ledger entries are written per execution (start and end); count starts on us.
+    const entries = await env.client().lrange(`${env.base}:ledger`, 0, -1);
+    const executionsOnReturn = entries.filter(
+      (raw) => raw.includes('"twin":"us"') && raw.includes('"phase":"start"'),
+    ).length;
+    return {
+      jobs,
+      seconds: round(seconds),
+      jobsPerSec: Math.round(jobs / seconds),
+      executionsOnReturn,
+    };
+  });
+  log(
+    `  late twin drain: ${measured.jobsPerSec} jobs/s, ${measured.executionsOnReturn} executions on return`,
+  );
+  const ratio = round(measured.jobsPerSec / plainNoop.jobsPerSec, 3);
+  return {
+    paired: measured,
+    bullmq: { jobsPerSec: plainNoop.jobsPerSec, from: 'throughput_noop' },
+    ratio,
+    target: 'ratio >= 0.8 and 0 executions',
+    met: ratio >= 0.8 && measured.executionsOnReturn === 0,
+    config: `${jobs} jobs settled by eu while us was paused; us returns with 2 worker processes x concurrency 50`,
+  };
+}
