@@ -43,8 +43,10 @@ export async function main(url: string) {
   const results = await Promise.all(
     ['a', 'b'].map(async (twin) => {
       for (;;) {
-        const job = await queue.queue(twin).getJob('n-123');
-        if ((await job?.getState()) === 'completed') return { twin, returnvalue: job?.returnvalue };
+        // State first, then the job: a job read earlier would keep its old (empty) returnvalue.
+        if ((await queue.queue(twin).getJobState('n-123')) === 'completed') {
+          return { twin, returnvalue: (await queue.queue(twin).getJob('n-123'))?.returnvalue };
+        }
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
     }),

@@ -7,7 +7,13 @@ import {
   ResultNotSerializableError,
   StaleFenceError,
 } from '../errors.js';
-import { livenessChannel, type RecordAddress, recordAddress, settleChannel } from './keys.js';
+import {
+  livenessChannel,
+  type RecordAddress,
+  recordAddress,
+  sessionKey,
+  settleChannel,
+} from './keys.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { Notifier, type Ticket } from './notifier.js';
 import type { ResolvedLockOptions } from './options.js';
@@ -22,6 +28,7 @@ import {
   settle,
   type TakeoverReason,
 } from './scripts.js';
+import { Session } from './session.js';
 
 /** What an executor's routine receives. */
 export interface RunContext {
@@ -76,6 +83,8 @@ function asError(err: unknown): Error {
 export class PairCore {
   readonly channel: string;
   readonly liveChannel: string | undefined;
+  /** This process's lease (standalone Redis with liveness on); undefined: per-record leases. */
+  readonly session: Session | undefined;
   private readonly notifier: Notifier;
   private started: Promise<void> | undefined;
   private readonly running = new Set<LeaseKeeper>();
@@ -87,17 +96,35 @@ export class PairCore {
     private readonly report: (err: Error) => void,
   ) {
     this.channel = settleChannel(options.prefix);
-    // Pub/sub subscriber counts are per node on a Cluster, so liveness would lie there.
-    this.liveChannel =
-      options.liveness && !client.isCluster
-        ? livenessChannel(options.prefix, randomUUID())
-        : undefined;
+    // Pub/sub subscriber counts are per node on a Cluster, and session keys would be read
+    // across slots: on a Cluster, records keep leases of their own instead.
+    const instanceId = randomUUID();
+    const sessions = options.liveness && !client.isCluster;
+    this.liveChannel = sessions ? livenessChannel(options.prefix, instanceId) : undefined;
+    const onSessionLost = (): void => {
+      for (const keeper of this.running) keeper.expire();
+    };
+    this.session = sessions
+      ? new Session(
+          client,
+          sessionKey(options.prefix, instanceId),
+          options.leaseMs,
+          options.heartbeatMs,
+          onSessionLost,
+          report,
+        )
+      : undefined;
+    // Our liveness connection dropped and came back: a shadow may have taken over meanwhile.
+    const onReconnect = (): void => {
+      for (const keeper of this.running) keeper.check();
+    };
     this.notifier = new Notifier(
       client,
       this.channel,
       this.liveChannel,
       options.livenessIntervalMs,
       report,
+      onReconnect,
     );
   }
 
@@ -107,10 +134,12 @@ export class PairCore {
 
   /** Subscribes (settle channel, own liveness channel) once, before the first acquire. */
   ready(): Promise<void> {
-    this.started ??= this.notifier.start().catch((err: unknown) => {
-      this.started = undefined;
-      throw err;
-    });
+    this.started ??= Promise.all([this.notifier.start(), this.session?.start()])
+      .then(() => {})
+      .catch((err: unknown) => {
+        this.started = undefined;
+        throw err;
+      });
     return this.started;
   }
 
@@ -131,6 +160,7 @@ export class PairCore {
       liveChannel: this.liveChannel ?? '',
       graceMs: o.livenessGraceMs,
       warmupS: LIVENESS_WARMUP_S,
+      sessionKey: this.session?.key ?? '',
     });
     return { reply, sentAt, token };
   }
@@ -152,7 +182,14 @@ export class PairCore {
     fn: (ctx: RunContext) => T | Promise<T>,
     signal: AbortSignal | undefined,
   ): Promise<Executed<T>> {
-    const keeper = new LeaseKeeper(this.client, address, grant, this.options, sentAt, this.report);
+    const keeper = new LeaseKeeper(
+      this.client,
+      address,
+      grant,
+      { ...this.options, perRecord: this.session === undefined },
+      sentAt,
+      this.report,
+    );
     this.running.add(keeper);
     const onAbort = (): void => keeper.abort(signal?.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -247,9 +284,17 @@ export class PairCore {
     for (const keeper of this.running) keeper.abort(reason);
   }
 
-  async close(): Promise<void> {
+  /** Stops taking work: running routines see their signal abort (a handover). */
+  beginClose(): void {
     this.closing = true;
     this.abortAll(new ClosedError('PairedLock'));
+    this.notifier.wakeAll(); // waiting shadows see the close at once
+  }
+
+  /** Ends the subscriber and the session; call once running routines have settled. */
+  async close(): Promise<void> {
+    this.beginClose();
     await this.notifier.close();
+    await this.session?.stop();
   }
 }

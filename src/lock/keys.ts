@@ -38,3 +38,8 @@ export function livenessChannel(prefix: string, instanceId: string): string {
 export function addressTag(key: string, field: string): string {
   return JSON.stringify([key, field]);
 }
+
+/** One key per process (lock instance) with a lease: while it exists, the process is alive. */
+export function sessionKey(prefix: string, instanceId: string): string {
+  return `${prefix}:session:${instanceId}`;
+}

@@ -7,6 +7,11 @@ export interface LeaseKeeperOptions {
   leaseMs: number;
   heartbeatMs: number;
   retentionMs: number;
+  /**
+   * Heartbeat this record and watch its lease here. False when the process's `Session`
+   * leases every record at once: the record is then only refreshed every retention / 3.
+   */
+  perRecord: boolean;
 }
 
 /**
@@ -30,10 +35,13 @@ export class LeaseKeeper {
     grantedAt: number,
     private readonly onError: (err: Error) => void,
   ) {
-    this.armDeadline(grantedAt);
+    if (options.perRecord) this.armDeadline(grantedAt);
+    // Under a session the record needs no lease of its own, but a rare heartbeat still keeps
+    // it within retention and notices a takeover or a lost record before the routine ends.
+    const every = options.perRecord ? options.heartbeatMs : Math.floor(options.retentionMs / 3);
     this.timer = setInterval(() => {
       if (!this.stopped) void this.beat();
-    }, options.heartbeatMs);
+    }, every);
   }
 
   get signal(): AbortSignal {
@@ -64,6 +72,16 @@ export class LeaseKeeper {
     this.deadlineTimer = setTimeout(() => this.lose('expired'), Math.max(0, left));
   }
 
+  /** The process's session lease was lost: stop as if this record's lease ran out. */
+  expire(): void {
+    if (!this.stopped) this.lose('expired');
+  }
+
+  /** One ownership check now (e.g. after a reconnect that may have let a shadow take over). */
+  check(): void {
+    if (!this.stopped) void this.beat();
+  }
+
   private lose(reason: 'expired' | 'superseded' | 'missing', currentFence?: number): void {
     this.stopped = true;
     clearInterval(this.timer);
@@ -82,8 +100,9 @@ export class LeaseKeeper {
         this.options.retentionMs,
       );
       if (this.stopped) return;
-      if (reply.kind === 'ok') this.armDeadline(sentAt);
-      else if (reply.kind === 'stale') this.lose('superseded', reply.fence);
+      if (reply.kind === 'ok') {
+        if (this.options.perRecord) this.armDeadline(sentAt);
+      } else if (reply.kind === 'stale') this.lose('superseded', reply.fence);
       else this.lose('missing');
     } catch (err) {
       // Unreachable lock store: keep trying; the deadline timer aborts if it never returns.

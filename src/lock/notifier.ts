@@ -7,9 +7,18 @@ import type { RedisConnection } from './scripts.js';
  * answer "busy", because the settle message travels on another connection and can arrive
  * before that reply: a message that lands in between is remembered, not lost.
  */
+/** How to tell whether the executor being shadowed is alive ('' fields: unknown). */
+export interface Owner {
+  /** Its process's liveness channel: no subscriber means the process is gone. */
+  channel: string;
+  /** Its process's session key: gone means its lease ran out (frozen or cut off). */
+  sessionKey: string;
+}
+
+export const NO_OWNER: Owner = { channel: '', sessionKey: '' };
+
 export class Ticket {
-  /** Liveness channel of the executor being shadowed ('' when unknown). */
-  ownerChannel = '';
+  owner: Owner = NO_OWNER;
   private pending = false;
   private listener: (() => void) | undefined;
 
@@ -29,22 +38,22 @@ export class Ticket {
    * Calls `listener` once, at the next settle message or sign of a dead executor, or at
    * once if one arrived since the ticket was made or last woke.
    */
-  onNextWake(ownerChannel: string, listener: () => void): void {
-    this.ownerChannel = ownerChannel;
+  onNextWake(owner: Owner, listener: () => void): void {
+    this.owner = owner;
     if (this.pending) {
       this.pending = false;
       listener();
       return;
     }
     this.listener = listener;
-    if (ownerChannel !== '') this.notifier.watchLiveness();
+    if (owner.channel !== '' || owner.sessionKey !== '') this.notifier.watchLiveness();
   }
 
   /** Whether the last `wait` ended by a wake-up rather than by its timeout. */
   woke = false;
 
   /** Resolves at the next wake or after `timeoutMs`; rejects when `signal` aborts. */
-  wait(ownerChannel: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+  wait(owner: Owner, timeoutMs: number, signal?: AbortSignal): Promise<void> {
     this.woke = false;
     return new Promise<void>((resolve, reject) => {
       const finish = (): void => {
@@ -61,7 +70,7 @@ export class Ticket {
         resolve();
       }, timeoutMs);
       signal?.addEventListener('abort', onAbort, { once: true });
-      this.onNextWake(ownerChannel, () => {
+      this.onNextWake(owner, () => {
         this.woke = true;
         finish();
         resolve();
@@ -78,9 +87,11 @@ export class Ticket {
 /**
  * Wakes waiting shadows. One subscriber connection per lock instance does two jobs:
  * it receives settle notifications, and its own subscription to this process's liveness
- * channel is what tells other members that this process is alive. A liveness watcher
- * asks Redis how many subscribers the executors' channels have (one PUBSUB NUMSUB for all
- * of them) and wakes the shadows of an executor whose process is gone.
+ * channel is what tells other members that this process is alive. A watcher asks Redis,
+ * for all the executors being shadowed at once, how many subscribers their channels have
+ * (one PUBSUB NUMSUB) and whether their session keys still exist (one MGET), and wakes the
+ * shadows of an executor that is gone or whose lease ran out. Its cost grows with the
+ * number of executor *processes*, not with the number of jobs shadowed.
  */
 export class Notifier {
   private readonly tickets = new Map<string, Set<Ticket>>();
@@ -94,12 +105,17 @@ export class Notifier {
     private readonly liveChannel: string | undefined,
     private readonly livenessIntervalMs: number,
     onError: (err: Error) => void,
+    onReconnect: () => void,
   ) {
     // A Cluster's duplicate() is a Cluster; subscribing works the same on both.
     this.subscriber = (
       client.isCluster ? (client as Cluster).duplicate() : (client as Redis).duplicate()
     ) as Redis;
     this.subscriber.on('error', onError);
+    let readies = 0;
+    this.subscriber.on('ready', () => {
+      if (++readies > 1) onReconnect();
+    });
     this.subscriber.on('message', (channel: string, message: string) => {
       if (channel === this.settleChannel) this.wakeTag(message);
     });
@@ -142,30 +158,45 @@ export class Notifier {
   private async checkLiveness(): Promise<void> {
     if (this.watching) return; // a slow reply must not pile up checks
     const byChannel = new Map<string, Ticket[]>();
+    const bySession = new Map<string, Ticket[]>();
+    const add = (map: Map<string, Ticket[]>, key: string, ticket: Ticket): void => {
+      if (key === '') return;
+      const list = map.get(key) ?? [];
+      list.push(ticket);
+      map.set(key, list);
+    };
     for (const set of this.tickets.values()) {
       for (const ticket of set) {
-        if (ticket.ownerChannel === '') continue;
-        const list = byChannel.get(ticket.ownerChannel) ?? [];
-        list.push(ticket);
-        byChannel.set(ticket.ownerChannel, list);
+        add(byChannel, ticket.owner.channel, ticket);
+        add(bySession, ticket.owner.sessionKey, ticket);
       }
     }
-    if (byChannel.size === 0) {
+    if (byChannel.size === 0 && bySession.size === 0) {
       clearInterval(this.watchTimer);
       this.watchTimer = undefined;
       return;
     }
     this.watching = true;
+    // The acquire script re-checks atomically (and applies the grace period) on each wake.
+    const wake = (tickets: Ticket[] | undefined): void => {
+      for (const ticket of tickets ?? []) ticket.wake();
+    };
     try {
-      const reply = (await this.client.call('PUBSUB', 'NUMSUB', ...byChannel.keys())) as (
-        | string
-        | number
-      )[];
-      for (let i = 0; i < reply.length; i += 2) {
-        if (Number(reply[i + 1]) === 0) {
-          // The acquire script re-checks atomically and applies the grace period.
-          for (const ticket of byChannel.get(String(reply[i])) ?? []) ticket.wake();
+      if (byChannel.size > 0) {
+        const reply = (await this.client.call('PUBSUB', 'NUMSUB', ...byChannel.keys())) as (
+          | string
+          | number
+        )[];
+        for (let i = 0; i < reply.length; i += 2) {
+          if (Number(reply[i + 1]) === 0) wake(byChannel.get(String(reply[i])));
         }
+      }
+      if (bySession.size > 0) {
+        const keys = [...bySession.keys()];
+        const values = await this.client.mget(...keys);
+        values.forEach((value, i) => {
+          if (value === null) wake(bySession.get(keys[i] ?? ''));
+        });
       }
     } catch {
       // The lock store is unreachable: the waiters' own timers keep polling.
@@ -174,10 +205,14 @@ export class Notifier {
     }
   }
 
+  wakeAll(): void {
+    for (const set of this.tickets.values()) for (const ticket of set) ticket.wake();
+  }
+
   async close(): Promise<void> {
     clearInterval(this.watchTimer);
     this.watchTimer = undefined;
-    for (const set of this.tickets.values()) for (const ticket of set) ticket.wake();
+    this.wakeAll();
     try {
       await this.subscriber.quit();
     } catch {

@@ -6,7 +6,7 @@ import type { RecordAddress } from './keys.js';
 import type { Ticket } from './notifier.js';
 import { type PairedLockOptions, type ResolvedLockOptions, resolveLockOptions } from './options.js';
 import { type PairRecord, parseJson } from './record.js';
-import type { RedisConnection, TakeoverReason } from './scripts.js';
+import { ownerOf, type RedisConnection, type TakeoverReason } from './scripts.js';
 
 export type { RunContext } from './core.js';
 
@@ -97,8 +97,9 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
    * takes over at once. Waits for those routines to settle. The client is not closed.
    */
   async close(): Promise<void> {
-    if (!this.core.closing) await this.core.close();
+    this.core.beginClose();
     await Promise.allSettled([...this.active]);
+    await this.core.close();
   }
 
   private async runTask<T>(
@@ -166,7 +167,7 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
         case 'busy': {
           const waitMs = Math.min(Math.max(reply.recheckMs, 0) + 5, this.options.pollIntervalMs);
           try {
-            await ticket.wait(reply.ownerChannel, waitMs, signal);
+            await ticket.wait(ownerOf(reply), waitMs, signal);
           } catch (reason) {
             throw new AbortedError(address.id, reason);
           }

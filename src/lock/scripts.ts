@@ -48,7 +48,14 @@ export type TakeoverReason = 'expired' | 'failed' | 'released' | 'disconnected';
 
 export type AcquireReply =
   | { kind: 'granted'; fence: number; takeover: TakeoverReason | undefined; attempts: number }
-  | { kind: 'busy'; fence: number; owner: string; recheckMs: number; ownerChannel: string }
+  | {
+      kind: 'busy';
+      fence: number;
+      owner: string;
+      recheckMs: number;
+      ownerChannel: string;
+      ownerSessionKey: string;
+    }
   | { kind: 'done'; fence: number; owner: string; result: string | null }
   | { kind: 'failed'; fence: number; owner: string; error: string | null };
 
@@ -61,6 +68,7 @@ export interface AcquireArgs {
   liveChannel: string;
   graceMs: number;
   warmupS: number;
+  sessionKey: string;
 }
 
 function corrupt(address: RecordAddress): never {
@@ -81,8 +89,9 @@ export async function acquire(
     a.liveChannel,
     a.graceMs,
     a.warmupS,
+    a.sessionKey,
   ]);
-  const [code, fence, x, y, z] = reply as [number, number, unknown, unknown, unknown];
+  const [code, fence, x, y, z, w] = reply as [number, number, unknown, unknown, unknown, unknown];
   switch (code) {
     case 1:
       return {
@@ -98,6 +107,7 @@ export async function acquire(
         owner: String(x),
         recheckMs: Number(y),
         ownerChannel: String(z),
+        ownerSessionKey: String(w ?? ''),
       };
     case 3:
       return { kind: 'done', fence, owner: String(x), result: typeof y === 'string' ? y : null };
@@ -178,4 +188,12 @@ export async function inspect(
     number,
   ];
   return { now, raw: typeof raw === 'string' ? raw : null, retentionLeftMs: left };
+}
+
+/** How a shadow tells whether the owner of a busy record is alive. */
+export function ownerOf(reply: { ownerChannel: string; ownerSessionKey: string }): {
+  channel: string;
+  sessionKey: string;
+} {
+  return { channel: reply.ownerChannel, sessionKey: reply.ownerSessionKey };
 }

@@ -32,8 +32,8 @@ export interface PairedProcessorOptions extends Omit<PairedLockOptions, 'member'
   lockStoreRetryMs?: number;
   /**
    * Longest a shadow's copy stays parked before it re-checks by itself, in ms. It is woken
-   * sooner when the pair settles or the executor dies; this bounds the wait when this process
-   * restarts meanwhile. Default: the lease.
+   * sooner when the pair settles, the executor dies or its lease runs out; this bounds the
+   * wait only when this process dies meanwhile. Default: 10 × `leaseMs` (5 min).
    */
   maxParkMs?: number;
   /**
@@ -116,7 +116,7 @@ export function resolveProcessorOptions(options: unknown): ResolvedProcessorOpti
     lockStoreRetryMs: integerOption(OWNER, 'lockStoreRetryMs', lockStoreRetryMs ?? 1_000, {
       min: 10,
     }),
-    maxParkMs: integerOption(OWNER, 'maxParkMs', maxParkMs ?? lock.leaseMs, { min: 10 }),
+    maxParkMs: integerOption(OWNER, 'maxParkMs', maxParkMs ?? 10 * lock.leaseMs, { min: 10 }),
     shadowHoldMs: integerOption(OWNER, 'shadowHoldMs', shadowHoldMs ?? 100, { min: 0 }),
     jobLogs: booleanOption(OWNER, 'jobLogs', jobLogs ?? true),
   };

@@ -13,7 +13,7 @@ import { type Acquired, PairCore } from '../lock/core.js';
 import type { RecordAddress } from '../lock/keys.js';
 import type { Ticket } from '../lock/notifier.js';
 import { parseJson } from '../lock/record.js';
-import type { AcquireReply, TakeoverReason } from '../lock/scripts.js';
+import { type AcquireReply, ownerOf, type TakeoverReason } from '../lock/scripts.js';
 import type { PairedProcessorEvents } from './events.js';
 import {
   type PairedProcessorOptions,
@@ -46,6 +46,7 @@ export type PairedProcessorFunction<
 ) => Promise<ResultType> | ResultType;
 
 type Granted = Extract<AcquireReply, { kind: 'granted' }>;
+type Busy = Extract<AcquireReply, { kind: 'busy' }>;
 
 interface Execution {
   controller: AbortController;
@@ -170,11 +171,9 @@ export class PairedProcessor<
           // Most executions are short: waiting a moment in the slot for the settle message is
           // far cheaper than parking (moveToDelayed, promote, a second pickup).
           const wait = Math.min(this.options.shadowHoldMs, Math.max(reply.recheckMs, 0) + 5);
-          if (await ticket.wait(reply.ownerChannel, wait).then(() => ticket.woke)) continue;
+          if (await ticket.wait(ownerOf(reply), wait).then(() => ticket.woke)) continue;
         }
-        if (
-          await this.park(job, token, ticket, address, reply.ownerChannel, reply.recheckMs, round)
-        ) {
+        if (await this.park(job, token, ticket, address, reply, round)) {
           parked = true;
           this.emit('shadowed', {
             jobId: job.id,
@@ -284,18 +283,22 @@ export class PairedProcessor<
     token: string | undefined,
     ticket: Ticket,
     address: RecordAddress,
-    ownerChannel: string,
-    recheckMs: number,
+    busy: Busy,
     round: number,
   ): Promise<boolean> {
     let woke = false;
     let isParked = false;
-    ticket.onNextWake(ownerChannel, () => {
+    ticket.onNextWake(ownerOf(busy), () => {
       woke = true;
       if (isParked) this.promote(job, ticket, address);
     });
     if (woke && round < 5) return false;
-    await this.parkCopy(job, token, Math.min(Math.max(recheckMs, 0) + 5, this.options.maxParkMs));
+    // With a session, the watcher sees the owner's lease run out (per process, not per job),
+    // so the copy parks long: its delay only matters if this process dies meanwhile. Without
+    // one, the copy must come back when the record's own lease would end.
+    const delay =
+      busy.ownerSessionKey !== '' ? this.options.maxParkMs : Math.max(busy.recheckMs, 0) + 5;
+    await this.parkCopy(job, token, Math.min(delay, this.options.maxParkMs));
     isParked = true;
     this.parked.set(address.key, ticket);
     if (woke) this.promote(job, ticket, address);

@@ -31,7 +31,11 @@ describe('PairedLock when the lock store goes away', () => {
   });
 
   it('refuses the result when the record did not survive the outage', async () => {
-    const eu = kit.lock({ member: 'eu', leaseMs: 1_000, heartbeatMs: 200 }, kit.prefix);
+    // Under a session the record is refreshed every retention / 3: 500 ms here.
+    const eu = kit.lock(
+      { member: 'eu', leaseMs: 1_000, heartbeatMs: 200, retentionMs: 1_500 },
+      kit.prefix,
+    );
     const id = taskId();
     const started = deferred<AbortSignal>();
     const run = eu.run(id, async ({ signal }) => {

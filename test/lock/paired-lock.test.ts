@@ -163,7 +163,11 @@ describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) 
   });
 
   it('refuses a stale owner: its signal aborts and its result is not stored', async () => {
-    const eu = kit.lock({ member: 'eu', leaseMs: 600, heartbeatMs: 100 }, kit.prefix);
+    // Per-record leases (no session), so the test can end this one record's lease by hand.
+    const eu = kit.lock(
+      { member: 'eu', leaseMs: 600, heartbeatMs: 100, liveness: false },
+      kit.prefix,
+    );
     const us = kit.lock({ member: 'us' }, kit.prefix);
     const id = taskId();
     const started = deferred<AbortSignal>();
@@ -202,6 +206,44 @@ describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) 
       state: 'done',
       fence: 2,
       result: { fence: 2, takeover: 'expired' },
+    });
+  });
+
+  it('stops an owner whose session ran out: the shadow takes over, the owner aborts', async () => {
+    const eu = kit.lock({ member: 'eu', leaseMs: 600, heartbeatMs: 100 }, kit.prefix);
+    const us = kit.lock({ member: 'us' }, kit.prefix);
+    const id = taskId();
+    const started = deferred<AbortSignal>();
+    const release = deferred();
+    const executor = eu.run(
+      id,
+      async ({ signal }) => {
+        started.resolve(signal);
+        await release.promise;
+        return 'late';
+      },
+      opts,
+    );
+    const signal = await started.promise;
+    // As if the process had been frozen past its lease: its session key is gone.
+    const sessions = (await keysUnder(redis().connect(), kit.prefix)).filter((k) =>
+      k.includes(':session:'),
+    );
+    expect(sessions).toHaveLength(1); // us has not started yet: this is eu's
+    const record = await us.inspect(id, opts);
+    expect(record?.owner).toBe('eu');
+    for (const key of sessions) await redis().connect().del(key);
+    const taken = await us.run(id, ({ fence, takeover }) => ({ fence, takeover }), opts);
+    expect(taken).toMatchObject({ role: 'executor', result: { fence: 2, takeover: 'expired' } });
+    expect(await aborted(signal)).toMatchObject({
+      code: 'ERR_PAIRED_LEASE_LOST',
+      reason: 'expired',
+      fence: 1,
+    });
+    release.resolve();
+    await expect(executor).rejects.toMatchObject({
+      code: 'ERR_PAIRED_STALE_FENCE',
+      currentFence: 2,
     });
   });
 
@@ -274,9 +316,9 @@ describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) 
     expect(await eu.inspect(ids[0] ?? '', opts)).toMatchObject({ state: 'done' });
     const client = redis().connect();
     expect((await keysUnder(client, prefix)).length).toBeGreaterThan(0);
+    await eu.close(); // its session key goes with it: only records could remain
     await vi.waitFor(
       async () => {
-        for (const id of ids) expect(await eu.inspect(id, opts)).toBeNull();
         expect(await keysUnder(client, prefix)).toEqual([]);
       },
       { timeout: 10_000, interval: 100 },

@@ -81,7 +81,7 @@ describe('PairedProcessor options', () => {
       twin: 'eu',
       whenLockStoreDown: 'wait',
       jobLogs: true,
-      maxParkMs: 30_000,
+      maxParkMs: 300_000,
     });
     expect(paired.options.lock).toMatchObject({
       member: 'eu',

@@ -16,10 +16,17 @@
             the AOF), live owners need time to resubscribe, so for an owner granted before the
             restart an empty channel proves nothing until the server has been up this long
 
+    ARGV[10] session key of the caller's process, '' when sessions are off. While it exists
+            the process is alive and every record it owns is leased: one key refreshed per
+            process replaces a heartbeat per record. Read for the *owner* of a record without
+            being declared in KEYS, so sessions are for standalone Redis only (the client turns
+            them off on a Cluster, where records fall back to leases of their own).
+
   Output:
     { 1, fence, takeoverReason ('' | 'expired' | 'failed' | 'released' | 'disconnected'), attempts }
         granted: the caller is the executor
-    { 2, fence, owner, recheckMs, ownerLiveChannel }  busy: another owner holds a valid lease
+    { 2, fence, owner, recheckMs, ownerLiveChannel, ownerSessionKey }
+        busy: another owner holds a valid lease
     { 3, fence, owner, result | false }               done: the stored result
     { 4, fence, owner, error | false }                failed, and the policy is 'respect'
     { -1 }                                            the record is unreadable
@@ -31,6 +38,25 @@ local field, member, token = ARGV[1], ARGV[2], ARGV[3]
 local leaseMs, retentionMs = tonumber(ARGV[4]), tonumber(ARGV[5])
 local policy, liveChannel, graceMs = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local warmupS = tonumber(ARGV[9])
+local sessionKey = ARGV[10]
+
+-- Seconds this server has been up, read only when needed (INFO is not cheap).
+local function uptimeS()
+  local info = redis.call('INFO', 'server')
+  return tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or warmupS
+end
+
+-- After a restart, owners granted before it may not have reconnected yet (and their
+-- session keys may have run out while the server was down): their absence proves nothing
+-- until the server has been up warmupS. Granted for sure after this server started means
+-- the owner's connection and session were made here: their absence is real.
+local function restartedSinceGrant(rec, now)
+  local up = uptimeS()
+  if up < warmupS and (rec.grantedAt or 0) <= now - up * 1000 then
+    return (warmupS - up) * 1000
+  end
+  return false
+end
 
 local now = nowMs()
 local rec = loadRecord(key, indexKey, field, now)
@@ -46,8 +72,25 @@ if rec then
       saveRecord(key, indexKey, field, rec, now, retentionMs)
       return {1, rec.fence, rec.takeover or '', rec.attempts}
     end
-    if rec.leaseUntil > now then
-      local recheck = rec.leaseUntil - now
+    local skey = rec.skey or ''
+    local leased
+    local recheck
+    if skey ~= '' then
+      local left = redis.call('PTTL', skey)
+      leased = left > 0
+      recheck = left
+      if not leased then
+        local wait = restartedSinceGrant(rec, now)
+        if wait then
+          leased = true
+          recheck = wait
+        end
+      end
+    else
+      leased = rec.leaseUntil > now
+      recheck = rec.leaseUntil - now
+    end
+    if leased then
       local live = rec.live or ''
       if live ~= '' then
         -- A dead process closes its connections at once, so an empty liveness channel
@@ -55,13 +98,10 @@ if rec then
         -- subscriber that is merely reconnecting.
         local subscribers = redis.call('PUBSUB', 'NUMSUB', live)[2]
         if subscribers == 0 then
-          local info = redis.call('INFO', 'server')
-          local uptime = tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or warmupS
-          -- The owner subscribed before it was granted. Granted for sure after this server
-          -- started (now - uptime, rounded down) means it subscribed here: its absence is real.
-          if uptime < warmupS and (rec.grantedAt or 0) <= now - uptime * 1000 then
+          local wait = restartedSinceGrant(rec, now)
+          if wait then
             subscribers = 1
-            recheck = math.min(recheck, (warmupS - uptime) * 1000)
+            recheck = math.min(recheck, wait)
           end
         end
         if subscribers == 0 then
@@ -80,7 +120,7 @@ if rec then
         end
       end
       if reason == '' then
-        return {2, rec.fence, rec.owner, recheck, live}
+        return {2, rec.fence, rec.owner, recheck, live, skey}
       end
     else
       reason = 'expired'
@@ -117,5 +157,6 @@ local granted = {
 }
 if reason ~= '' then granted.takeover = reason end
 if liveChannel ~= '' then granted.live = liveChannel end
+if sessionKey ~= '' then granted.skey = sessionKey end
 saveRecord(key, indexKey, field, granted, now, retentionMs)
 return {1, fence, reason, attempts}

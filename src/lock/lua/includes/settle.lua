@@ -20,6 +20,7 @@ local function settle(key, indexKey, field, token, fence, retentionMs, channel, 
   rec.leaseUntil = nil
   rec.token = nil
   rec.live = nil
+  rec.skey = nil
   rec.goneSince = nil
   if payloadName ~= '' and payload ~= '' then rec[payloadName] = payload end
   saveRecord(key, indexKey, field, rec, now, retentionMs)

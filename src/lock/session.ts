@@ -1,0 +1,69 @@
+import { performance } from 'node:perf_hooks';
+import type { RedisConnection } from './scripts.js';
+
+/**
+ * This process's lease. One key, refreshed every heartbeat, stands for every record the
+ * process executes: shadows check it per process instead of a lease per record, so neither
+ * side pays per job while jobs run. If a refresh finds the key gone (it ran out while this
+ * process was frozen or cut off) or no refresh gets through before the lease would end on
+ * this process's own clock, `onLost` fires: every execution must stop, since a shadow may
+ * have taken over. The key is then made anew for the work that follows.
+ */
+export class Session {
+  private timer: NodeJS.Timeout | undefined;
+  private deadline: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private started = false;
+
+  constructor(
+    private readonly client: RedisConnection,
+    readonly key: string,
+    private readonly leaseMs: number,
+    private readonly heartbeatMs: number,
+    private readonly onLost: () => void,
+    private readonly onError: (err: Error) => void,
+  ) {}
+
+  async start(): Promise<void> {
+    const sentAt = performance.now();
+    await this.client.set(this.key, '1', 'PX', this.leaseMs);
+    this.started = true;
+    this.arm(sentAt);
+    this.timer = setInterval(() => void this.renew(), this.heartbeatMs);
+  }
+
+  private arm(sentAt: number): void {
+    clearTimeout(this.deadline);
+    const left = sentAt + this.leaseMs - performance.now();
+    this.deadline = setTimeout(() => this.onLost(), Math.max(0, left));
+  }
+
+  private async renew(): Promise<void> {
+    const sentAt = performance.now();
+    try {
+      const renewed = await this.client.set(this.key, '1', 'PX', this.leaseMs, 'XX');
+      if (this.stopped) return;
+      if (renewed !== 'OK') {
+        this.onLost();
+        await this.client.set(this.key, '1', 'PX', this.leaseMs);
+      }
+      if (!this.stopped) this.arm(sentAt);
+    } catch (err) {
+      // Unreachable: keep trying; the deadline fires if no refresh gets through in time.
+      this.onError(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  /** Stops refreshing and deletes the key, so shadows see at once that this process left. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    clearTimeout(this.deadline);
+    if (!this.started) return;
+    try {
+      await this.client.del(this.key);
+    } catch {
+      // Unreachable: the key runs out by itself.
+    }
+  }
+}
