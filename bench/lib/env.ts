@@ -48,28 +48,38 @@ export class BenchEnv {
     });
   }
 
-  /** The PairedQueue feeding the twins started by `twin()`. */
-  pairedQueue(): PairedQueue {
-    const connection = { host: this.redis.host, port: this.redis.port };
+  /** The PairedQueue feeding the twins started by `twin()` (each twin's queue on `on[twin]`). */
+  pairedQueue(on: Partial<Record<'eu' | 'us', TestRedis>> = {}): PairedQueue {
+    const connection = (twin: 'eu' | 'us') => {
+      const redis = on[twin] ?? this.redis;
+      return { host: redis.host, port: redis.port };
+    };
     const queue = new PairedQueue(this.base, {
       twins: {
-        eu: { connection, queue: `${this.base}-eu` },
-        us: { connection, queue: `${this.base}-us` },
+        eu: { connection: connection('eu'), queue: `${this.base}-eu` },
+        us: { connection: connection('us'), queue: `${this.base}-us` },
       },
     });
     this.closers.push(() => queue.close());
     return queue;
   }
 
-  queue(name: string): Queue {
-    const queue = new Queue(name, { connection: { host: this.redis.host, port: this.redis.port } });
+  /** Another private Redis, stopped with the environment. */
+  async extraRedis(): Promise<TestRedis> {
+    const redis = await startRedis({ killable: true });
+    this.closers.push(() => redis.stop());
+    return redis;
+  }
+
+  queue(name: string, on: TestRedis = this.redis): Queue {
+    const queue = new Queue(name, { connection: { host: on.host, port: on.port } });
     this.queues.push(queue);
     return queue;
   }
 
   /** Sum of `calls` over INFO commandstats (commands run inside scripts count too). */
-  async commandCalls(): Promise<number> {
-    const info = await this.client().info('commandstats');
+  async commandCalls(on: TestRedis = this.redis): Promise<number> {
+    const info = await on.connect().info('commandstats');
     let total = 0;
     for (const match of info.matchAll(/calls=(\d+)/g)) total += Number(match[1]);
     return total;
@@ -85,7 +95,8 @@ export class BenchEnv {
   async close(): Promise<void> {
     await Promise.all(this.children.map((child) => child.kill()));
     await Promise.all(this.queues.map((queue) => queue.close()));
-    await Promise.all(this.closers.map((close) => close()));
+    // Reverse order: queues close before the extra Redis servers they talk to stop.
+    for (const close of this.closers.reverse()) await close();
     await this.redis.stop();
   }
 }

@@ -5,41 +5,67 @@ import type { BenchOptions, ScenarioResult } from '../lib/types.js';
 
 const LONG_MS = 600_000;
 
-/** Redis commands/s while `n` long jobs run on eu and are parked on us (paired), or just run (plain). */
-async function idleRate(n: number, windowMs: number, paired: boolean): Promise<number> {
+interface IdleRates {
+  /** Commands/s on the shadow twin's queue Redis plus the lock store. */
+  shadowSide: number;
+  /** Commands/s on the executing twin's queue Redis (BullMQ renewing its locks, etc.). */
+  executorSide: number;
+}
+
+async function addLong(add: (count: number) => Promise<unknown>, n: number): Promise<void> {
+  for (let added = 0; added < n; added += 1_000) await add(Math.min(1_000, n - added));
+}
+
+/**
+ * `n` long jobs run on eu and are parked on us. eu's queue, us's queue and the lock store
+ * each get their own Redis, so the shadow's cost is measured apart from BullMQ's own cost
+ * of keeping `n` jobs active on the executing side.
+ */
+async function pairedIdle(n: number, windowMs: number): Promise<IdleRates> {
   return withEnv(async (env) => {
-    const concurrency = { CONCURRENCY: String(Math.max(n, 1)) };
-    if (paired) {
-      await env.twin('eu', concurrency);
-      const queue = env.pairedQueue();
-      const euQueue = env.queue(`${env.base}-eu`);
-      const usQueue = env.queue(`${env.base}-us`);
-      await usQueue.pause();
-      for (let added = 0; added < n; added += 1_000) {
-        await queue.addBulk(
-          Array.from({ length: Math.min(1_000, n - added) }, () => ({
-            name: 'long',
-            data: { ms: LONG_MS },
-          })),
-        );
-      }
-      await until(async () => (await euQueue.getActiveCount()) >= n, 300_000, `${n} active on eu`);
-      await env.twin('us', { CONCURRENCY: '50' });
-      await usQueue.resume();
-      await until(async () => (await usQueue.getDelayedCount()) >= n, 300_000, `${n} parked on us`);
-    } else {
-      await env.plain(concurrency);
-      const queue = env.queue(`${env.base}-plain`);
-      for (let added = 0; added < n; added += 1_000) {
-        await queue.addBulk(
-          Array.from({ length: Math.min(1_000, n - added) }, () => ({
-            name: 'long',
-            data: { ms: LONG_MS },
-          })),
-        );
-      }
-      await until(async () => (await queue.getActiveCount()) >= n, 300_000, `${n} active`);
-    }
+    const [usRedis, lockRedis] = [await env.extraRedis(), await env.extraRedis()];
+    const lock = { LOCK_URL: lockRedis.url, LEDGER_URL: lockRedis.url };
+    await env.twin('eu', { CONCURRENCY: String(n), ...lock });
+    const queue = env.pairedQueue({ us: usRedis });
+    const euQueue = env.queue(`${env.base}-eu`);
+    const usQueue = env.queue(`${env.base}-us`, usRedis);
+    await usQueue.pause();
+    await addLong(
+      (count) =>
+        queue.addBulk(
+          Array.from({ length: count }, () => ({ name: 'long', data: { ms: LONG_MS } })),
+        ),
+      n,
+    );
+    await until(async () => (await euQueue.getActiveCount()) >= n, 300_000, `${n} active on eu`);
+    await env.twin('us', { CONCURRENCY: '50', QUEUE_URL: usRedis.url, ...lock });
+    await usQueue.resume();
+    await until(async () => (await usQueue.getDelayedCount()) >= n, 300_000, `${n} parked on us`);
+    const shadowCalls = async () =>
+      (await env.commandCalls(usRedis)) + (await env.commandCalls(lockRedis));
+    const [shadowBefore, executorBefore] = [await shadowCalls(), await env.commandCalls()];
+    await new Promise((resolve) => setTimeout(resolve, windowMs));
+    const perSec = (calls: number) => calls / (windowMs / 1000);
+    return {
+      shadowSide: perSec((await shadowCalls()) - shadowBefore),
+      executorSide: perSec((await env.commandCalls()) - executorBefore),
+    };
+  });
+}
+
+/** Plain BullMQ: `n` long jobs active on one worker process; its Redis's commands/s. */
+async function plainIdle(n: number, windowMs: number): Promise<number> {
+  return withEnv(async (env) => {
+    await env.plain({ CONCURRENCY: String(n) });
+    const queue = env.queue(`${env.base}-plain`);
+    await addLong(
+      (count) =>
+        queue.addBulk(
+          Array.from({ length: count }, () => ({ name: 'long', data: { ms: LONG_MS } })),
+        ),
+      n,
+    );
+    await until(async () => (await queue.getActiveCount()) >= n, 300_000, `${n} active`);
     const before = await env.commandCalls();
     await new Promise((resolve) => setTimeout(resolve, windowMs));
     return ((await env.commandCalls()) - before) / (windowMs / 1000);
@@ -48,34 +74,27 @@ async function idleRate(n: number, windowMs: number, paired: boolean): Promise<n
 
 export async function shadowIdle({ quick, log }: BenchOptions): Promise<ScenarioResult> {
   const [small, large] = [10, quick ? 200 : 10_000];
-  // A full window spans a whole lease, so heartbeats, lock renewals and lease-end re-checks all show.
-  const windowMs = quick ? 3_000 : 32_000;
-  const paired = {
-    small: await idleRate(small, windowMs, true),
-    large: await idleRate(large, windowMs, true),
-  };
-  const plain = {
-    small: await idleRate(small, windowMs, false),
-    large: await idleRate(large, windowMs, false),
-  };
+  // A full window spans two of BullMQ's lock renewals (every 15 s) and three session
+  // refreshes, so periodic work shows; the quick window only proves the scenario runs.
+  const windowMs = quick ? 3_000 : 30_000;
+  const paired = [await pairedIdle(small, windowMs), await pairedIdle(large, windowMs)] as const;
+  const plain = [await plainIdle(small, windowMs), await plainIdle(large, windowMs)] as const;
+  const shadow = paired.map((r) => round(r.shadowSide, 1));
   log(
-    `  shadow idle: paired ${paired.small.toFixed(1)} -> ${paired.large.toFixed(1)} cmd/s; bullmq ${plain.small.toFixed(1)} -> ${plain.large.toFixed(1)} cmd/s`,
+    `  shadow idle: shadow side ${shadow.join(' -> ')} cmd/s; bullmq executing ${plain.map((r) => r.toFixed(1)).join(' -> ')} cmd/s`,
   );
-  const ratio = round(paired.large / paired.small, 2);
+  const ratio = round(paired[1].shadowSide / paired[0].shadowSide, 2);
   return {
     paired: {
       jobs: [small, large],
-      commandsPerSec: [round(paired.small, 1), round(paired.large, 1)],
+      commandsPerSec: shadow,
+      executorSideCommandsPerSec: paired.map((r) => round(r.executorSide, 1)),
     },
-    bullmq: {
-      jobs: [small, large],
-      commandsPerSec: [round(plain.small, 1), round(plain.large, 1)],
-      ratio: round(plain.large / plain.small, 2),
-    },
+    bullmq: { jobs: [small, large], commandsPerSec: plain.map((r) => round(r, 1)) },
     ratio,
-    target: `commands/s with ${large} shadowed long jobs / with ${small} <= 1.2`,
+    target: `shadow-side commands/s with ${large} shadowed long jobs / with ${small} <= 1.2`,
     met: ratio <= 1.2,
-    config: `long jobs running on eu (lease 30 s, heartbeat 10 s) and parked on us; ${windowMs / 1000} s window; whole Redis; bullmq: the same jobs running, unpaired`,
+    config: `long jobs running on eu and parked on us; shadow side = us queue Redis + lock store; ${windowMs / 1000} s window; bullmq: the same jobs active unpaired (its own cost grows with active jobs too)`,
   };
 }
 
