@@ -26,6 +26,8 @@ export interface PairRecord {
   updatedAt: number;
   /** Time left until the record is deleted by retention, in ms. */
   retentionLeftMs: number;
+  /** While running: how to tell whether the owner's process lives ('' when unknown). */
+  ownerLiveness: { channel: string; sessionKey: string };
 }
 
 interface StoredRecord {
@@ -39,6 +41,8 @@ interface StoredRecord {
   error?: string;
   createdAt?: number;
   updatedAt?: number;
+  live?: string;
+  skey?: string;
 }
 
 export function parseJson<T>(raw: string | null | undefined): T | undefined {
@@ -70,5 +74,6 @@ export function toPairRecord(address: RecordAddress, reply: InspectReply): PairR
     createdAt: stored.createdAt ?? 0,
     updatedAt: stored.updatedAt ?? 0,
     retentionLeftMs: reply.retentionLeftMs,
+    ownerLiveness: { channel: stored.live ?? '', sessionKey: stored.skey ?? '' },
   };
 }

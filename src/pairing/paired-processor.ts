@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
-import { DelayedError, type Job, type Worker } from 'bullmq';
+import { DelayedError, type Job, Queue, type Worker } from 'bullmq';
 import {
   ClosedError,
   InvalidJobIdError,
@@ -54,6 +54,9 @@ interface Execution {
   owner: unknown;
 }
 
+/** How many delayed jobs a starting worker looks at for copies parked by a dead process. */
+const ADOPT_AT_MOST = 10_000;
+
 /** Marks a copy that was parked: BullMQ must not fail or complete it. */
 const PARKED = Symbol('parked');
 
@@ -97,7 +100,41 @@ export class PairedProcessor<
   /** Hands this worker's running jobs over to the twin when the worker starts closing. */
   attach(worker: Worker): this {
     worker.on('closing', () => this.handOver((owner) => owner === worker));
+    void worker
+      .waitUntilReady()
+      .then(() => this.adoptParked(worker))
+      .catch((err: unknown) => this.report(err instanceof Error ? err : new Error(String(err))));
     return this;
+  }
+
+  /**
+   * Copies parked by a process of this twin that died have nobody to wake them but their
+   * long park delay. A starting worker adopts them: copies whose pair has settled are
+   * promoted now, and those still running elsewhere are watched like its own.
+   */
+  private async adoptParked(worker: Worker): Promise<void> {
+    await this.core.ready();
+    const queue = new Queue(worker.name, {
+      connection: worker.opts.connection,
+      prefix: worker.opts.prefix,
+    });
+    try {
+      for (const job of await queue.getDelayed(0, ADOPT_AT_MOST - 1)) {
+        if (!job.id || this.closed) continue;
+        const address = this.core.address(`${this.options.group ?? job.queueName}:${job.id}`);
+        if (this.parked.has(address.key)) continue;
+        const record = await this.core.inspect(address);
+        if (record === null) continue; // never paired: a delay of the user's own
+        const ticket = this.core.ticket(address);
+        this.parked.set(address.key, ticket);
+        const wake = (): void =>
+          this.promote(job as Job<DataType, ResultType, NameType>, ticket, address);
+        if (record.state === 'running') ticket.onNextWake(record.ownerLiveness, wake);
+        else wake();
+      }
+    } finally {
+      await queue.close();
+    }
   }
 
   /**
