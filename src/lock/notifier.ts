@@ -114,7 +114,10 @@ export class Notifier {
     this.subscriber.on('error', onError);
     let readies = 0;
     this.subscriber.on('ready', () => {
-      if (++readies > 1) onReconnect();
+      if (++readies === 1) return;
+      // Settle messages published while we were disconnected are lost: look again now.
+      this.wakeAll();
+      onReconnect();
     });
     this.subscriber.on('message', (channel: string, message: string) => {
       if (channel === this.settleChannel) this.wakeTag(message);
