@@ -81,6 +81,8 @@ export class PairedProcessor<
   private readonly executions = new Set<Execution>();
   private readonly parked = new Map<string, Ticket>();
   private closed = false;
+  /** Moving average of this twin's own execution times: the other twin's are alike. */
+  private typicalMs: number | undefined;
 
   constructor(
     private readonly wrapped: PairedProcessorFunction<DataType, ResultType, NameType>,
@@ -204,11 +206,11 @@ export class PairedProcessor<
             parseJson<PeerErrorInfo>(reply.error),
           );
         }
-        if (round === 0 && this.options.shadowHoldMs > 0) {
-          // Most executions are short: waiting a moment in the slot for the settle message is
-          // far cheaper than parking (moveToDelayed, promote, a second pickup).
-          const wait = Math.min(this.options.shadowHoldMs, Math.max(reply.recheckMs, 0) + 5);
-          if (await ticket.wait(ownerOf(reply), wait).then(() => ticket.woke)) continue;
+        const hold = round === 0 ? this.holdMs() : 0;
+        if (hold > 0) {
+          // Short jobs: waiting a moment in the slot for the settle message is far cheaper
+          // than parking (moveToDelayed, promote, a second pickup).
+          if (await ticket.wait(ownerOf(reply), hold).then(() => ticket.woke)) continue;
         }
         if (await this.park(job, token, ticket, address, reply, round)) {
           parked = true;
@@ -284,11 +286,10 @@ export class PairedProcessor<
       }
       const takeover = reply.takeover ? `, took over: ${reply.takeover}` : '';
       await this.log(job, `executed on ${twin} (fence ${reply.fence}${takeover})`);
-      this.emit('executed', {
-        ...event,
-        takeover: reply.takeover,
-        durationMs: performance.now() - startedAt,
-      });
+      const durationMs = performance.now() - startedAt;
+      this.typicalMs =
+        this.typicalMs === undefined ? durationMs : 0.9 * this.typicalMs + 0.1 * durationMs;
+      this.emit('executed', { ...event, takeover: reply.takeover, durationMs });
       return executed.result;
     } catch (err) {
       if (execution.controller.signal.reason instanceof ClosedError) {
@@ -309,6 +310,18 @@ export class PairedProcessor<
     } finally {
       this.executions.delete(execution);
     }
+  }
+
+  /**
+   * How long a shadow waits in its slot before parking: about twice a typical execution when
+   * that fits in `shadowHoldMs` (short jobs finish meanwhile), else nothing (a slot held for a
+   * long job is capacity lost). Before any execution is seen, `shadowHoldMs`.
+   */
+  private holdMs(): number {
+    const cap = this.options.shadowHoldMs;
+    if (cap === 0 || this.typicalMs === undefined) return cap;
+    const twice = 2 * this.typicalMs + 5;
+    return twice <= cap ? twice : 0;
   }
 
   /**
