@@ -50,10 +50,17 @@ export class FixtureProcess {
     const seen = this.lines.find((line) => line.event === event && match(line));
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
-      this.waiters.push({ event, match, resolve });
-      this.child.once('exit', (code, signal) =>
-        reject(new Error(`fixture exited (${code ?? signal}) before "${event}":\n${this.stderr}`)),
-      );
+      const onExit = (code: number | null, signal: NodeJS.Signals | null): void =>
+        reject(new Error(`fixture exited (${code ?? signal}) before "${event}":\n${this.stderr}`));
+      this.child.once('exit', onExit);
+      this.waiters.push({
+        event,
+        match,
+        resolve: (line) => {
+          this.child.off('exit', onExit);
+          resolve(line);
+        },
+      });
     });
   }
 
