@@ -8,6 +8,7 @@ export type PairedErrorCode =
   | 'ERR_PAIRED_PEER_FAILED'
   | 'ERR_PAIRED_CORRUPT_RECORD'
   | 'ERR_PAIRED_RESULT_NOT_SERIALIZABLE'
+  | 'ERR_PAIRED_RESULT_TOO_LARGE'
   | 'ERR_PAIRED_CLOSED'
   | 'ERR_PAIRED_ABORTED'
   | 'ERR_PAIRED_INVALID_JOB_ID'
@@ -117,6 +118,20 @@ export class ResultNotSerializableError extends PairedError {
       `the result of "${id}" cannot be stored as JSON (${cause instanceof Error ? cause.message : String(cause)}): return plain JSON data`,
       { cause },
     );
+  }
+}
+
+export class ResultTooLargeError extends PairedError {
+  readonly bytes: number;
+  readonly maxBytes: number;
+
+  constructor(id: string, bytes: number, maxBytes: number) {
+    super(
+      'ERR_PAIRED_RESULT_TOO_LARGE',
+      `the result of "${id}" is ${bytes} bytes as JSON, over maxResultBytes (${maxBytes}): store large results elsewhere and return a reference, or raise maxResultBytes`,
+    );
+    this.bytes = bytes;
+    this.maxBytes = maxBytes;
   }
 }
 

@@ -24,6 +24,7 @@ export {
   type PeerErrorInfo,
   PeerFailedError,
   ResultNotSerializableError,
+  ResultTooLargeError,
   StaleFenceError,
 } from './errors.js';
 export type { PairedLockOptions, PeerFailurePolicy } from './lock/options.js';

@@ -5,6 +5,7 @@ import {
   ClosedError,
   type PeerErrorInfo,
   ResultNotSerializableError,
+  ResultTooLargeError,
   StaleFenceError,
 } from '../errors.js';
 import {
@@ -221,12 +222,15 @@ export class PairCore {
     try {
       serialized = JSON.stringify(result) ?? '';
     } catch (cause) {
-      const err = new ResultNotSerializableError(address.id, cause);
-      await this.settleQuietly(address, grant, {
-        state: 'failed',
-        error: JSON.stringify(errorInfo(err)),
-      });
-      throw err;
+      return this.failWith(address, grant, new ResultNotSerializableError(address.id, cause));
+    }
+    const bytes = Buffer.byteLength(serialized);
+    if (bytes > this.options.maxResultBytes) {
+      return this.failWith(
+        address,
+        grant,
+        new ResultTooLargeError(address.id, bytes, this.options.maxResultBytes),
+      );
     }
     const reply = await this.settleDone(address, grant, serialized);
     if (reply.kind === 'ok') return { kind: 'completed', result };
@@ -235,6 +239,15 @@ export class PairCore {
         ? new StaleFenceError(address.id, grant.fence, reply.fence, reply.state)
         : new StaleFenceError(address.id, grant.fence);
     return { kind: 'superseded', error };
+  }
+
+  /** The routine finished but its result cannot be stored: the record fails with `err`. */
+  private async failWith(address: RecordAddress, grant: Grant, err: Error): Promise<never> {
+    await this.settleQuietly(address, grant, {
+      state: 'failed',
+      error: JSON.stringify(errorInfo(err)),
+    });
+    throw err;
   }
 
   /**

@@ -36,6 +36,8 @@ export interface PairedLockOptions {
   livenessIntervalMs?: number;
   /** How long an executor's channel must stay empty before a takeover, in ms. Default 100. */
   livenessGraceMs?: number;
+  /** Largest result stored in a record, as JSON bytes; larger fails the run. Default 65 536. */
+  maxResultBytes?: number;
 }
 
 export type ResolvedLockOptions = Required<PairedLockOptions>;
@@ -51,6 +53,7 @@ export const LOCK_OPTION_NAMES = [
   'liveness',
   'livenessIntervalMs',
   'livenessGraceMs',
+  'maxResultBytes',
 ] as const;
 
 export const lockDefaults = {
@@ -62,6 +65,7 @@ export const lockDefaults = {
   liveness: true,
   livenessIntervalMs: 50,
   livenessGraceMs: 100,
+  maxResultBytes: 65_536,
 } as const satisfies Partial<PairedLockOptions>;
 
 const DAY_MS = 86_400_000;
@@ -119,5 +123,6 @@ export function resolveLockOptions(options: unknown, OWNER = 'PairedLock'): Reso
       min: 10,
     }),
     livenessGraceMs: integerOption(OWNER, 'livenessGraceMs', pick('livenessGraceMs'), { min: 0 }),
+    maxResultBytes: integerOption(OWNER, 'maxResultBytes', pick('maxResultBytes'), { min: 16 }),
   };
 }

@@ -113,6 +113,7 @@ describe('PairedLock options', () => {
       liveness: true,
       livenessIntervalMs: 50,
       livenessGraceMs: 100,
+      maxResultBytes: 65_536,
     });
   });
 
