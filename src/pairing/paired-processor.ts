@@ -13,37 +13,16 @@ import { type Acquired, PairCore } from '../lock/core.js';
 import type { RecordAddress } from '../lock/keys.js';
 import type { Ticket } from '../lock/notifier.js';
 import { parseJson } from '../lock/record.js';
-import { type AcquireReply, ownerOf, type TakeoverReason } from '../lock/scripts.js';
+import { type AcquireReply, ownerOf } from '../lock/scripts.js';
 import type { PairedProcessorEvents } from './events.js';
 import {
   type PairedProcessorOptions,
   type ResolvedProcessorOptions,
   resolveProcessorOptions,
 } from './options.js';
+import type { PairedProcessorFunction, PairInfo } from './types.js';
 
-/** Pair facts handed to the wrapped processor as its fourth argument. */
-export interface PairInfo {
-  twin: string;
-  /** Pass it to your side effects: a sink that refuses lower fences makes duplicates harmless. */
-  fence: number;
-  takeover: TakeoverReason | undefined;
-  /** Grants of this job so far, across both twins. */
-  attempts: number;
-  /** False only when `whenLockStoreDown: 'run'` ran the job without a pair record (fence 0). */
-  coordinated: boolean;
-}
-
-/** A BullMQ processor, optionally reading the pair facts. Its signal also fires on lease loss. */
-export type PairedProcessorFunction<
-  DataType = unknown,
-  ResultType = unknown,
-  NameType extends string = string,
-> = (
-  job: Job<DataType, ResultType, NameType>,
-  token: string | undefined,
-  signal: AbortSignal,
-  pair: PairInfo,
-) => Promise<ResultType> | ResultType;
+export type { PairedProcessorFunction, PairInfo } from './types.js';
 
 type Granted = Extract<AcquireReply, { kind: 'granted' }>;
 type Busy = Extract<AcquireReply, { kind: 'busy' }>;
