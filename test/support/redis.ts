@@ -8,7 +8,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +26,8 @@ export interface StartRedisOptions {
   args?: string[];
   /** Where to look for the binary and Docker; for tests of discovery itself. */
   env?: NodeJS.ProcessEnv;
+  /** Serve TLS only (PEM files; the certificate is also the CA clients trust). */
+  tls?: { certFile: string; keyFile: string };
 }
 
 export interface TestRedis {
@@ -86,8 +88,11 @@ abstract class BaseRedis implements TestRedis {
   abstract readonly port: number;
   private readonly clients = new Set<Redis>();
 
+  /** Client TLS options when the server speaks TLS only. */
+  tls: RedisOptions['tls'] = undefined;
+
   get url(): string {
-    return `redis://${this.host}:${this.port}`;
+    return `${this.tls ? 'rediss' : 'redis'}://${this.host}:${this.port}`;
   }
 
   connect(options: RedisOptions = {}): Redis {
@@ -95,6 +100,7 @@ abstract class BaseRedis implements TestRedis {
       host: this.host,
       port: this.port,
       maxRetriesPerRequest: null,
+      ...(this.tls ? { tls: this.tls } : {}),
       ...options,
     });
     client.on('error', () => {}); // expected while tests kill the server
@@ -156,14 +162,29 @@ class BinaryRedis extends BaseRedis {
     readonly port: number,
     private readonly persistence: boolean,
     private readonly extraArgs: string[],
+    private readonly tlsFiles?: { certFile: string; keyFile: string },
   ) {
     super();
+    if (tlsFiles) this.tls = { ca: readFileSync(tlsFiles.certFile) };
   }
 
   async launch(): Promise<void> {
+    const tls = this.tlsFiles;
+    const listen = tls
+      ? [
+          '--port',
+          '0',
+          '--tls-port',
+          String(this.port),
+          '--tls-cert-file',
+          tls.certFile,
+          '--tls-key-file',
+          tls.keyFile,
+        ]
+      : ['--port', String(this.port)];
     const args = [
-      '--port',
-      String(this.port),
+      ...listen,
+      ...(tls ? ['--tls-ca-cert-file', tls.certFile, '--tls-auth-clients', 'no'] : []),
       '--bind',
       '127.0.0.1',
       '--dir',
@@ -258,7 +279,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<TestR
   const env = options.env ?? process.env;
   const details: string[] = [];
   const url = env.REDIS_URL;
-  if (url && !options.killable) return new EnvRedis(url);
+  if (url && !options.killable && !options.tls) return new EnvRedis(url);
   details.push(
     url
       ? 'REDIS_URL is set, but this caller must kill and restart its Redis'
@@ -272,6 +293,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<TestR
       await freePort(),
       options.persistence ?? false,
       options.args ?? [],
+      options.tls,
     );
     await redis.launch();
     return redis;
