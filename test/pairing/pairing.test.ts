@@ -67,6 +67,21 @@ describe('PairedProcessor with two twin worker processes', () => {
     expect(executions(await kit.ledger(), id)).toHaveLength(1);
   });
 
+  it("changes nothing when one twin's clock is hours off", async () => {
+    const eu = await kit.startWorker('eu');
+    const queue = kit.pairedQueue();
+    const { id } = await queue.add('notify', { ms: 2_500, failOn: 'eu' });
+    await eu.next('started');
+    const us = await kit.startWorker('us', { CLOCK_SKEW_MS: String(3 * 3_600_000) });
+    expect(await us.next('takeover')).toMatchObject({ jobId: id, reason: 'failed', fence: 2 });
+    const { us: taken } = await copiesIn(queue, id, ['us']);
+    expect(taken.returnvalue).toEqual({ by: 'us', fence: 2 });
+    const { id: second } = await queue.add('notify', { ms: 100 });
+    const jobs = await copiesIn(queue, second);
+    expect(jobs.us.returnvalue).toEqual(jobs.eu.returnvalue);
+    expect(executions(await kit.ledger(), second)).toHaveLength(1);
+  });
+
   it('lets shadows free their slot: two long jobs run in parallel at concurrency 1', async () => {
     await Promise.all([
       kit.startWorker('eu', { CONCURRENCY: '1' }),
