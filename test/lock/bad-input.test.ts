@@ -1,5 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 import {
+  CorruptRecordError,
   PeerFailedError,
   ResultNotSerializableError,
   ResultTooLargeError,
@@ -68,5 +69,18 @@ describe('PairedLock with bad results and odd throws', () => {
       fence: 1,
     });
     expect(shadowFn).not.toHaveBeenCalled();
+  });
+});
+
+describe('PairedLock with a record that is not one', () => {
+  it('refuses to guess: CorruptRecordError names the key and the fix', async () => {
+    const eu = kit.lock({ member: 'eu' }, kit.prefix);
+    const id = taskId();
+    await redis().connect().set(`${kit.prefix}:pair:{${id}}`, 'not json');
+    const error = await eu.run(id, vi.fn()).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(CorruptRecordError);
+    expect((error as Error).message).toMatch(/is not a record bullmq-paired wrote; delete it/);
+    await redis().connect().del(`${kit.prefix}:pair:{${id}}`);
+    expect(await eu.run(id, () => 'ran')).toMatchObject({ role: 'executor', result: 'ran' });
   });
 });

@@ -24,6 +24,15 @@ describe('PairedProcessor with two twin worker processes', () => {
     );
   });
 
+  it('runs a job added twice with the same id once', async () => {
+    await Promise.all([kit.startWorker('eu'), kit.startWorker('us')]);
+    const queue = kit.pairedQueue();
+    await queue.add('notify', { ms: 300 }, { jobId: 'twice-1' });
+    await queue.add('notify', { ms: 300 }, { jobId: 'twice-1' });
+    await copiesIn(queue, 'twice-1');
+    expect(executions(await kit.ledger(), 'twice-1')).toHaveLength(1);
+  });
+
   it('takes over at once when the executor throws: the twin runs it with fence 2', async () => {
     const eu = await kit.startWorker('eu');
     const queue = kit.pairedQueue();
