@@ -1,0 +1,145 @@
+/**
+ * Chaos soak: two twins, two worker processes each, a stream of jobs whose every execution is
+ * written to a ledger (start and end, twin, pid, fence), and a random worker process SIGKILLed
+ * every ~2 s and restarted. Checks what must hold whatever the timing:
+ *   - lost = 0: every job ran and every copy completed on both twins;
+ *   - duplicates <= kills (only a job in flight in a killed process runs again);
+ *   - a repeated execution always has a higher fence than the one it repeats;
+ *   - two executions of one job overlap only if the first one's process had been killed.
+ * `npm run chaos` (20 000 jobs) or `runSoak()` from a test (small).
+ */
+import { Redis } from 'ioredis';
+import { PairedQueue } from '../../src/index.js';
+import { FixtureProcess } from '../support/child.js';
+import type { TestRedis } from '../support/redis.js';
+import { uniquePrefix } from '../support/redis.js';
+
+interface Entry {
+  id: string;
+  twin: string;
+  fence: number;
+  pid: number;
+  phase: 'start' | 'end';
+  start: number;
+  end?: number;
+}
+
+export interface SoakReport {
+  jobs: number;
+  kills: number;
+  lost: number;
+  executions: number;
+  duplicates: number;
+  fenceViolations: number;
+  overlapsWithLiveOwner: number;
+  seconds: number;
+}
+
+export async function runSoak(
+  redis: TestRedis,
+  jobs: number,
+  options: { minMs?: number; maxMs?: number; log?: (line: string) => void } = {},
+): Promise<SoakReport> {
+  const { minMs = 20, maxMs = 100, log = () => {} } = options;
+  const base = uniquePrefix('chaos');
+  const settings = {
+    GROUP: base,
+    QUEUE_URL: redis.url,
+    LOCK_URL: redis.url,
+    LEDGER: `${base}:ledger`,
+    LOCK_PREFIX: `${base}-lock`,
+    QUIET: '1',
+    CONCURRENCY: '10',
+    LOCK_DURATION: '3000',
+    STALLED_INTERVAL: '1000',
+    MAX_STALLED: '1000',
+  };
+  const processes: { twin: string; child: FixtureProcess }[] = [];
+  const killed = new Map<number, number>(); // pid -> when it was killed
+  const start = async (twin: string) => {
+    const child = new FixtureProcess('twin-worker.ts', {
+      ...settings,
+      TWIN: twin,
+      QUEUE: `${base}-${twin}`,
+    });
+    await child.next('ready');
+    processes.push({ twin, child });
+  };
+  const connection = { host: redis.host, port: redis.port };
+  const queue = new PairedQueue(base, {
+    twins: { eu: { connection, queue: `${base}-eu` }, us: { connection, queue: `${base}-us` } },
+  });
+  const client = new Redis(redis.url);
+  const began = Date.now();
+  let kills = 0;
+  try {
+    await Promise.all(['eu', 'eu', 'us', 'us'].map(start));
+    for (let added = 0; added < jobs; added += 500) {
+      await queue.addBulk(
+        Array.from({ length: Math.min(500, jobs - added) }, () => ({
+          name: 'job',
+          data: { ms: minMs + Math.floor(Math.random() * (maxMs - minMs)) },
+        })),
+      );
+    }
+    let nextKill = Date.now() + 2_000;
+    for (;;) {
+      const [eu, us] = [
+        await queue.queue('eu').getCompletedCount(),
+        await queue.queue('us').getCompletedCount(),
+      ];
+      if (eu >= jobs && us >= jobs) break;
+      if (Date.now() >= nextKill && Math.min(eu, us) < jobs * 0.9) {
+        const victim = processes.splice(Math.floor(Math.random() * processes.length), 1)[0];
+        if (victim?.child.child.pid !== undefined) {
+          killed.set(victim.child.child.pid, Date.now());
+          await victim.child.kill('SIGKILL');
+          kills++;
+          log(`kill ${kills}: a ${victim.twin} worker at ${eu}/${us} completed`);
+          await start(victim.twin);
+        }
+        nextKill = Date.now() + 1_500 + Math.random() * 1_000;
+      }
+      if (Date.now() - began > 15 * 60_000)
+        throw new Error(`chaos: not done after 15 min (${eu}/${us} of ${jobs})`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const entries = (await client.lrange(`${base}:ledger`, 0, -1)).map(
+      (raw) => JSON.parse(raw) as Entry,
+    );
+    const starts = entries.filter((e) => e.phase === 'start');
+    const ends = new Map(
+      entries.filter((e) => e.phase === 'end').map((e) => [`${e.id}|${e.fence}`, e.end ?? 0]),
+    );
+    const byJob = new Map<string, Entry[]>();
+    for (const e of starts) byJob.set(e.id, [...(byJob.get(e.id) ?? []), e]);
+    let fenceViolations = 0;
+    let overlapsWithLiveOwner = 0;
+    for (const runs of byJob.values()) {
+      runs.sort((a, b) => a.start - b.start);
+      for (let i = 1; i < runs.length; i++) {
+        const [prev, next] = [runs[i - 1] as Entry, runs[i] as Entry];
+        if (next.fence <= prev.fence) fenceViolations++;
+        const prevEnd = ends.get(`${prev.id}|${prev.fence}`);
+        const prevKilledAt = killed.get(prev.pid);
+        const overlaps = prevEnd === undefined ? true : prevEnd > next.start;
+        if (overlaps && !(prevKilledAt !== undefined && prevKilledAt <= next.start))
+          overlapsWithLiveOwner++;
+      }
+    }
+    return {
+      jobs,
+      kills,
+      lost: jobs - byJob.size,
+      executions: starts.length,
+      duplicates: starts.length - byJob.size,
+      fenceViolations,
+      overlapsWithLiveOwner,
+      seconds: Math.round((Date.now() - began) / 100) / 10,
+    };
+  } finally {
+    await Promise.all(processes.map(({ child }) => child.kill()));
+    await queue.close();
+    await client.quit();
+  }
+}
