@@ -7,9 +7,8 @@
 import { Command } from 'commander';
 import * as hdr from 'hdr-histogram-js';
 import { Redis } from 'ioredis';
-import { PairedQueue } from '../src/index.js';
-import { FixtureProcess } from '../test/support/child.js';
 import { startRedis, type TestRedis, uniquePrefix } from '../test/support/redis.js';
+import { TwinProcesses } from '../test/support/twin-processes.js';
 
 interface Execution {
   id: string;
@@ -37,31 +36,14 @@ export async function runDemo(
   killAfter: number | null,
   log = console.log,
 ): Promise<DemoSummary> {
-  const base = uniquePrefix('demo');
   // BullMQ's stall recovery shortened, so the killed twin's own copies come back within the demo.
-  const settings = {
-    GROUP: base,
-    QUEUE_URL: redis.url,
-    LOCK_URL: redis.url,
-    LEDGER: `${base}:ledger`,
-    LOCK_PREFIX: `${base}-lock`,
-    QUIET: '1',
+  const twins = new TwinProcesses(redis, uniquePrefix('demo'), {
     CONCURRENCY: '20',
     LOCK_DURATION: '4000',
     STALLED_INTERVAL: '2000',
-  };
-  const start = (twin: string) => {
-    const child = new FixtureProcess('twin-worker.ts', {
-      ...settings,
-      TWIN: twin,
-      QUEUE: `${base}-${twin}`,
-    });
-    return child.next('ready').then(() => child);
-  };
-  const connection = { host: redis.host, port: redis.port };
-  const queue = new PairedQueue(base, {
-    twins: { eu: { connection, queue: `${base}-eu` }, us: { connection, queue: `${base}-us` } },
   });
+  const { queue } = twins;
+  const start = (twin: string) => twins.start(twin);
   const client = new Redis(redis.url);
   const children = [await start('eu'), await start('us')];
   const began = Date.now();
@@ -88,7 +70,7 @@ export async function runDemo(
       if (eu >= jobs && us >= jobs) break;
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    const entries = (await client.lrange(`${base}:ledger`, 0, -1)).map(
+    const entries = (await client.lrange(twins.ledgerKey, 0, -1)).map(
       (raw) => JSON.parse(raw) as Execution,
     );
     const starts = entries.filter((e) => e.phase === 'start');

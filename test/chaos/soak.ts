@@ -9,10 +9,10 @@
  * `npm run chaos` (20 000 jobs) or `runSoak()` from a test (small).
  */
 import { Redis } from 'ioredis';
-import { PairedQueue } from '../../src/index.js';
-import { FixtureProcess } from '../support/child.js';
+import type { FixtureProcess } from '../support/child.js';
 import type { TestRedis } from '../support/redis.js';
 import { uniquePrefix } from '../support/redis.js';
+import { TwinProcesses } from '../support/twin-processes.js';
 
 interface Entry {
   id: string;
@@ -41,34 +41,18 @@ export async function runSoak(
   options: { minMs?: number; maxMs?: number; log?: (line: string) => void } = {},
 ): Promise<SoakReport> {
   const { minMs = 20, maxMs = 100, log = () => {} } = options;
-  const base = uniquePrefix('chaos');
-  const settings = {
-    GROUP: base,
-    QUEUE_URL: redis.url,
-    LOCK_URL: redis.url,
-    LEDGER: `${base}:ledger`,
-    LOCK_PREFIX: `${base}-lock`,
-    QUIET: '1',
+  const twins = new TwinProcesses(redis, uniquePrefix('chaos'), {
     CONCURRENCY: '10',
     LOCK_DURATION: '3000',
     STALLED_INTERVAL: '1000',
     MAX_STALLED: '1000',
-  };
+  });
+  const { queue } = twins;
   const processes: { twin: string; child: FixtureProcess }[] = [];
   const killed = new Map<number, number>(); // pid -> when it was killed
   const start = async (twin: string) => {
-    const child = new FixtureProcess('twin-worker.ts', {
-      ...settings,
-      TWIN: twin,
-      QUEUE: `${base}-${twin}`,
-    });
-    await child.next('ready');
-    processes.push({ twin, child });
+    processes.push({ twin, child: await twins.start(twin) });
   };
-  const connection = { host: redis.host, port: redis.port };
-  const queue = new PairedQueue(base, {
-    twins: { eu: { connection, queue: `${base}-eu` }, us: { connection, queue: `${base}-us` } },
-  });
   const client = new Redis(redis.url);
   const began = Date.now();
   let kills = 0;
@@ -104,7 +88,7 @@ export async function runSoak(
         throw new Error(`chaos: not done after 15 min (${eu}/${us} of ${jobs})`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    const entries = (await client.lrange(`${base}:ledger`, 0, -1)).map(
+    const entries = (await client.lrange(twins.ledgerKey, 0, -1)).map(
       (raw) => JSON.parse(raw) as Entry,
     );
     const starts = entries.filter((e) => e.phase === 'start');
