@@ -15,6 +15,11 @@ export type PairedErrorCode =
   | 'ERR_PAIRED_PARTIAL_ADD'
   | 'ERR_PAIRED_LOCK_STORE_DOWN';
 
+/** Anything thrown, as an Error (for 'error' events, which take only Errors). */
+export function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
 export class PairedError extends Error {
   readonly code: PairedErrorCode;
 

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
+  asError,
   ClosedError,
   type PeerErrorInfo,
   ResultNotSerializableError,
@@ -71,10 +72,6 @@ export function errorInfo(err: unknown): PeerErrorInfo {
     return { name: err.name, message: err.message, ...(typeof code === 'string' ? { code } : {}) };
   }
   return { name: 'NonError', message: String(err) };
-}
-
-function asError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err));
 }
 
 /**

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { LeaseLostError } from '../errors.js';
+import { asError, LeaseLostError } from '../errors.js';
 import type { RecordAddress } from './keys.js';
 import { type Grant, heartbeat, type RedisConnection } from './scripts.js';
 
@@ -106,7 +106,7 @@ export class LeaseKeeper {
       else this.lose('missing');
     } catch (err) {
       // Unreachable lock store: keep trying; the deadline timer aborts if it never returns.
-      this.onError(err instanceof Error ? err : new Error(String(err)));
+      this.onError(asError(err));
     }
   }
 }

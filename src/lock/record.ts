@@ -64,10 +64,12 @@ export function toPairRecord(address: RecordAddress, reply: InspectReply): PairR
     owner: stored.owner,
     fence: stored.fence,
     attempts: stored.attempts ?? 0,
+    // Under a session the record's own leaseUntil is never extended: the session holds the lease.
     leaseLeftMs:
-      stored.state === 'running' && stored.leaseUntil !== undefined
-        ? stored.leaseUntil - reply.now
-        : null,
+      stored.state !== 'running'
+        ? null
+        : (reply.sessionLeftMs ??
+          (stored.leaseUntil === undefined ? null : stored.leaseUntil - reply.now)),
     takeover: stored.takeover,
     result: parseJson(stored.result),
     error: parseJson<PeerErrorInfo>(stored.error),

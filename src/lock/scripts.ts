@@ -176,18 +176,27 @@ export interface InspectReply {
   now: number;
   raw: string | null;
   retentionLeftMs: number;
+  /** Lease left on the owner's session, when the record runs under one (else null). */
+  sessionLeftMs: number | null;
 }
 
 export async function inspect(
   client: RedisConnection,
   address: RecordAddress,
 ): Promise<InspectReply> {
-  const [now, raw, left] = (await runScript(client, 'inspect', address, [])) as [
+  const [now, raw, left, sessionLeft] = (await runScript(client, 'inspect', address, [])) as [
     number,
     unknown,
     number,
+    number,
   ];
-  return { now, raw: typeof raw === 'string' ? raw : null, retentionLeftMs: left };
+  return {
+    now,
+    raw: typeof raw === 'string' ? raw : null,
+    retentionLeftMs: left,
+    // -3: no session; -2: the session key is gone (its lease ran out).
+    sessionLeftMs: sessionLeft === -3 ? null : Math.max(sessionLeft, 0),
+  };
 }
 
 /** How a shadow tells whether the owner of a busy record is alive. */

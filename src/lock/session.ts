@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { asError } from '../errors.js';
 import type { RedisConnection } from './scripts.js';
 
 /**
@@ -50,7 +51,7 @@ export class Session {
       if (!this.stopped) this.arm(sentAt);
     } catch (err) {
       // Unreachable: keep trying; the deadline fires if no refresh gets through in time.
-      this.onError(err instanceof Error ? err : new Error(String(err)));
+      this.onError(asError(err));
     }
   }
 

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { DelayedError, type Job, Queue, type Worker } from 'bullmq';
 import {
+  asError,
   ClosedError,
   InvalidJobIdError,
   LeaseLostError,
@@ -84,7 +85,7 @@ export class PairedProcessor<
     void worker
       .waitUntilReady()
       .then(() => this.adoptParked(worker))
-      .catch((err: unknown) => this.report(err instanceof Error ? err : new Error(String(err))));
+      .catch((err: unknown) => this.report(asError(err)));
     return this;
   }
 
@@ -393,7 +394,7 @@ export class PairedProcessor<
     try {
       await job.log(`bullmq-paired: ${line}`);
     } catch (err) {
-      this.report(err instanceof Error ? err : new Error(String(err)));
+      this.report(asError(err));
     }
   }
 

@@ -305,6 +305,29 @@ describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) 
     expect(done?.retentionLeftMs).toBeGreaterThan(86_000_000);
   });
 
+  it('reports the lease left from the session while a task outlives its first lease', async () => {
+    const eu = kit.lock({ member: 'eu', leaseMs: 300, heartbeatMs: 75 }, kit.prefix);
+    const id = taskId();
+    const started = deferred();
+    const finish = deferred();
+    const run = eu.run(
+      id,
+      async () => {
+        started.resolve();
+        await finish.promise;
+      },
+      opts,
+    );
+    await started.promise;
+    await sleep(700); // more than two leases: only the session's refreshes keep it alive
+    const record = await eu.inspect(id, opts);
+    expect(record?.state).toBe('running');
+    expect(record?.leaseLeftMs).toBeGreaterThan(0);
+    expect(record?.leaseLeftMs).toBeLessThanOrEqual(300);
+    finish.resolve();
+    await run;
+  });
+
   it('deletes records after retention and leaves no keys behind', async () => {
     const prefix = `${kit.prefix}-ret`;
     const eu = kit.lock(

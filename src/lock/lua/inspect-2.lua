@@ -7,17 +7,32 @@
     ARGV[1] field: the task id in hash mode, '' in key mode
 
   Output:
-    { now, recordJson | false, retentionLeftMs }
+    { now, recordJson | false, retentionLeftMs, sessionLeftMs }
+      sessionLeftMs: PTTL of the owner's session key when the record is running under a
+      session (its lease then lives there, not in the record); -3 when there is none.
+      The session key is read without being declared, like acquire does: standalone only.
 ]]
 --- @include "includes/record"
 
 local key, indexKey, field = KEYS[1], KEYS[2], ARGV[1]
 local now = nowMs()
+
+local function withSession(raw, retentionLeft)
+  local sessionLeft = -3
+  if raw then
+    local ok, rec = pcall(cjson.decode, raw)
+    if ok and type(rec) == 'table' and rec.state == 'running' and type(rec.skey) == 'string' then
+      sessionLeft = redis.call('PTTL', rec.skey)
+    end
+  end
+  return {now, raw or false, retentionLeft, sessionLeft}
+end
+
 if field == '' then
-  return {now, redis.call('GET', key), redis.call('PTTL', key)}
+  return withSession(redis.call('GET', key), redis.call('PTTL', key))
 end
 local expiresAt = redis.call('ZSCORE', indexKey, field)
 if not expiresAt or tonumber(expiresAt) <= now then
-  return {now, false, -2}
+  return {now, false, -2, -3}
 end
-return {now, redis.call('HGET', key, field), tonumber(expiresAt) - now}
+return withSession(redis.call('HGET', key, field), tonumber(expiresAt) - now)
