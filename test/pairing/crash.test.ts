@@ -58,7 +58,9 @@ describe('PairedProcessor when the executor process goes away', () => {
     const short = { LEASE_MS: '2000' };
     const eu = await kit.startWorker('eu', short);
     const queue = kit.pairedQueue();
-    const { id } = await queue.add('notify', { ms: 4_000 });
+    // Long enough that the frozen run's own sleep is not yet due when it wakes: its abort must
+    // come from the lost lease, not lose a race with an overdue timer.
+    const { id } = await queue.add('notify', { ms: 10_000 });
     await eu.next('started');
     const us = await kit.startWorker('us', short);
     await us.next('shadowed');
