@@ -47,7 +47,14 @@ async function runScript(
 export type TakeoverReason = 'expired' | 'failed' | 'released' | 'disconnected';
 
 export type AcquireReply =
-  | { kind: 'granted'; fence: number; takeover: TakeoverReason | undefined; attempts: number }
+  | {
+      kind: 'granted';
+      fence: number;
+      takeover: TakeoverReason | undefined;
+      attempts: number;
+      /** On a takeover: how long the job had no executor, as the lock store saw it; else undefined. */
+      idleMs: number | undefined;
+    }
   | {
       kind: 'busy';
       fence: number;
@@ -99,6 +106,7 @@ export async function acquire(
         fence,
         takeover: x === '' ? undefined : (x as TakeoverReason),
         attempts: Number(y),
+        idleMs: typeof z === 'number' && z >= 0 ? z : undefined,
       };
     case 2:
       return {

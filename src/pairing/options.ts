@@ -1,3 +1,4 @@
+import type { Telemetry } from 'bullmq';
 import {
   LOCK_OPTION_NAMES,
   type PairedLockOptions,
@@ -5,6 +6,8 @@ import {
   resolveLockOptions,
 } from '../lock/options.js';
 import type { RedisConnection } from '../lock/scripts.js';
+import { loggerOption, type PairedLogger } from '../observability/logger.js';
+import { telemetryOption } from '../observability/tracing.js';
 import {
   assertKnownOptions,
   booleanOption,
@@ -44,6 +47,18 @@ export interface PairedProcessorOptions extends Omit<PairedLockOptions, 'member'
   shadowHoldMs?: number;
   /** Write a `job.log` line for each paired decision (shows in Bull Board). Default true. */
   jobLogs?: boolean;
+  /**
+   * Where paired decisions are logged: a pino logger or anything with its `debug`/`info`/
+   * `warn`/`error(fields, message)` shape. Ids and pair facts only, never job data.
+   * Default: silent.
+   */
+  logger?: PairedLogger;
+  /**
+   * BullMQ telemetry (e.g. `new BullMQOtel('app')` from bullmq-otel) for a `paired <queue>`
+   * span per copy with twin, role and fence attributes. Default: the worker's own
+   * `telemetry` option, so a traced worker traces its pairing without being told twice.
+   */
+  telemetry?: Telemetry;
 }
 
 export interface ResolvedProcessorOptions {
@@ -55,6 +70,8 @@ export interface ResolvedProcessorOptions {
   maxParkMs: number;
   shadowHoldMs: number;
   jobLogs: boolean;
+  logger: PairedLogger;
+  telemetry: Telemetry | undefined;
 }
 
 const OWNER = 'PairedProcessor';
@@ -67,6 +84,8 @@ const OWN_OPTIONS = [
   'maxParkMs',
   'shadowHoldMs',
   'jobLogs',
+  'logger',
+  'telemetry',
 ] as const;
 
 export function resolveProcessorOptions(options: unknown): ResolvedProcessorOptions {
@@ -88,6 +107,8 @@ export function resolveProcessorOptions(options: unknown): ResolvedProcessorOpti
     maxParkMs,
     shadowHoldMs,
     jobLogs,
+    logger,
+    telemetry,
     ...lockOptions
   } = options as Partial<PairedProcessorOptions>;
   const twinName = stringOption(OWNER, 'twin', twin);
@@ -119,5 +140,7 @@ export function resolveProcessorOptions(options: unknown): ResolvedProcessorOpti
     maxParkMs: integerOption(OWNER, 'maxParkMs', maxParkMs ?? 10 * lock.leaseMs, { min: 10 }),
     shadowHoldMs: integerOption(OWNER, 'shadowHoldMs', shadowHoldMs ?? 100, { min: 0 }),
     jobLogs: booleanOption(OWNER, 'jobLogs', jobLogs ?? true),
+    logger: loggerOption(OWNER, logger),
+    telemetry: telemetryOption(OWNER, telemetry),
   };
 }

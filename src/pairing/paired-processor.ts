@@ -15,6 +15,8 @@ import type { RecordAddress } from '../lock/keys.js';
 import type { Ticket } from '../lock/notifier.js';
 import { parseJson } from '../lock/record.js';
 import { type AcquireReply, ownerOf } from '../lock/scripts.js';
+import { type PairTrace, traced, workerTelemetry } from '../observability/tracing.js';
+import { Decisions } from './decisions.js';
 import type { PairedProcessorEvents } from './events.js';
 import {
   type PairedProcessorOptions,
@@ -76,7 +78,10 @@ export class PairedProcessor<
     }
     this.options = Object.freeze(resolveProcessorOptions(options));
     this.core = new PairCore(options.lockConnection, this.options.lock, (err) => this.report(err));
-    this.processor = (job, token, signal) => this.process(job, token, signal);
+    this.processor = (job, token, signal) =>
+      traced(this.options.telemetry ?? workerTelemetry(job), job, this.options.twin, (trace) =>
+        this.process(job, token, signal, this.decisions(job, trace)),
+      );
   }
 
   /** Hands this worker's running jobs over to the twin when the worker starts closing. */
@@ -133,10 +138,22 @@ export class PairedProcessor<
     await this.core.close();
   }
 
+  private decisions(job: Job, trace: PairTrace): Decisions {
+    const { twin, jobLogs, logger } = this.options;
+    return new Decisions(job, trace, {
+      twin,
+      jobLogs,
+      logger,
+      emitter: this,
+      report: (err) => this.report(err),
+    });
+  }
+
   private async process(
     job: Job<DataType, ResultType, NameType>,
-    token?: string,
-    signal?: AbortSignal,
+    token: string | undefined,
+    signal: AbortSignal | undefined,
+    say: Decisions,
   ): Promise<ResultType> {
     if (this.closed) throw new ClosedError('PairedProcessor');
     if (!job.id) throw new InvalidJobIdError(job.id, 'is missing');
@@ -144,7 +161,7 @@ export class PairedProcessor<
     try {
       await this.core.ready();
     } catch (err) {
-      return this.lockStoreDown(job, token, signal, err);
+      return this.lockStoreDown(job, token, signal, err, say);
     }
     this.parked.get(address.key)?.close(); // an earlier park of this copy is over: it is here
     const ticket = this.core.ticket(address);
@@ -155,30 +172,22 @@ export class PairedProcessor<
         try {
           acquired = await this.core.acquire(address);
         } catch (err) {
-          return await this.lockStoreDown(job, token, signal, err);
+          return await this.lockStoreDown(job, token, signal, err, say);
         }
         const { reply } = acquired;
         if (reply.kind === 'granted') {
           ticket.close();
-          const result = await this.execute(job, token, signal, address, acquired, reply);
+          const result = await this.execute(job, token, signal, address, acquired, reply, say);
           if (result !== PARKED) return result;
           parked = true;
           throw new DelayedError();
         }
         if (reply.kind === 'done') {
-          await this.log(
-            job,
-            `completed by twin ${reply.owner} (fence ${reply.fence}); not run on ${this.options.twin}`,
-          );
-          this.emit('twinCompleted', {
-            jobId: job.id,
-            twin: this.options.twin,
-            fence: reply.fence,
-            owner: reply.owner,
-          });
+          await say.twinCompleted(reply.fence, reply.owner);
           return parseJson<ResultType>(reply.result) as ResultType;
         }
         if (reply.kind === 'failed') {
+          say.peerFailed(reply.fence, reply.owner);
           throw new PeerFailedError(
             job.id,
             reply.fence,
@@ -194,12 +203,7 @@ export class PairedProcessor<
         }
         if (await this.park(job, token, ticket, address, reply, round)) {
           parked = true;
-          this.emit('shadowed', {
-            jobId: job.id,
-            twin: this.options.twin,
-            fence: reply.fence,
-            owner: reply.owner,
-          });
+          say.shadowed(reply.fence, reply.owner);
           throw new DelayedError();
         }
       }
@@ -215,11 +219,10 @@ export class PairedProcessor<
     address: RecordAddress,
     acquired: Acquired,
     reply: Granted,
+    say: Decisions,
   ): Promise<ResultType | typeof PARKED> {
-    const jobId = job.id as string;
     const twin = this.options.twin;
-    const event = { jobId, twin, fence: reply.fence };
-    if (reply.takeover) this.emit('takeover', { ...event, reason: reply.takeover });
+    if (reply.takeover) say.takeover(reply.fence, reply.takeover, reply.idleMs);
     // BullMQ builds a worker's jobs with the worker as their (protected) `queue`: that tells
     // which worker's close() must hand this execution over.
     const owner = (job as unknown as { queue: unknown }).queue;
@@ -248,7 +251,7 @@ export class PairedProcessor<
             const reason = ctx.signal.reason;
             if (reason instanceof LeaseLostError) {
               leaseLost = reason;
-              this.emit('leaseLost', { ...event, reason: reason.reason });
+              say.leaseLost(reply.fence, reason.reason);
             }
           });
           return this.wrapped(job, token, ctx.signal, pair);
@@ -257,33 +260,24 @@ export class PairedProcessor<
       );
       if (executed.kind === 'superseded') {
         // The twin holds a higher fence: this copy becomes its shadow and completes with its result.
-        this.emit('leaseLost', { ...event, reason: 'superseded' });
-        await this.log(
-          job,
-          `run on ${twin} (fence ${reply.fence}) was superseded by fence ${executed.error.currentFence ?? '?'}; result not stored`,
-        );
+        await say.superseded(reply.fence, executed.error.currentFence);
         return await this.parkCopy(job, token, 0);
       }
-      const takeover = reply.takeover ? `, took over: ${reply.takeover}` : '';
-      await this.log(job, `executed on ${twin} (fence ${reply.fence}${takeover})`);
       const durationMs = performance.now() - startedAt;
       this.typicalMs =
         this.typicalMs === undefined ? durationMs : 0.9 * this.typicalMs + 0.1 * durationMs;
-      this.emit('executed', { ...event, takeover: reply.takeover, durationMs });
+      await say.executed(reply.fence, reply.takeover, durationMs);
       return executed.result;
     } catch (err) {
       if (execution.controller.signal.reason instanceof ClosedError) {
         // Handed over: the record is released and the twin runs it; this copy waits for its result.
-        await this.log(
-          job,
-          `released by ${twin} on shutdown (fence ${reply.fence}); the twin takes over`,
-        );
+        await say.handedOver(reply.fence);
         return await this.parkCopy(job, token, this.options.maxParkMs);
       }
       if (leaseLost) {
         // Stopped because it lost its lease (a twin may hold a higher fence): failing this
         // copy would be wrong, so it waits as a shadow and completes with the pair's outcome.
-        await this.log(job, `run on ${twin} (fence ${reply.fence}) stopped: ${leaseLost.message}`);
+        await say.stopped(reply.fence, leaseLost.message);
         return await this.parkCopy(job, token, 0);
       }
       throw err;
@@ -362,14 +356,12 @@ export class PairedProcessor<
     token: string | undefined,
     signal: AbortSignal | undefined,
     cause: unknown,
+    say: Decisions,
   ): Promise<ResultType> {
     const jobId = job.id as string;
     this.report(new LockStoreUnavailableError(jobId, cause));
     if (this.options.whenLockStoreDown === 'run') {
-      await this.log(
-        job,
-        `lock store unreachable: run on ${this.options.twin} without coordination`,
-      );
+      await say.uncoordinated();
       const pair: PairInfo = {
         twin: this.options.twin,
         fence: 0,
@@ -389,16 +381,11 @@ export class PairedProcessor<
     }
   }
 
-  private async log(job: Job<DataType, ResultType, NameType>, line: string): Promise<void> {
-    if (!this.options.jobLogs) return;
-    try {
-      await job.log(`bullmq-paired: ${line}`);
-    } catch (err) {
-      this.report(asError(err));
-    }
-  }
-
   private report(err: Error): void {
+    this.options.logger.error(
+      { err: { name: err.name, message: err.message } },
+      'bullmq-paired: error',
+    );
     if (this.listenerCount('error') > 0) this.emit('error', err);
   }
 }

@@ -21,6 +21,8 @@ export interface LedgerEntry {
 export interface WorkData {
   ms?: number;
   failOn?: string;
+  /** The run goes on until this ledger key is set (see `release`). */
+  holdUntil?: string;
 }
 
 export type WorkResult = { by: Twin; fence: number };
@@ -102,6 +104,12 @@ export function twinsKit(setup: TwinsSetup) {
       for (const twin of ['eu', 'us'] as const) queue.queue(twin).on('error', () => {});
       queues.push(queue);
       return queue;
+    },
+    /** Lets runs holding until `key` finish. */
+    async release(key: string): Promise<void> {
+      const client = new Redis(ledgerRedis().url);
+      clients.push(client);
+      await client.set(key, '1', 'EX', 600);
     },
     async ledger(): Promise<LedgerEntry[]> {
       const client = new Redis(ledgerRedis().url);

@@ -36,16 +36,22 @@ describe('PairedProcessor with two twin worker processes', () => {
   it('takes over at once when the executor throws: the twin runs it with fence 2', async () => {
     const eu = await kit.startWorker('eu');
     const queue = kit.pairedQueue();
-    // eu holds the job for 2.5 s before failing: time enough for us to start and shadow it.
-    const { id } = await queue.add('notify', { ms: 2_500, failOn: 'eu' });
+    // eu holds the job until us has started and shadowed it, then fails.
+    const { id } = await queue.add('notify', { holdUntil: 'go:fail-1', failOn: 'eu' });
     await eu.next('started');
     const us = await kit.startWorker('us');
-    expect(await us.next('takeover')).toMatchObject({ jobId: id, reason: 'failed', fence: 2 });
-    expect(us.lines.find((l) => l.event === 'shadowed')).toMatchObject({
+    expect(await us.next('shadowed')).toMatchObject({ jobId: id, owner: 'eu', fence: 1 });
+    await kit.release('go:fail-1');
+    const takeover = await us.next('takeover');
+    expect(takeover).toMatchObject({
       jobId: id,
-      owner: 'eu',
-      fence: 1,
+      reason: 'failed',
+      fence: 2,
+      queue: expect.any(String),
     });
+    // The lock store tells how long the job had no executor: from eu's failure to this grant.
+    expect(takeover.idleMs).toBeGreaterThanOrEqual(0);
+    expect(takeover.idleMs).toBeLessThan(10_000);
     const { us: usCopy } = await copiesIn(queue, id, ['us']);
     expect(usCopy.returnvalue).toEqual({ by: 'us', fence: 2 });
     // eu's copy failed (no attempts left): BullMQ's own retry policy still applies per twin.

@@ -23,7 +23,8 @@
             them off on a Cluster, where records fall back to leases of their own).
 
   Output:
-    { 1, fence, takeoverReason ('' | 'expired' | 'failed' | 'released' | 'disconnected'), attempts }
+    { 1, fence, takeoverReason ('' | 'expired' | 'failed' | 'released' | 'disconnected'), attempts,
+      idleMs (ms the job had no executor before a takeover; -1 when unknown or no takeover) }
         granted: the caller is the executor
     { 2, fence, owner, recheckMs, ownerLiveChannel, ownerSessionKey }
         busy: another owner holds a valid lease
@@ -158,5 +159,17 @@ local granted = {
 if reason ~= '' then granted.takeover = reason end
 if liveChannel ~= '' then granted.live = liveChannel end
 if sessionKey ~= '' then granted.skey = sessionKey end
+-- How long the job had no executor before this takeover, as far as this store can tell:
+-- since the settle (failed, released), since the owner's channel was first seen empty
+-- (disconnected) or since its own lease ended (expired). A session that ran out leaves no
+-- trace of when it did: -1, unknown.
+local idleMs = -1
+if reason == 'failed' or reason == 'released' then
+  idleMs = now - (rec.updatedAt or now)
+elseif reason == 'disconnected' then
+  idleMs = now - rec.goneSince
+elseif reason == 'expired' and (rec.skey or '') == '' then
+  idleMs = now - rec.leaseUntil
+end
 saveRecord(key, indexKey, field, granted, now, retentionMs)
-return {1, fence, reason, attempts}
+return {1, fence, reason, attempts, idleMs}
