@@ -1,0 +1,116 @@
+import { Redis } from 'ioredis';
+import { CliError, EXIT } from './exit-codes.js';
+
+/** The URL as safe to print: the password, if any, replaced by `***`. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password !== '') parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '<unparsable URL>';
+  }
+}
+
+/**
+ * Errors that mean "this Redis cannot be used as given": not reachable, too slow, or it
+ * refused our credentials or a command under its ACL. Anything else is a real failure.
+ */
+const UNAVAILABLE =
+  /ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|EPIPE|Connection is closed|Command timed out|no answer within|Stream isn't writeable|NOAUTH|WRONGPASS|NOPERM|LOADING/;
+
+export function isUnavailable(err: unknown): boolean {
+  return (
+    err instanceof Error && UNAVAILABLE.test(`${err.message} ${String(Reflect.get(err, 'code'))}`)
+  );
+}
+
+export function unavailable(url: string, err: unknown): CliError {
+  const reason = err instanceof Error ? err.message : String(err);
+  return new CliError(`cannot use Redis at ${redactUrl(url)}: ${reason}`, EXIT.redisUnavailable);
+}
+
+/**
+ * ioredis' disconnect() on a connection that has already ended arms a 2 s timer that
+ * nothing clears (the socket's 'close' came before), holding the process open for 2 s.
+ */
+function hangUp(client: Redis): void {
+  if (client.status !== 'end') client.disconnect();
+}
+
+/**
+ * One client per distinct URL, connected on first use. A CLI must answer or fail within
+ * seconds: no reconnects, no retries, a deadline on the connect and on every command.
+ */
+export class RedisPool {
+  private readonly clients = new Map<string, Promise<Redis>>();
+
+  constructor(private readonly timeoutMs: number) {}
+
+  get(url: string): Promise<Redis> {
+    let client = this.clients.get(url);
+    if (client === undefined) {
+      client = this.connect(url);
+      this.clients.set(url, client);
+    }
+    return client;
+  }
+
+  /** Runs `fn` on the client for `url`; connection trouble becomes exit code 3 naming the URL. */
+  async use<T>(url: string, fn: (client: Redis) => Promise<T>): Promise<T> {
+    const client = await this.get(url);
+    try {
+      return await fn(client);
+    } catch (err) {
+      throw isUnavailable(err) ? unavailable(url, err) : err;
+    }
+  }
+
+  async close(): Promise<void> {
+    const settled = await Promise.allSettled(this.clients.values());
+    this.clients.clear();
+    await Promise.all(
+      settled.map(async (result) => {
+        if (result.status !== 'fulfilled') return;
+        const client = result.value;
+        try {
+          if (client.status === 'ready') await client.quit();
+        } catch {
+          // disconnect below
+        }
+        hangUp(client);
+      }),
+    );
+  }
+
+  private async connect(url: string): Promise<Redis> {
+    const client = new Redis(url, {
+      lazyConnect: true,
+      connectTimeout: this.timeoutMs,
+      commandTimeout: this.timeoutMs,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    });
+    // ioredis rejects connect() with a bare "Connection is closed": the event has the cause.
+    let cause: unknown;
+    client.on('error', (err) => {
+      cause = err;
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`no answer within ${this.timeoutMs} ms`)),
+        this.timeoutMs,
+      );
+    });
+    try {
+      await Promise.race([client.connect(), deadline]);
+      return client;
+    } catch (err) {
+      hangUp(client);
+      throw unavailable(url, cause ?? err);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}

@@ -1,0 +1,135 @@
+import type { Redis } from 'ioredis';
+import { countJobs, type QueueCounts } from './queues.js';
+import { type RedisPool, redactUrl } from './redis.js';
+import type { Target } from './target.js';
+
+const STATES = ['running', 'done', 'failed', 'released'] as const;
+
+export interface RecordCounts {
+  running: number;
+  done: number;
+  failed: number;
+  released: number;
+  /** Values that are not a record this library wrote. */
+  corrupt: number;
+  total: number;
+}
+
+export interface StatsReport {
+  lockStore: string;
+  lockPrefix: string;
+  group: string | null;
+  hash: string | null;
+  /** The SCAN patterns that were read (record keys, then hashes of hash-mode records). */
+  patterns: string[];
+  records: RecordCounts;
+  queues: QueueCounts[];
+}
+
+/** Redis glob patterns treat `*?[]\` specially; a group or prefix must match literally. */
+function literal(text: string): string {
+  return text.replace(/[*?[\]\\]/g, '\\$&');
+}
+
+function tally(counts: RecordCounts, raw: string | null): void {
+  if (raw === null) return; // deleted between SCAN and read
+  counts.total++;
+  try {
+    const state = (JSON.parse(raw) as { state?: unknown }).state;
+    const known = STATES.find((s) => s === state);
+    if (known) counts[known]++;
+    else counts.corrupt++;
+  } catch {
+    counts.corrupt++;
+  }
+}
+
+/** SCAN in COUNT-sized batches: never KEYS, which blocks a live store. */
+async function scanKeys(
+  client: Redis,
+  pattern: string,
+  type: 'string' | 'hash',
+  batch: number,
+  each: (keys: string[]) => Promise<void>,
+): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await client.scan(cursor, 'MATCH', pattern, 'COUNT', batch, 'TYPE', type);
+    cursor = next;
+    if (keys.length > 0) await each(keys);
+  } while (cursor !== '0');
+}
+
+/** Hash-mode records: fields of one hash, minus those its expiry index says are past retention. */
+async function tallyHash(client: Redis, key: string, batch: number, counts: RecordCounts) {
+  const [seconds, micros] = await client.time();
+  const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+  let cursor = '0';
+  do {
+    const [next, flat] = await client.hscan(key, cursor, 'COUNT', batch);
+    cursor = next;
+    const fields = flat.filter((_, i) => i % 2 === 0);
+    if (fields.length === 0) continue;
+    const expiries = await client.zmscore(`${key}:expiry`, ...fields);
+    fields.forEach((_, i) => {
+      const expiresAt = expiries[i];
+      if (expiresAt == null || Number(expiresAt) > now) tally(counts, flat[2 * i + 1] ?? null);
+    });
+  } while (cursor !== '0');
+}
+
+export async function collectStats(
+  pool: RedisPool,
+  target: Target,
+  batch: number,
+): Promise<StatsReport> {
+  const counts: RecordCounts = {
+    running: 0,
+    done: 0,
+    failed: 0,
+    released: 0,
+    corrupt: 0,
+    total: 0,
+  };
+  const prefix = literal(target.lockPrefix);
+  const patterns: string[] = [];
+  if (target.hash === undefined) {
+    // PairedProcessor: `<prefix>:pair:{<group>:<jobId>}`; PairedLock: `<prefix>:pair:{<id>}`.
+    patterns.push(
+      target.group === undefined
+        ? `${prefix}:pair:{*}`
+        : `${prefix}:pair:{${literal(target.group)}:*}`,
+    );
+  }
+  const hashPattern =
+    target.hash !== undefined
+      ? `${prefix}:pairs:{${literal(target.hash)}}`
+      : target.group === undefined
+        ? `${prefix}:pairs:{*}`
+        : undefined; // a group's records are PairedProcessor's: never in hash mode
+  if (hashPattern !== undefined) patterns.push(hashPattern);
+
+  await pool.use(target.lockUrl, async (client) => {
+    const [keyPattern] = patterns;
+    if (target.hash === undefined && keyPattern !== undefined) {
+      await scanKeys(client, keyPattern, 'string', batch, async (keys) => {
+        for (const raw of await client.mget(...keys)) tally(counts, raw);
+      });
+    }
+    if (hashPattern !== undefined) {
+      await scanKeys(client, hashPattern, 'hash', batch, async (keys) => {
+        for (const key of keys) await tallyHash(client, key, batch, counts);
+      });
+    }
+  });
+  const queues = await Promise.all(target.twins.map((twin) => countJobs(pool, twin)));
+  return {
+    lockStore: redactUrl(target.lockUrl),
+    lockPrefix: target.lockPrefix,
+    group: target.group ?? null,
+    hash: target.hash ?? null,
+    patterns,
+    records: counts,
+    queues,
+  };
+}
