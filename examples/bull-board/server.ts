@@ -117,25 +117,34 @@ export async function startExample({ connection, port }: { connection: Redis; po
     { name: 'notify', data: { text: 'flaky gateway', flaky: true } },
   ]);
   const ids = added.map((job) => job.id);
-  await allSettled(queue, ids);
-  const board = await startBoard({ queues: TWINS.map((twin) => queue.queue(twin)), port });
+  const stopWorkers = async (): Promise<void> => {
+    for (const { worker, paired } of workers) {
+      await worker.close();
+      await paired.close();
+    }
+    await queue.close();
+  };
+  let board: Board;
+  try {
+    await untilSettled(queue, ids);
+    board = await startBoard({ queues: TWINS.map((twin) => queue.queue(twin)), port });
+  } catch (err) {
+    await stopWorkers(); // e.g. the port is taken: leave nothing running
+    throw err;
+  }
   return {
     board,
     queue,
     ids: { notifications: ids.slice(0, 3), flaky: ids[3] as string },
     async close() {
       await board.close();
-      for (const { worker, paired } of workers) {
-        await worker.close();
-        await paired.close();
-      }
-      await queue.close();
+      await stopWorkers();
     },
   } satisfies Example;
 }
 
 /** Waits until every copy on both twins is completed or failed (no retries here). */
-async function allSettled(queue: PairedQueue<Push, Sent>, ids: string[]): Promise<void> {
+async function untilSettled(queue: PairedQueue<Push, Sent>, ids: string[]): Promise<void> {
   const deadline = Date.now() + 30_000;
   for (const twin of TWINS) {
     for (const id of ids) {
@@ -147,12 +156,8 @@ async function allSettled(queue: PairedQueue<Push, Sent>, ids: string[]): Promis
   }
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  // Same Redis discovery as the demo: REDIS_URL, else a private redis-server, else Docker.
-  const redis = await startRedis();
-  const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
-  const example = await startExample({ connection, port: Number(process.env.PORT ?? 3000) });
-  const { board, queue, ids } = example;
+/** Each copy's page and the pairing lines it shows. */
+async function printPages({ board, queue, ids }: Example): Promise<void> {
   console.log(`Bull Board: ${board.url}\n`);
   for (const id of [...ids.notifications, ids.flaky]) {
     for (const twin of TWINS) {
@@ -162,11 +167,26 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     }
   }
   console.log('\nThe same lines are on each job page, under Logs. Ctrl-C stops.');
-  const stop = async (): Promise<void> => {
-    await example.close();
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  // Same Redis discovery as the demo: REDIS_URL, else a private redis-server, else Docker.
+  const redis = await startRedis();
+  const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+  let example: Example | undefined;
+  // Workers hand running jobs over, and a private redis-server must not outlive us.
+  const stop = async (code: number): Promise<void> => {
+    await example?.close();
     await connection.quit();
     await redis.stop();
-    process.exit(0);
+    process.exit(code);
   };
-  process.once('SIGINT', stop).once('SIGTERM', stop);
+  process.once('SIGINT', () => stop(0)).once('SIGTERM', () => stop(0));
+  try {
+    example = await startExample({ connection, port: Number(process.env.PORT ?? 3000) });
+    await printPages(example);
+  } catch (err) {
+    console.error(err);
+    await stop(1);
+  }
 }
