@@ -1,0 +1,92 @@
+import { Worker } from 'bullmq';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { InspectReport } from '../../src/cli/inspect.js';
+import type { StatsReport } from '../../src/cli/stats.js';
+import { PairedProcessor, PairedQueue } from '../../src/index.js';
+import { useRedis } from '../support/file-redis.js';
+import { uniquePrefix } from '../support/redis.js';
+import { parseJson, runCli } from './run-cli.js';
+
+const eu = useRedis();
+const us = useRedis();
+const lockStore = useRedis();
+const closers: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close();
+});
+
+describe('bullmq-paired across two Redis servers', () => {
+  it('finds one queue name on two servers and the record on a third (group = queue name)', async () => {
+    const name = uniquePrefix('push');
+    const lockPrefix = `${name}-lock`;
+    const regions = { eu: eu(), us: us() };
+    const queue = new PairedQueue(name, {
+      twins: {
+        eu: { connection: regions.eu.connect() },
+        us: { connection: regions.us.connect() },
+      },
+    });
+    closers.push(() => queue.close());
+    for (const twin of ['eu', 'us'] as const) {
+      // No group: PairedProcessor names records after the queue, the same on both servers.
+      const paired = new PairedProcessor(async () => ({ sent: true }), {
+        twin,
+        lockConnection: lockStore().connect(),
+        prefix: lockPrefix,
+      });
+      const worker = new Worker(name, paired.processor, { connection: regions[twin].connect() });
+      worker.on('error', () => {});
+      paired.attach(worker);
+      closers.push(async () => {
+        await worker.close();
+        await paired.close();
+      });
+    }
+    const { id } = await queue.add('notify', {});
+    for (const twin of ['eu', 'us'] as const) {
+      await expect
+        .poll(() => queue.queue(twin).getJobState(id), { timeout: 20_000, interval: 50 })
+        .toBe('completed');
+    }
+
+    const target = [
+      '--redis',
+      regions.eu.url,
+      '--twin-redis',
+      regions.us.url,
+      '--lock-redis',
+      lockStore().url,
+      '--queue',
+      name,
+      '--lock-prefix',
+      lockPrefix,
+      '--json',
+    ];
+    const [inspected, stats] = await Promise.all([
+      runCli(['inspect', ...target, id]),
+      runCli(['stats', ...target]),
+    ]);
+    expect(inspected.code).toBe(0);
+    const report = parseJson<InspectReport>(inspected);
+    expect(report.lockStore).toBe(lockStore().url);
+    expect(report.record).toMatchObject({
+      key: `${lockPrefix}:pair:{${name}:${id}}`,
+      state: 'done',
+      fence: 1,
+      result: { sent: true },
+    });
+    expect(['eu', 'us']).toContain(report.record?.owner);
+    expect(report.copies.map((c) => [c.redis, c.queue, c.state, c.returnvalue])).toEqual([
+      [regions.eu.url, name, 'completed', { sent: true }],
+      [regions.us.url, name, 'completed', { sent: true }],
+    ]);
+
+    expect(stats.code).toBe(0);
+    const counts = parseJson<StatsReport>(stats);
+    expect(counts.records).toMatchObject({ done: 1, total: 1 });
+    expect(counts.queues.map((q) => [q.redis, q.counts.completed])).toEqual([
+      [regions.eu.url, 1],
+      [regions.us.url, 1],
+    ]);
+  });
+});
