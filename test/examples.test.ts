@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { runDemo } from '../examples/failover-demo.js';
 import { main } from '../examples/pair-your-workers.js';
 import { useRedis } from './support/file-redis.js';
 
@@ -26,18 +25,5 @@ describe('examples', () => {
         .map((line) => line.replace(/^ {2}/, ''))
         .join('\n');
     expect(read('README.md')).toContain(dedent(block ?? '<missing>'));
-  });
-});
-
-describe('npm run demo', () => {
-  it('loses nothing when a twin worker is SIGKILLed mid-run', async () => {
-    const summary = await runDemo(redis(), 80, 0.3, () => {});
-    expect(summary.lost).toBe(0);
-    expect(summary.killedAt).not.toBeNull();
-    // Every job ran at least once; only jobs in flight at the kill ran twice.
-    expect((summary.executionsByTwin.eu ?? 0) + (summary.executionsByTwin.us ?? 0)).toBe(
-      80 + summary.duplicates,
-    );
-    expect(summary.duplicates).toBeLessThanOrEqual(summary.takeovers);
   });
 });

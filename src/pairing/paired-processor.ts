@@ -347,8 +347,14 @@ export class PairedProcessor<
   ): void {
     ticket.close();
     if (this.parked.get(address.key) === ticket) this.parked.delete(address.key);
+    // Promote puts the copy at the far end of the wait list: behind a backlog it would wait
+    // seconds for a slot, though it waited a whole execution already. Moving it to the front
+    // makes a takeover start at once (a settled copy only completes: cheap either way).
     // The copy may be back already (its delay ended, or another wake won): nothing to do then.
-    job.promote().catch(() => {});
+    job
+      .promote()
+      .then(() => job.changePriority({ priority: job.priority, lifo: true }))
+      .catch(() => {});
   }
 
   private async lockStoreDown(
