@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Checks the published shape: only dist, README, LICENSE, CHANGELOG (and package.json) ship,
-// and both the ESM and the CommonJS entry load and export the public API.
-import { execFileSync } from 'node:child_process';
+// both the ESM and the CommonJS entry load and export the public API, and the CLI starts.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
@@ -20,6 +21,7 @@ const required = [
   'dist/cjs/index.js',
   'dist/esm/index.d.ts',
   'dist/cjs/index.d.ts',
+  'dist/esm/cli/main.js',
 ];
 const missing = required.filter((path) => !report.files.some((f) => f.path === path));
 if (unexpected.length > 0 || missing.length > 0) {
@@ -48,6 +50,28 @@ for (const [kind, api] of [
     }
   }
 }
+// The `bin` must start under plain node, from the built files alone (no tsx, no dev tools).
+const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+const bin = pkg.bin?.['bullmq-paired'];
+if (bin !== './dist/esm/cli/main.js') {
+  console.error(`package.json bin["bullmq-paired"] is ${bin}, expected ./dist/esm/cli/main.js`);
+  process.exit(1);
+}
+if (
+  !readFileSync(new URL(`../${bin}`, import.meta.url), 'utf8').startsWith('#!/usr/bin/env node')
+) {
+  console.error(`${bin} does not start with #!/usr/bin/env node`);
+  process.exit(1);
+}
+const help = spawnSync(process.execPath, [bin, '--help'], {
+  cwd: new URL('..', import.meta.url),
+  encoding: 'utf8',
+});
+if (help.status !== 0 || !help.stdout.includes('Exit codes:')) {
+  console.error(`node ${bin} --help exited ${help.status}:\n${help.stdout}${help.stderr}`);
+  process.exit(1);
+}
+
 console.log(
   `package ok: ${report.files.length} files, ${(report.unpackedSize / 1024).toFixed(1)} KiB unpacked`,
 );
