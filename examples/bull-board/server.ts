@@ -9,7 +9,6 @@ import { createServer } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
-import type { IServerAdapter } from '@bull-board/api/typings/app';
 import { ExpressAdapter } from '@bull-board/express';
 import { type Job, type Queue, Worker } from 'bullmq';
 import express from 'express';
@@ -31,9 +30,7 @@ export async function startBoard({ queues, port }: { queues: Queue[]; port: numb
   serverAdapter.setBasePath(BOARD_PATH);
   createBullBoard({
     queues: queues.map((queue) => new BullMQAdapter(queue)),
-    // @bull-board/express 9.10.1 brings its own copy of @bull-board/api 9.10.1: the same at run
-    // time, but TypeScript sees two classes. One shared copy makes this cast unnecessary.
-    serverAdapter: serverAdapter as unknown as IServerAdapter,
+    serverAdapter,
     // Open job pages on their Logs tab, where the pairing lines are.
     options: { uiConfig: { boardTitle: 'bullmq-paired', jobDetails: { defaultTab: 'Logs' } } },
   });

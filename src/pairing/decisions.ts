@@ -90,6 +90,18 @@ export class Decisions {
     await this.log(`run on ${this.to.twin} (fence ${fence}) stopped: ${why}`);
   }
 
+  /** The wrapped processor threw: BullMQ fails this copy and the twin may take over. */
+  async failed(fence: number): Promise<void> {
+    this.role('executor', fence);
+    this.to.logger.info(
+      this.base(fence),
+      'bullmq-paired: execution failed, the twin may take over',
+    );
+    await this.log(
+      `run on ${this.to.twin} (fence ${fence}) failed; the twin takes over unless onPeerFailure is 'respect'`,
+    );
+  }
+
   async handedOver(fence: number): Promise<void> {
     this.trace.event('handedOver');
     this.to.logger.info(

@@ -19,7 +19,8 @@ import {
 
 export type LockStoreDownPolicy = 'wait' | 'run';
 
-export interface PairedProcessorOptions extends Omit<PairedLockOptions, 'member'> {
+export interface PairedProcessorOptions
+  extends Omit<PairedLockOptions, 'member' | 'pollIntervalMs'> {
   /** This side's twin name, as in `PairedQueue`'s `twins` (e.g. `'eu'`). */
   twin: string;
   /** Redis holding the pair records; both twins must reach it. May be the queue's own Redis. */
@@ -96,7 +97,9 @@ export function resolveProcessorOptions(options: unknown): ResolvedProcessorOpti
   }
   assertKnownOptions(OWNER, options, [
     ...OWN_OPTIONS,
-    ...LOCK_OPTION_NAMES.filter((n) => n !== 'member'),
+    // member is the twin; pollIntervalMs paces PairedLock's waiting shadows, and a
+    // processor's shadows do not wait: they park.
+    ...LOCK_OPTION_NAMES.filter((n) => n !== 'member' && n !== 'pollIntervalMs'),
   ]);
   const {
     twin,

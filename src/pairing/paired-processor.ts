@@ -280,6 +280,7 @@ export class PairedProcessor<
         await say.stopped(reply.fence, leaseLost.message);
         return await this.parkCopy(job, token, 0);
       }
+      await say.failed(reply.fence);
       throw err;
     } finally {
       this.executions.delete(execution);

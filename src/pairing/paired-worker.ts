@@ -1,5 +1,5 @@
 import { type Job, type Processor, Worker, type WorkerOptions } from 'bullmq';
-import type { PairedProcessorOptions } from './options.js';
+import { type PairedProcessorOptions, resolveProcessorOptions } from './options.js';
 import { PairedProcessor } from './paired-processor.js';
 
 export interface PairedWorkerOptions extends WorkerOptions {
@@ -24,6 +24,8 @@ export class PairedWorker<
     processor: string | URL | Processor<DataType, ResultType, NameType>,
     { paired, ...options }: PairedWorkerOptions,
   ) {
+    // Checked before the Worker exists: a bad option must not leave its connections open.
+    resolveProcessorOptions(paired);
     super(name, processor, options);
     this.paired = new PairedProcessor<DataType, ResultType, NameType>(
       (job, token, signal) => super.callProcessJob(job, token ?? '', signal),

@@ -40,4 +40,16 @@ describe('PairedWorker', () => {
     );
     expect(counts).toEqual({ executed: 1, twinCompleted: 1 });
   });
+
+  it('refuses bad pairing options before the Worker opens a connection', () => {
+    const connection = { host: redis().host, port: redis().port };
+    expect(
+      () =>
+        new PairedWorker(uniquePrefix('bad'), async () => 1, {
+          connection,
+          paired: { twin: 'eu:1', lockConnection: redis().connect() },
+        }),
+    ).toThrow(/PairedProcessor: option "twin" must be free of ":"/);
+    // The leak check after each test fails if the refused Worker left a connection open.
+  });
 });

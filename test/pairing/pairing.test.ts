@@ -57,6 +57,9 @@ describe('PairedProcessor with two twin worker processes', () => {
     // eu's copy failed (no attempts left): BullMQ's own retry policy still applies per twin.
     const { eu: euCopy } = await copiesIn(queue, id, ['eu'], 'failed');
     expect(euCopy.failedReason).toBe('failing on eu as asked');
+    expect((await queue.queue('eu').getJobLogs(id)).logs).toContain(
+      "bullmq-paired: run on eu (fence 1) failed; the twin takes over unless onPeerFailure is 'respect'",
+    );
     const ran = executions(await kit.ledger(), id);
     expect(ran.map((e) => [e.twin, e.fence])).toEqual([
       ['eu', 1],
