@@ -50,6 +50,42 @@ for (const [kind, api] of [
     }
   }
 }
+// prom-client is an optional peer: the main entry must not load it, `/prometheus` must.
+const require = createRequire(import.meta.url);
+const promLoaded = () => Object.keys(require.cache).some((path) => path.includes('/prom-client/'));
+if (promLoaded()) {
+  console.error(
+    'the CommonJS main entry loaded prom-client: keep it behind bullmq-paired/prometheus',
+  );
+  process.exit(1);
+}
+const probe = spawnSync(
+  process.execPath,
+  [
+    '--input-type=module',
+    '-e',
+    // A resolve hook that refuses prom-client: importing the main entry must still work.
+    `import { register } from 'node:module';
+     register('data:text/javascript,' + encodeURIComponent(
+       'export async function resolve(s, c, next) { if (s === "prom-client") throw new Error("prom-client loaded"); return next(s, c); }'));
+     await import('bullmq-paired');`,
+  ],
+  { cwd: new URL('..', import.meta.url), encoding: 'utf8' },
+);
+if (probe.status !== 0) {
+  console.error(`the ESM main entry needs prom-client:\n${probe.stderr}`);
+  process.exit(1);
+}
+for (const [kind, api] of [
+  ['esm', await import('bullmq-paired/prometheus')],
+  ['cjs', require('bullmq-paired/prometheus')],
+]) {
+  if (typeof api.PairedMetrics !== 'function') {
+    console.error(`${kind} bullmq-paired/prometheus does not export PairedMetrics`);
+    process.exit(1);
+  }
+}
+
 // The `bin` must start under plain node, from the built files alone (no tsx, no dev tools).
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
 const bin = pkg.bin?.['bullmq-paired'];
