@@ -73,10 +73,11 @@ function recordRows(r: RecordReport): string[][] {
 
 function copyRow(c: CopyReport): string[] {
   if (!c.found) return [c.queue, c.redis, 'absent', DASH, DASH, DASH, DASH];
+  const left = c.delayedUntil === null ? null : c.delayedUntil - Date.now();
   const delayed =
-    c.delayedUntil === null
+    left === null
       ? DASH
-      : `${c.parked ? 'parked' : 'delayed'} ${duration(c.delayedUntil - Date.now())}`;
+      : `${c.parked ? 'parked, ' : ''}${left > 0 ? `back in ${duration(left)}` : 'due now'}`;
   return [
     c.queue,
     c.redis,

@@ -166,7 +166,9 @@ describe('bullmq-paired inspect and stats', () => {
     expect(holdText).toMatch(/lease left\s+\d/);
     expect(holdText).toMatch(/owner process\s+connected/);
     expect(holdText).toMatch(new RegExp(`${base}-a\\s+\\S+\\s+active`));
-    expect(holdText).toMatch(new RegExp(`${base}-b\\s+\\S+\\s+delayed\\s+0/1\\s+-\\s+parked \\d`));
+    expect(holdText).toMatch(
+      new RegExp(`${base}-b\\s+\\S+\\s+delayed\\s+0/1\\s+-\\s+parked, back in \\d`),
+    );
 
     const counts = parseJson<StatsReport>(stats);
     expect(counts.records).toEqual({
