@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { asError, LeaseLostError } from '../errors.js';
+import { localDeadline } from './deadline.js';
 import type { RecordAddress } from './keys.js';
 import { type Grant, heartbeat, type RedisConnection } from './scripts.js';
 
@@ -18,8 +19,9 @@ export interface LeaseKeeperOptions {
  * Keeps an executor's lease alive while its routine runs, and aborts `signal` the moment
  * the lease is lost: either a heartbeat is refused (someone holds a higher fence), or no
  * heartbeat got through before the lease ran out on this process's monotonic clock. The
- * local deadline is computed from when the last successful heartbeat was *sent*, so it
- * always falls before Redis' own deadline: the abort precedes any lease-expiry takeover.
+ * local deadline is computed from when the last successful heartbeat was *sent*, less a
+ * margin (`LEASE_MARGIN`), so it falls before Redis' own deadline even when this process's
+ * event loop runs late: the abort precedes any lease-expiry takeover.
  */
 export class LeaseKeeper {
   private readonly controller = new AbortController();
@@ -68,7 +70,8 @@ export class LeaseKeeper {
 
   private armDeadline(sentAt: number): void {
     clearTimeout(this.deadlineTimer);
-    const left = sentAt + this.options.leaseMs - performance.now();
+    const left =
+      localDeadline(sentAt, this.options.leaseMs, this.options.heartbeatMs) - performance.now();
     this.deadlineTimer = setTimeout(() => this.lose('expired'), Math.max(0, left));
   }
 

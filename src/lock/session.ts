@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { asError } from '../errors.js';
+import { localDeadline } from './deadline.js';
 import type { RedisConnection } from './scripts.js';
 
 /**
@@ -7,8 +8,9 @@ import type { RedisConnection } from './scripts.js';
  * process executes: shadows check it per process instead of a lease per record, so neither
  * side pays per job while jobs run. If a refresh finds the key gone (it ran out while this
  * process was frozen or cut off) or no refresh gets through before the lease would end on
- * this process's own clock, `onLost` fires: every execution must stop, since a shadow may
- * have taken over. The key is then made anew for the work that follows.
+ * this process's own clock (a margin before it can end on the lock store: `localDeadline`),
+ * `onLost` fires: every execution must stop, since a shadow may have taken over. The key is
+ * then made anew for the work that follows.
  */
 export class Session {
   private timer: NodeJS.Timeout | undefined;
@@ -35,7 +37,7 @@ export class Session {
 
   private arm(sentAt: number): void {
     clearTimeout(this.deadline);
-    const left = sentAt + this.leaseMs - performance.now();
+    const left = localDeadline(sentAt, this.leaseMs, this.heartbeatMs) - performance.now();
     this.deadline = setTimeout(() => this.onLost(), Math.max(0, left));
   }
 
