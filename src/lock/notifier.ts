@@ -1,4 +1,4 @@
-import type { Cluster, Redis } from 'ioredis';
+import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import { addressTag } from './keys.js';
 import type { RedisConnection } from './scripts.js';
 
@@ -85,6 +85,19 @@ export class Ticket {
 }
 
 /**
+ * The subscriber's liveness channel must be back within `livenessGraceMs` (100 ms) of a
+ * dropped connection, or shadows take this process for dead and run its jobs again.
+ * ioredis 6 waits 50–250 ms before its first reconnect (a jittered back-off): measured after
+ * `CLIENT KILL`, the channel stayed empty 115–207 ms and half the running jobs were taken
+ * over. So this connection retries once at once, then follows the client's own strategy.
+ */
+function subscriberOptions(client: Redis): Partial<RedisOptions> {
+  const strategy = client.options.retryStrategy;
+  if (typeof strategy !== 'function') return {}; // reconnects turned off: keep it so
+  return { retryStrategy: (times) => (times === 1 ? 0 : strategy(times - 1)) };
+}
+
+/**
  * Wakes waiting shadows. One subscriber connection per lock instance does two jobs:
  * it receives settle notifications, and its own subscription to this process's liveness
  * channel is what tells other members that this process is alive. A watcher asks Redis,
@@ -109,7 +122,9 @@ export class Notifier {
   ) {
     // A Cluster's duplicate() is a Cluster; subscribing works the same on both.
     this.subscriber = (
-      client.isCluster ? (client as Cluster).duplicate() : (client as Redis).duplicate()
+      client.isCluster
+        ? (client as Cluster).duplicate()
+        : (client as Redis).duplicate(subscriberOptions(client as Redis))
     ) as Redis;
     this.subscriber.on('error', onError);
     let readies = 0;
