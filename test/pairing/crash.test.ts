@@ -38,6 +38,34 @@ describe('PairedProcessor when the executor process goes away', () => {
     expect(executions(await kit.ledger(), id)).toHaveLength(2);
   });
 
+  it("runs a taken-over copy next, ahead of the twin's backlog", async () => {
+    const eu = await kit.startWorker('eu', { CONCURRENCY: '1' });
+    const queue = kit.pairedQueue();
+    const { id } = await queue.add('notify', { holdUntil: 'go:ahead-x' }, { jobId: 'ahead-x' });
+    await eu.next('started');
+    const us = await kit.startWorker('us', { CONCURRENCY: '1' });
+    await us.next('shadowed');
+    // A backlog on us: eu's slot is taken, so us runs these one by one, 400 ms each.
+    await queue.addBulk(
+      Array.from({ length: 8 }, (_, i) => ({
+        name: 'notify',
+        data: { ms: 400 },
+        opts: { jobId: `ahead-y${i}` },
+      })),
+    );
+    await us.next('started', (l) => l.id === 'ahead-y0');
+    await eu.kill('SIGKILL');
+    await us.next('takeover');
+    await kit.release('go:ahead-x');
+    await copiesIn(queue, id, ['us']);
+    const starts = executions(await kit.ledger()).filter((e) => e.twin === 'us');
+    const before = starts.findIndex((e) => e.id === id);
+    // Promote alone appends the copy behind every waiting job (7 here): it must come next,
+    // or one later when a slot freed while it was being moved.
+    expect(before).toBeGreaterThan(0);
+    expect(before).toBeLessThanOrEqual(2);
+  });
+
   it('falls back to lease expiry when liveness is off', async () => {
     const slow = { LIVENESS: '0', LEASE_MS: '2000' };
     const eu = await kit.startWorker('eu', slow);
