@@ -23,10 +23,16 @@ export function optionError(
 }
 
 export function assertKnownOptions(owner: string, options: object, known: readonly string[]): void {
-  for (const name of Object.keys(options)) {
+  for (const [name, value] of Object.entries(options)) {
     if (!known.includes(name)) {
       throw new TypeError(
         `${owner}: unknown option "${name}"; known options are ${known.map((k) => `"${k}"`).join(', ')}`,
+      );
+    }
+    // null is not "the default": a null from a config file is more likely a mistake.
+    if (value === null) {
+      throw new TypeError(
+        `${owner}: option "${name}" is null; leave it out (or undefined) for its default`,
       );
     }
   }

@@ -4,12 +4,11 @@
  * options, known)`, so a spy on that function records the exact list the code enforces. Each
  * list must match the option names in the tables of its section of the doc, both ways: an
  * option added to the code without a row fails here, and so does a row for an option the code
- * does not accept. No Redis is needed: every probe carries an unknown option, so construction
- * stops at the check, before any connection is made.
+ * does not accept. Every probe carries an unknown option, so construction stops at the
+ * check, before any connection is made (lock.run needs one PairedLock on a real Redis).
  */
 import { readFileSync } from 'node:fs';
 import type { WorkerOptions } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import {
   PairedLock,
@@ -18,6 +17,9 @@ import {
   type PairedQueueOptions,
   type PairedWorkerOptions,
 } from '../../src/index.js';
+import { useRedis } from '../support/file-redis.js';
+
+const redis = useRedis();
 
 const checked = vi.hoisted(() => [] as { owner: string; options: object; known: string[] }[]);
 
@@ -138,7 +140,8 @@ describe('docs/options.md', () => {
 
   it('documents exactly the options PairedLock and lock.run accept', () => {
     const probe = { member: 'docs', [PROBE]: true } as never;
-    const client = fakeClient();
+    // A real client: lock.run needs a PairedLock that was built.
+    const client = redis().connect();
     const accepted = acceptedOptions(probe, () => new PairedLock(client, probe));
     expectSameNames('PairedLock', names('PairedLock'), accepted);
 
@@ -149,12 +152,3 @@ describe('docs/options.md', () => {
     expectSameNames('lock.run', names('lock.run'), run);
   });
 });
-
-/**
- * Enough of an ioredis client for a PairedLock that never runs a command: its subscriber is
- * a `duplicate()`, made at construction and quit on close.
- */
-function fakeClient(): Redis {
-  const subscriber = { on: () => subscriber, quit: async () => 'OK', disconnect: () => {} };
-  return { evalsha: () => {}, duplicate: () => subscriber } as unknown as Redis;
-}

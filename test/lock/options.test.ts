@@ -22,6 +22,11 @@ const cases: [string, Record<string, unknown>, RegExp][] = [
   ['lease as string', { member: 'eu', leaseMs: '30000' }, /"leaseMs" .* received "30000"/],
   ['lease fractional', { member: 'eu', leaseMs: 1000.5 }, /"leaseMs" must be an integer/],
   [
+    'lease null',
+    { member: 'eu', leaseMs: null },
+    /option "leaseMs" is null; leave it out \(or undefined\) for its default/,
+  ],
+  [
     'heartbeat equal to lease',
     { member: 'eu', leaseMs: 1000, heartbeatMs: 1000 },
     /"heartbeatMs" must be below leaseMs \(1000\), received 1000/,

@@ -60,6 +60,12 @@ describe('PairedProcessor options', () => {
     ],
     ['member is not an option here', { twin: 'eu', member: 'eu' }, /unknown option "member"/],
     ['unknown option', { twin: 'eu', concurrency: 5 }, /unknown option "concurrency"/],
+    ['null for a default', { twin: 'eu', maxParkMs: null }, /option "maxParkMs" is null/],
+    [
+      'pollIntervalMs is for PairedLock',
+      { twin: 'eu', pollIntervalMs: 500 },
+      /unknown option "pollIntervalMs"/,
+    ],
   ];
 
   it.each(cases)('rejects %s with a TypeError', (_name, options, message) => {
@@ -118,6 +124,7 @@ describe('PairedQueue options and job ids', () => {
       /option "addTimeoutMs" must be an integer >= 1, received 0/,
     ],
     ['unknown option', { twins: {}, connection: {} }, /unknown option "connection"/],
+    ['null for a default', { twins: {}, addTimeoutMs: null }, /option "addTimeoutMs" is null/],
   ])('rejects %s', (_name, options, message) => {
     const resolved = JSON.parse(
       JSON.stringify(options).replaceAll('"same"', JSON.stringify(connection())),
