@@ -67,17 +67,8 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
     fn: (ctx: RunContext) => T | Promise<T>,
     options: RunOptions = {},
   ): Promise<RunOutcome<T>> {
-    if (typeof id !== 'string' || id.length === 0) {
-      throw new TypeError(`PairedLock.run: id must be a non-empty string, received ${String(id)}`);
-    }
+    checkTarget('PairedLock.run', id, options, RUN_OPTIONS);
     if (typeof fn !== 'function') throw new TypeError('PairedLock.run: fn must be a function');
-    assertKnownOptions('PairedLock.run', options, RUN_OPTIONS);
-    if (
-      options.hash !== undefined &&
-      (typeof options.hash !== 'string' || options.hash.length === 0)
-    ) {
-      throw optionError('PairedLock.run', 'hash', options.hash, 'a non-empty string');
-    }
     if (this.core.closing) return Promise.reject(new ClosedError('PairedLock'));
     const task = this.runTask(this.core.address(id, options.hash), fn, options.signal);
     this.active.add(task);
@@ -88,6 +79,7 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
 
   /** The record of task `id` as stored now, or null when there is none (never run, or past retention). */
   inspect(id: string, options: { hash?: string } = {}): Promise<PairRecord | null> {
+    checkTarget('PairedLock.inspect', id, options, ['hash']);
     return this.core.inspect(this.core.address(id, options.hash));
   }
 
@@ -174,5 +166,27 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
         }
       }
     }
+  }
+}
+
+/** The id and `{ hash }` of run() and inspect(): bad ones throw before any Redis call. */
+function checkTarget(
+  owner: string,
+  id: unknown,
+  options: { hash?: unknown },
+  known: readonly string[],
+): void {
+  if (typeof id !== 'string' || id.length === 0) {
+    throw new TypeError(`${owner}: id must be a non-empty string, received ${String(id)}`);
+  }
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(`${owner}: options must be an object, received ${String(options)}`);
+  }
+  assertKnownOptions(owner, options, known);
+  if (
+    options.hash !== undefined &&
+    (typeof options.hash !== 'string' || options.hash.length === 0)
+  ) {
+    throw optionError(owner, 'hash', options.hash, 'a non-empty string');
   }
 }

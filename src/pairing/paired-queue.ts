@@ -118,7 +118,15 @@ export class PairedQueue<
         'an object with exactly two twins, e.g. { eu: {...}, us: {...} }',
       );
     }
-    this.defaultJobOptions = options.defaultJobOptions ?? {};
+    const defaults = options.defaultJobOptions ?? {};
+    if (typeof defaults !== 'object' || Array.isArray(defaults)) {
+      throw optionError(OWNER, 'defaultJobOptions', defaults, "BullMQ's JobsOptions (an object)");
+    }
+    if ('jobId' in defaults) {
+      // One id for every job would make every add after the first a duplicate.
+      throw optionError(OWNER, 'defaultJobOptions', defaults, 'free of jobId (give it per add)');
+    }
+    this.defaultJobOptions = defaults;
     this.twinList = entries.map(([twin, config]) => this.createTwin(twin, config));
     this.twins = this.twinList.map((t) => t.name);
     const [a, b] = entries.map(([, config]) => config) as [TwinQueueOptions, TwinQueueOptions];

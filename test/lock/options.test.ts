@@ -131,6 +131,12 @@ describe('PairedLock options', () => {
       /option "hash" must be a non-empty string/,
     );
     expect(() => lock.run('a', () => 1, { hsh: 'x' } as never)).toThrow(/unknown option "hsh"/);
+    expect(() => lock.inspect(7 as never)).toThrow(
+      /PairedLock.inspect: id must be a non-empty string, received 7/,
+    );
+    expect(() => lock.inspect('a', { hash: 5 } as never)).toThrow(
+      /PairedLock.inspect: option "hash" must be a non-empty string/,
+    );
     await lock.close();
     expect(client.status).toBe('wait');
   });

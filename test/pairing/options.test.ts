@@ -125,6 +125,19 @@ describe('PairedQueue options and job ids', () => {
     ],
     ['unknown option', { twins: {}, connection: {} }, /unknown option "connection"/],
     ['null for a default', { twins: {}, addTimeoutMs: null }, /option "addTimeoutMs" is null/],
+    [
+      'defaultJobOptions not an object',
+      { twins: { a: { connection: {} }, b: { connection: {} } }, defaultJobOptions: 'fast' },
+      /option "defaultJobOptions" must be BullMQ's JobsOptions \(an object\), received "fast"/,
+    ],
+    [
+      'one jobId for every job',
+      {
+        twins: { a: { connection: {} }, b: { connection: {} } },
+        defaultJobOptions: { jobId: 'x' },
+      },
+      /option "defaultJobOptions" must be free of jobId/,
+    ],
   ])('rejects %s', (_name, options, message) => {
     const resolved = JSON.parse(
       JSON.stringify(options).replaceAll('"same"', JSON.stringify(connection())),
