@@ -10,6 +10,7 @@ import { Redis } from 'ioredis';
 import { startRedis } from '../test/support/redis.js';
 import type { BenchOptions, ScenarioResult } from './lib/types.js';
 import { bytesPerPair, shadowIdle } from './scenarios/footprint.js';
+import { lockStoreOutage } from './scenarios/lock-store-outage.js';
 import { takeoverFail, takeoverKill, takeoverKillHalfOpen } from './scenarios/takeover.js';
 import { commandsPerJob, lateTwinDrain, throughput } from './scenarios/throughput.js';
 
@@ -23,18 +24,23 @@ const ALL = [
   'shadow_idle',
   'late_twin_drain',
   'bytes_per_pair',
+  'lock_store_outage',
 ] as const;
 
 const program = new Command()
   .name('bench')
   .description('bullmq-paired vs plain BullMQ')
-  .option('--quick', 'every scenario, small (CI: under a minute)', false)
+  .option('--quick', 'every scenario but lock_store_outage, small (CI: under a minute)', false)
   .option('--only <ids>', `comma-separated subset of: ${ALL.join(', ')}`)
   .option('--out <file>', 'where to write the JSON results')
   .parse();
 
 const flags = program.opts<{ quick: boolean; only?: string; out?: string }>();
-const selected = new Set(flags.only ? flags.only.split(',') : ALL);
+/** Over ~10 s even when small: in --quick only when --only names it. */
+const NOT_QUICK: readonly string[] = ['lock_store_outage'];
+const selected = new Set<string>(
+  flags.only ? flags.only.split(',') : ALL.filter((id) => !(flags.quick && NOT_QUICK.includes(id))),
+);
 for (const id of selected) {
   if (!(ALL as readonly string[]).includes(id))
     program.error(`unknown scenario "${id}"; known: ${ALL.join(', ')}`);
@@ -75,6 +81,7 @@ await run('throughput_io20', async () => (await throughput(options, 'io20')).res
 await run('shadow_idle', () => shadowIdle(options));
 if (noop) await run('late_twin_drain', () => lateTwinDrain(options, noop.bullmq));
 await run('bytes_per_pair', () => bytesPerPair(options));
+await run('lock_store_outage', () => lockStoreOutage(options));
 
 const report = {
   date: new Date().toISOString(),
@@ -101,6 +108,12 @@ const fmt = (value: unknown): string => {
   if ('bytesPerInFlightPair' in v)
     return `${v.bytesPerInFlightPair} B, ${v.keysLeftAfterRetention} keys left`;
   if ('bytesPerJobHash' in v) return `${v.bytesPerJobHash} B per job hash`;
+  if ('killToSteadyMs' in v) {
+    const first = v.firstCompletionAfterRestartMs as Record<string, number>;
+    const back = v.killToSteadyMs as Record<string, number>;
+    return `lock store down ${v.outageMs} ms: first completion p50 ${first.p50} / max ${first.max} ms after the restart; 90 % throughput back p50 ${back.p50} / max ${back.max} ms after the kill; ${v.runTwice} run twice (n=${back.samples})`;
+  }
+  if ('steadyJobsPerSec' in v) return `${v.steadyJobsPerSec} jobs/s steady`;
   if ('defaults' in v)
     return `defaults: ${fmt(v.defaults)}; tuned: ${fmt(v.lockDuration2000_stalledInterval1000)}`;
   return JSON.stringify(v);
