@@ -4,6 +4,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import {
   asError,
   ClosedError,
+  PairedError,
   type PeerErrorInfo,
   ResultNotSerializableError,
   ResultTooLargeError,
@@ -267,25 +268,37 @@ export class PairCore {
     }
   }
 
-  /** Records a failure or release; a refusal or error here must never hide the routine's error. */
+  /**
+   * Records a failure or release; a refusal or error here must never hide the routine's
+   * error. Retried like a result while the lock store is unreachable: a record left
+   * `running` under this live process would keep the twin waiting for as long as the
+   * process lives (its session and liveness channel vouch for it).
+   */
   private async settleQuietly(
     address: RecordAddress,
     grant: Grant,
     settlement: Settlement,
   ): Promise<void> {
-    try {
-      const reply = await settle(
-        this.client,
-        address,
-        grant,
-        this.options.retentionMs,
-        this.channel,
-        settlement,
-      );
-      if (reply.kind === 'stale')
-        this.report(new StaleFenceError(address.id, grant.fence, reply.fence, reply.state));
-    } catch (err) {
-      this.report(asError(err));
+    for (;;) {
+      try {
+        const reply = await settle(
+          this.client,
+          address,
+          grant,
+          this.options.retentionMs,
+          this.channel,
+          settlement,
+        );
+        if (reply.kind === 'stale')
+          this.report(new StaleFenceError(address.id, grant.fence, reply.fence, reply.state));
+        return;
+      } catch (err) {
+        this.report(asError(err));
+        // A refusal of ours (e.g. a corrupt record) will not change by retrying; on close the
+        // session goes, and the twin takes over when it runs out.
+        if (err instanceof PairedError || this.closing) return;
+        await delay(SETTLE_RETRY_MS);
+      }
     }
   }
 
