@@ -149,6 +149,7 @@ export class PairCore {
 
   async acquire(address: RecordAddress, token: string = randomUUID()): Promise<Acquired> {
     const o = this.options;
+    await this.notifier.live(); // never take a grant while our liveness channel is empty
     const sentAt = performance.now();
     const reply = await acquire(this.client, address, {
       member: o.member,

@@ -111,6 +111,10 @@ export class Notifier {
   private readonly subscriber: Redis;
   private watchTimer: NodeJS.Timeout | undefined;
   private watching = false;
+  /** Set while the subscriber is reconnecting: this process's liveness channel is empty. */
+  private away: { promise: Promise<void>; resolve: () => void } | undefined;
+  /** Rejects if the client gives up on a command while the subscriber is away. */
+  private gaveUp: Promise<never> | undefined;
 
   constructor(
     private readonly client: RedisConnection,
@@ -128,22 +132,73 @@ export class Notifier {
     ) as Redis;
     this.subscriber.on('error', onError);
     let readies = 0;
+    this.subscriber.on('close', () => {
+      if (readies > 0 && this.away === undefined) {
+        let resolve = (): void => {};
+        const promise = new Promise<void>((r) => {
+          resolve = r;
+        });
+        this.away = { promise, resolve };
+      }
+    });
+    this.subscriber.on('end', () => this.back()); // closed for good: nobody waits any more
     this.subscriber.on('ready', () => {
       if (++readies === 1) return;
-      // Settle messages published while we were disconnected are lost: look again now.
-      this.wakeAll();
-      onReconnect();
+      // 'ready' comes before ioredis resubscribes: back only once our own SUBSCRIBE is
+      // answered. If the connection drops again first, the next 'ready' tries again.
+      this.subscriber.subscribe(...this.channels()).then(
+        () => {
+          this.back();
+          // Settle messages published while we were disconnected are lost: look again now.
+          this.wakeAll();
+          onReconnect();
+        },
+        () => {},
+      );
     });
     this.subscriber.on('message', (channel: string, message: string) => {
       if (channel === this.settleChannel) this.wakeTag(message);
     });
   }
 
+  private channels(): string[] {
+    return this.liveChannel === undefined
+      ? [this.settleChannel]
+      : [this.settleChannel, this.liveChannel];
+  }
+
+  private back(): void {
+    this.away?.resolve();
+    this.away = undefined;
+    this.gaveUp = undefined;
+  }
+
   /** Subscribes before any acquire, so neither a notification nor our liveness is missed. */
   async start(): Promise<void> {
-    const channels = [this.settleChannel];
-    if (this.liveChannel !== undefined) channels.push(this.liveChannel);
-    await this.subscriber.subscribe(...channels);
+    await this.subscriber.subscribe(...this.channels());
+  }
+
+  /**
+   * Resolves once the subscriber is back, if it is reconnecting. While it is away this
+   * process's liveness channel is empty, so a grant taken now would look to the twin like
+   * a dead owner's and be taken over after the grace: a duplicate. That happens after a
+   * lock-store restart, where the client and the subscriber reconnect on their own
+   * back-offs and the client often comes first. Rejects if the client gives up on a
+   * command meanwhile (its `maxRetriesPerRequest`), so a caller fails as fast as before.
+   */
+  async live(): Promise<void> {
+    const away = this.away;
+    if (away === undefined) return;
+    // One probe per absence, shared by every caller: a ping that never settles unless the
+    // client gives up on it.
+    this.gaveUp ??= this.client.ping().then(
+      () => new Promise<never>(() => {}),
+      (err: unknown) => {
+        this.gaveUp = undefined; // the next caller asks again
+        throw err;
+      },
+    );
+    await Promise.race([away.promise, this.gaveUp]);
   }
 
   /** Registers interest in the record at `key`/`field`; close() the ticket when done. */

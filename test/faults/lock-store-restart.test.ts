@@ -1,6 +1,8 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PairedLock } from '../../src/index.js';
-import { deferred } from '../support/deferred.js';
+import { aborted, deferred } from '../support/deferred.js';
+import { startFaultProxy } from '../support/fault-proxy.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 
@@ -44,5 +46,41 @@ describe('a lock store restarted with AOF while an executor fails', () => {
     locks.push(us);
     const outcome = await us.run('task-1', ({ fence, takeover }) => ({ fence, takeover }));
     expect(outcome).toMatchObject({ role: 'executor', result: { fence: 2, takeover: 'failed' } });
+  });
+
+  it('takes no grant while its liveness subscriber is still away, though its client is back', async () => {
+    // After a restart each connection reconnects on its own back-off, so a process's client
+    // can be back before its subscriber: a grant then would look like a dead owner's to the
+    // twin, which takes over after the grace. Here only the subscriber is kept away.
+    const prefix = uniquePrefix('restart');
+    const proxy = await startFaultProxy(redis());
+    try {
+      const eu = new PairedLock(redis().connect({ port: proxy.port }), { member: 'eu', prefix });
+      const us = new PairedLock(redis().connect(), { member: 'us', prefix });
+      locks.push(eu, us);
+      await eu.run('warm-up', () => 'subscribed');
+      proxy.refuseCommands(/subscribe/i);
+      proxy.cut();
+      proxy.heal();
+      expect(await eu.inspect('warm-up')).toMatchObject({ state: 'done' }); // its client is back
+      const ran: string[] = [];
+      const euRun = eu.run('task-2', async ({ fence, signal }) => {
+        ran.push(`eu:${fence}`);
+        await aborted(signal);
+        throw signal.reason;
+      });
+      await sleep(300); // eu's acquire had every chance to go out first
+      const usOutcome = await us.run('task-2', ({ fence }) => {
+        ran.push(`us:${fence}`);
+        return 'sent by us';
+      });
+      proxy.refuseCommands(undefined); // the subscriber gets back; eu's run goes on
+      expect(await euRun).toMatchObject({ role: 'shadow', result: 'sent by us', owner: 'us' });
+      expect(usOutcome).toMatchObject({ role: 'executor', fence: 1 });
+      expect(ran).toEqual(['us:1']);
+    } finally {
+      await Promise.all(locks.splice(0).map((lock) => lock.close()));
+      await proxy.close();
+    }
   });
 });

@@ -8,6 +8,9 @@
  *   cut():       every connection is reset on both sides and new ones are reset at once
  *                (what a firewall rule with REJECT or a crashed middlebox looks like).
  *   heal():      bytes flow and connections are accepted again.
+ *   refuseCommands(/subscribe/i): reset any connection that sends a matching command, until
+ *                called with undefined (a subscriber that cannot get back while the
+ *                process's other connection can, as after a restart of the server).
  */
 import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
 
@@ -26,6 +29,7 @@ export interface FaultProxy {
   partition(): void;
   cut(): void;
   heal(): void;
+  refuseCommands(pattern: RegExp | undefined): void;
   close(): Promise<void>;
 }
 
@@ -37,7 +41,11 @@ class Link {
     readonly client: Socket,
     readonly upstream: Socket,
     onEnd: (link: Link) => void,
+    refused: () => RegExp | undefined,
   ) {
+    client.on('data', (chunk: Buffer) => {
+      if (refused()?.test(chunk.toString('latin1'))) this.reset();
+    });
     this.forward(client, upstream);
     this.forward(upstream, client);
     const end = (): void => {
@@ -53,7 +61,7 @@ class Link {
   /** Forwards by hand (not pipe()), so a 'drain' can never resume a partitioned link. */
   private forward(from: Socket, to: Socket): void {
     from.on('data', (chunk: Buffer) => {
-      if (!to.write(chunk)) from.pause();
+      if (!from.destroyed && !to.write(chunk)) from.pause();
     });
     to.on('drain', () => {
       if (!this.blocked) from.resume();
@@ -87,6 +95,7 @@ class Link {
 export async function startFaultProxy(target: { host: string; port: number }): Promise<FaultProxy> {
   const links = new Set<Link>();
   let state: ProxyState = 'open';
+  let refused: RegExp | undefined;
   const server: Server = createServer((client) => {
     if (state === 'cut') {
       client.on('error', () => {});
@@ -96,7 +105,12 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     const upstream = tcpConnect(target.port, target.host);
     upstream.setNoDelay(true);
     client.setNoDelay(true);
-    const link = new Link(client, upstream, (ended) => links.delete(ended));
+    const link = new Link(
+      client,
+      upstream,
+      (ended) => links.delete(ended),
+      () => refused,
+    );
     links.add(link);
     if (state === 'partitioned') link.block();
   });
@@ -132,6 +146,9 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     heal() {
       state = 'open';
       for (const link of links) link.unblock();
+    },
+    refuseCommands(pattern) {
+      refused = pattern;
     },
     async close() {
       for (const link of links) link.destroy();
