@@ -88,8 +88,8 @@ export class Ticket {
  * The subscriber's liveness channel must be back within `livenessGraceMs` (100 ms) of a
  * dropped connection, or shadows take this process for dead and run its jobs again.
  * ioredis 6 waits 50–250 ms before its first reconnect (a jittered back-off): measured after
- * `CLIENT KILL`, the channel stayed empty 115–207 ms and half the running jobs were taken
- * over. So this connection retries once at once, then follows the client's own strategy.
+ * `CLIENT KILL`, the channel stayed empty 115–207 ms and running jobs were taken over. So
+ * this connection retries once at once, then follows the client's own strategy.
  */
 function subscriberOptions(client: Redis): Partial<RedisOptions> {
   const strategy = client.options.retryStrategy;

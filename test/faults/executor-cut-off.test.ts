@@ -152,7 +152,8 @@ describe('an executor cut off from the lock store while its process lives', () =
     const { eu, us, queue, ids } = await executorAndShadow(4_000);
     const cutAt = Date.now();
     proxy.cut();
-    await us.next('takeover');
+    // Heal once every job is taken over and at least 500 ms have passed.
+    await Promise.all(ids.map((id) => us.next('takeover', (l) => l.jobId === id)));
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, cutAt + 500 - Date.now())));
     const healedAt = Date.now();
     proxy.heal();
