@@ -251,7 +251,8 @@ export class PairCore {
 
   /**
    * Stores the result, retrying while the lock store is unreachable: the work is done, and
-   * giving up would let the twin run it again. Settling twice is harmless (the script
+   * giving up would let the twin run it again. A record that is no longer ours to read
+   * (`CorruptRecordError`) fails the run at once. Settling twice is harmless (the script
    * recognises its own fence), and a takeover meanwhile shows up as a refusal.
    */
   private async settleDone(address: RecordAddress, grant: Grant, result: string) {
@@ -262,8 +263,10 @@ export class PairCore {
           result,
         });
       } catch (err) {
+        // A refusal of ours (the record was overwritten: CorruptRecordError) will not change
+        // by retrying; only an unreachable store is worth waiting for.
+        if (err instanceof PairedError || this.closing) throw err;
         this.report(asError(err));
-        if (this.closing) throw err;
         await delay(SETTLE_RETRY_MS);
       }
     }
