@@ -1,7 +1,7 @@
 /**
  * bullmq-paired benchmarks, side by side with plain BullMQ in the same run, on private
  * redis-server instances. `npm run bench` (several minutes) or `npm run bench -- --quick`.
- * Writes bench/results/latest.json (or quick.json) and prints a markdown table.
+ * Writes bench/results/latest.json (quick.json for --quick or --only) and prints a markdown table.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -93,7 +93,9 @@ const report = {
 };
 const out =
   flags.out ??
-  new URL(`results/${flags.quick ? 'quick' : 'latest'}.json`, import.meta.url).pathname;
+  // Only a full run of every scenario replaces the committed latest.json.
+  new URL(`results/${flags.quick || flags.only ? 'quick' : 'latest'}.json`, import.meta.url)
+    .pathname;
 mkdirSync(new URL('results/', import.meta.url), { recursive: true });
 writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
 
