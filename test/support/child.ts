@@ -18,6 +18,7 @@ export class FixtureProcess {
     event: string;
     match: (line: ChildLine) => boolean;
     resolve: (line: ChildLine) => void;
+    reject: (err: Error) => void;
   }[] = [];
   private stderr = '';
 
@@ -29,6 +30,10 @@ export class FixtureProcess {
     });
     this.child.stderr.on('data', (chunk: Buffer) => {
       this.stderr += chunk.toString();
+    });
+    // One exit listener for every waiter (a listener per waiter trips Node's leak warning).
+    this.child.once('exit', () => {
+      for (const waiter of this.waiters.splice(0)) waiter.reject(this.exitedBefore(waiter.event));
     });
     createInterface({ input: this.child.stdout }).on('line', (text) => {
       const line = JSON.parse(text) as ChildLine;
@@ -49,19 +54,17 @@ export class FixtureProcess {
   next(event: string, match: (line: ChildLine) => boolean = () => true): Promise<ChildLine> {
     const seen = this.lines.find((line) => line.event === event && match(line));
     if (seen) return Promise.resolve(seen);
+    if (this.child.exitCode !== null || this.child.signalCode !== null) {
+      return Promise.reject(this.exitedBefore(event));
+    }
     return new Promise((resolve, reject) => {
-      const onExit = (code: number | null, signal: NodeJS.Signals | null): void =>
-        reject(new Error(`fixture exited (${code ?? signal}) before "${event}":\n${this.stderr}`));
-      this.child.once('exit', onExit);
-      this.waiters.push({
-        event,
-        match,
-        resolve: (line) => {
-          this.child.off('exit', onExit);
-          resolve(line);
-        },
-      });
+      this.waiters.push({ event, match, resolve, reject });
     });
+  }
+
+  private exitedBefore(event: string): Error {
+    const how = this.child.exitCode ?? this.child.signalCode;
+    return new Error(`fixture exited (${how}) before "${event}":\n${this.stderr}`);
   }
 
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
