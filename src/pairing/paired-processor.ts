@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { DelayedError, type Job, Queue, type Worker } from 'bullmq';
 import {
   asError,
@@ -38,6 +39,9 @@ interface Execution {
 
 /** How many delayed jobs a starting worker looks at for copies parked by a dead process. */
 const ADOPT_AT_MOST = 10_000;
+
+/** Rounds a copy waits in its slot for an owner whose end is moments away, before parking. */
+const SOON_ROUNDS = 10;
 
 /** Marks a copy that was parked: BullMQ must not fail or complete it. */
 const PARKED = Symbol('parked');
@@ -194,6 +198,13 @@ export class PairedProcessor<
             reply.owner,
             parseJson<PeerErrorInfo>(reply.error),
           );
+        }
+        if (reply.recheckMs <= this.options.lock.livenessGraceMs && round < SOON_ROUNDS) {
+          // The owner's grace or lease ends within moments (its process was just seen gone):
+          // wait exactly that long in the slot. A wake-up would come on the watcher's next
+          // tick instead, up to livenessIntervalMs late.
+          await sleep(Math.max(reply.recheckMs, 0) + 1);
+          continue;
         }
         const hold = round === 0 ? this.holdMs() : 0;
         if (hold > 0) {
