@@ -297,10 +297,20 @@ export class PairCore {
           this.report(new StaleFenceError(address.id, grant.fence, reply.fence, reply.state));
         return;
       } catch (err) {
-        this.report(asError(err));
-        // A refusal of ours (e.g. a corrupt record) will not change by retrying; on close the
-        // session goes, and the twin takes over when it runs out.
-        if (err instanceof PairedError || this.closing) return;
+        const error = asError(err);
+        this.report(error);
+        // Retried only while the store is unreachable. A refusal (ours, e.g. a corrupt record,
+        // or Redis', e.g. NOPERM) will not change by retrying. A release is a handover by a
+        // process that is leaving: its worker.close() must not wait for the store, and when
+        // the process is gone its session and liveness go with it, so the twin takes over.
+        if (
+          error instanceof PairedError ||
+          error.name === 'ReplyError' ||
+          settlement.state === 'released' ||
+          this.closing
+        ) {
+          return;
+        }
         await delay(SETTLE_RETRY_MS);
       }
     }

@@ -17,32 +17,39 @@ export interface Owner {
 
 export const NO_OWNER: Owner = { channel: '', sessionKey: '' };
 
+/**
+ * Why a ticket woke: the record settled (its settle message), its owner looks gone (empty
+ * liveness channel or session), or anything may have changed (the subscriber reconnected).
+ */
+export type WakeReason = 'settled' | 'gone' | 'recheck';
+
 export class Ticket {
   owner: Owner = NO_OWNER;
-  private pending = false;
-  private listener: (() => void) | undefined;
+  private pending: WakeReason | undefined;
+  private listener: ((reason: WakeReason) => void) | undefined;
 
   constructor(
     readonly tag: string,
     private readonly notifier: Notifier,
   ) {}
 
-  wake(): void {
+  wake(reason: WakeReason): void {
     const listener = this.listener;
     this.listener = undefined;
-    if (listener) listener();
-    else this.pending = true;
+    if (listener) listener(reason);
+    else this.pending = reason;
   }
 
   /**
    * Calls `listener` once, at the next settle message or sign of a dead executor, or at
    * once if one arrived since the ticket was made or last woke.
    */
-  onNextWake(owner: Owner, listener: () => void): void {
+  onNextWake(owner: Owner, listener: (reason: WakeReason) => void): void {
     this.owner = owner;
-    if (this.pending) {
-      this.pending = false;
-      listener();
+    const pending = this.pending;
+    if (pending !== undefined) {
+      this.pending = undefined;
+      listener(pending);
       return;
     }
     this.listener = listener;
@@ -220,7 +227,7 @@ export class Notifier {
   }
 
   private wakeTag(tag: string): void {
-    for (const ticket of this.tickets.get(tag) ?? []) ticket.wake();
+    for (const ticket of this.tickets.get(tag) ?? []) ticket.wake('settled');
   }
 
   watchLiveness(): void {
@@ -252,7 +259,7 @@ export class Notifier {
     this.watching = true;
     // The acquire script re-checks atomically (and applies the grace period) on each wake.
     const wake = (tickets: Ticket[] | undefined): void => {
-      for (const ticket of tickets ?? []) ticket.wake();
+      for (const ticket of tickets ?? []) ticket.wake('gone');
     };
     try {
       if (byChannel.size > 0) {
@@ -279,7 +286,7 @@ export class Notifier {
   }
 
   wakeAll(): void {
-    for (const set of this.tickets.values()) for (const ticket of set) ticket.wake();
+    for (const set of this.tickets.values()) for (const ticket of set) ticket.wake('recheck');
   }
 
   async close(): Promise<void> {

@@ -13,7 +13,7 @@ import {
 } from '../errors.js';
 import { type Acquired, PairCore } from '../lock/core.js';
 import type { RecordAddress } from '../lock/keys.js';
-import type { Ticket } from '../lock/notifier.js';
+import type { Ticket, WakeReason } from '../lock/notifier.js';
 import { parseJson } from '../lock/record.js';
 import { type AcquireReply, ownerOf } from '../lock/scripts.js';
 import { type PairTrace, traced, workerTelemetry } from '../observability/tracing.js';
@@ -66,6 +66,14 @@ export class PairedProcessor<
   private readonly core: PairCore;
   private readonly executions = new Set<Execution>();
   private readonly parked = new Map<string, Ticket>();
+  private readonly adoptQueues: Queue[] = [];
+  /**
+   * An owner whose grace or lease ends within this is waited out in the slot. Capped: with a
+   * large grace a healthy owner's session could look "soon" too, and hold slots for nothing.
+   */
+  private get soonMs(): number {
+    return Math.min(this.options.lock.livenessGraceMs, 250);
+  }
   private closed = false;
   /** Moving average of this twin's own execution times: the other twin's are alike. */
   private typicalMs: number | undefined;
@@ -105,26 +113,25 @@ export class PairedProcessor<
    */
   private async adoptParked(worker: Worker): Promise<void> {
     await this.core.ready();
+    if (this.closed) return;
+    // Open until close(): an adopted copy is promoted through this queue when it wakes.
     const queue = new Queue(worker.name, {
       connection: worker.opts.connection,
       prefix: worker.opts.prefix,
     });
-    try {
-      for (const job of await queue.getDelayed(0, ADOPT_AT_MOST - 1)) {
-        if (!job.id || this.closed) continue;
-        const address = this.core.address(`${this.options.group ?? job.queueName}:${job.id}`);
-        if (this.parked.has(address.key)) continue;
-        const record = await this.core.inspect(address);
-        if (record === null) continue; // never paired: a delay of the user's own
-        const ticket = this.core.ticket(address);
-        this.parked.set(address.key, ticket);
-        const wake = (): void =>
-          this.promote(job as Job<DataType, ResultType, NameType>, ticket, address);
-        if (record.state === 'running') ticket.onNextWake(record.ownerLiveness, wake);
-        else wake();
-      }
-    } finally {
-      await queue.close();
+    this.adoptQueues.push(queue);
+    for (const job of await queue.getDelayed(0, ADOPT_AT_MOST - 1)) {
+      if (!job.id || this.closed) continue;
+      const address = this.core.address(`${this.options.group ?? job.queueName}:${job.id}`);
+      if (this.parked.has(address.key)) continue;
+      const record = await this.core.inspect(address);
+      if (record === null) continue; // never paired: a delay of the user's own
+      const ticket = this.core.ticket(address);
+      this.parked.set(address.key, ticket);
+      const wake = (reason: WakeReason): void =>
+        this.promote(job as Job<DataType, ResultType, NameType>, ticket, address, reason);
+      if (record.state === 'running') ticket.onNextWake(record.ownerLiveness, wake);
+      else wake('settled');
     }
   }
 
@@ -139,6 +146,7 @@ export class PairedProcessor<
     this.handOver(() => true);
     for (const ticket of this.parked.values()) ticket.close();
     this.parked.clear();
+    await Promise.all(this.adoptQueues.splice(0).map((queue) => queue.close()));
     await this.core.close();
   }
 
@@ -199,7 +207,7 @@ export class PairedProcessor<
             parseJson<PeerErrorInfo>(reply.error),
           );
         }
-        if (reply.recheckMs <= this.options.lock.livenessGraceMs && round < SOON_ROUNDS) {
+        if (reply.recheckMs <= this.soonMs && round < SOON_ROUNDS) {
           // The owner's grace or lease ends within moments (its process was just seen gone):
           // wait exactly that long in the slot. A wake-up would come on the watcher's next
           // tick instead, up to livenessIntervalMs late.
@@ -322,13 +330,13 @@ export class PairedProcessor<
     busy: Busy,
     round: number,
   ): Promise<boolean> {
-    let woke = false;
+    let woke: WakeReason | undefined;
     let isParked = false;
-    ticket.onNextWake(ownerOf(busy), () => {
-      woke = true;
-      if (isParked) this.promote(job, ticket, address);
+    ticket.onNextWake(ownerOf(busy), (reason) => {
+      woke = reason;
+      if (isParked) this.promote(job, ticket, address, reason);
     });
-    if (woke && round < 5) return false;
+    if (woke !== undefined && round < 5) return false;
     // With a session, the watcher sees the owner's lease run out (per process, not per job),
     // so the copy parks long: its delay only matters if this process dies meanwhile. Without
     // one, the copy must come back when the record's own lease would end.
@@ -337,7 +345,7 @@ export class PairedProcessor<
     await this.parkCopy(job, token, Math.min(delay, this.options.maxParkMs));
     isParked = true;
     this.parked.set(address.key, ticket);
-    if (woke) this.promote(job, ticket, address);
+    if (woke !== undefined) this.promote(job, ticket, address, woke);
     return true;
   }
 
@@ -356,16 +364,20 @@ export class PairedProcessor<
     job: Job<DataType, ResultType, NameType>,
     ticket: Ticket,
     address: RecordAddress,
+    reason: WakeReason,
   ): void {
     ticket.close();
     if (this.parked.get(address.key) === ticket) this.parked.delete(address.key);
-    // Promote puts the copy at the far end of the wait list: behind a backlog it would wait
-    // seconds for a slot, though it waited a whole execution already. Moving it to the front
-    // makes a takeover start at once (a settled copy only completes: cheap either way).
     // The copy may be back already (its delay ended, or another wake won): nothing to do then.
+    // Promote puts the copy at the far end of the wait list: behind a backlog a takeover
+    // would wait seconds for a slot. Moving it to the front (an LREM over the wait list) is
+    // worth it for a takeover; a settled copy only completes and can wait its turn.
+    const toFront = reason !== 'settled';
     job
       .promote()
-      .then(() => job.changePriority({ priority: job.priority, lifo: true }))
+      .then(() =>
+        toFront ? job.changePriority({ priority: job.priority, lifo: true }) : undefined,
+      )
       .catch(() => {});
   }
 

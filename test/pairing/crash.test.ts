@@ -66,6 +66,27 @@ describe('PairedProcessor when the executor process goes away', () => {
     expect(before).toBeLessThanOrEqual(2);
   });
 
+  it('adopts copies parked by a dead process of its twin and takes them over when the executor dies', async () => {
+    const eu = await kit.startWorker('eu');
+    const queue = kit.pairedQueue();
+    const { id } = await queue.add('notify', { holdUntil: 'go:adopt' }, { jobId: 'adopt-1' });
+    await eu.next('started');
+    const usFirst = await kit.startWorker('us');
+    await usFirst.next('shadowed');
+    await usFirst.kill('SIGKILL'); // its parked copy now has nobody to wake it but maxParkMs (5 min)
+    const usSecond = await kit.startWorker('us');
+    await eu.kill('SIGKILL');
+    await kit.release('go:adopt');
+    // The starting us process adopted the copy: it wakes it when eu is gone, long before 5 min.
+    expect(await usSecond.next('takeover')).toMatchObject({
+      jobId: id,
+      reason: 'disconnected',
+      fence: 2,
+    });
+    const { us: taken } = await copiesIn(queue, id, ['us']);
+    expect(taken.returnvalue).toEqual({ by: 'us', fence: 2 });
+  });
+
   it('falls back to lease expiry when liveness is off', async () => {
     const slow = { LIVENESS: '0', LEASE_MS: '2000' };
     const eu = await kit.startWorker('eu', slow);
