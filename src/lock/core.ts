@@ -26,6 +26,7 @@ import {
   acquire,
   type Grant,
   inspect,
+  type OwnerReply,
   type RedisConnection,
   type Settlement,
   settle,
@@ -249,43 +250,44 @@ export class PairCore {
     throw err;
   }
 
-  /**
-   * Stores the result, retrying while the lock store is unreachable: the work is done, and
-   * giving up would let the twin run it again. A record that is no longer ours to read
-   * (`CorruptRecordError`) fails the run at once. Settling twice is harmless (the script
-   * recognises its own fence), and a takeover meanwhile shows up as a refusal.
-   */
-  private async settleDone(address: RecordAddress, grant: Grant, result: string) {
-    for (;;) {
-      try {
-        return await settle(this.client, address, grant, this.options.retentionMs, this.channel, {
-          state: 'done',
-          result,
-        });
-      } catch (err) {
-        // A refusal of ours (the record was overwritten: CorruptRecordError) will not change
-        // by retrying; only an unreachable store is worth waiting for.
-        if (err instanceof PairedError || this.closing) throw err;
-        this.report(asError(err));
-        await delay(SETTLE_RETRY_MS);
-      }
-    }
+  /** Stores the result: the work is done, and giving up would let the twin run it again. */
+  private settleDone(address: RecordAddress, grant: Grant, result: string): Promise<OwnerReply> {
+    return this.store(address, grant, { state: 'done', result });
   }
 
-  /**
-   * Records a failure or release; a refusal or error here must never hide the routine's
-   * error. Retried like a result while the lock store is unreachable: a record left
-   * `running` under this live process would keep the twin waiting for as long as the
-   * process lives (its session and liveness channel vouch for it).
-   */
+  /** Records a failure or release; a refusal or error here must never hide the routine's error. */
   private async settleQuietly(
     address: RecordAddress,
     grant: Grant,
     settlement: Settlement,
   ): Promise<void> {
+    try {
+      const reply = await this.store(address, grant, settlement);
+      if (reply.kind === 'stale')
+        this.report(new StaleFenceError(address.id, grant.fence, reply.fence, reply.state));
+    } catch (err) {
+      this.report(asError(err));
+    }
+  }
+
+  /**
+   * Settles the record, retrying while the lock store is unreachable: a record left `running`
+   * under this live process would keep the twin waiting as long as the process lives (its
+   * session and liveness channel vouch for it). Settling twice is harmless (the script
+   * recognises its own fence); a takeover meanwhile shows up as a refusal. Throws what
+   * retrying cannot change: a refusal of ours (the record was overwritten:
+   * `CorruptRecordError`) or of Redis' (`ReplyError`, e.g. NOPERM). A release is tried once:
+   * it is a handover by a process that is leaving, whose `worker.close()` must not wait for
+   * the store; its session and liveness go with it, so the twin takes over.
+   */
+  private async store(
+    address: RecordAddress,
+    grant: Grant,
+    settlement: Settlement,
+  ): Promise<OwnerReply> {
     for (;;) {
       try {
-        const reply = await settle(
+        return await settle(
           this.client,
           address,
           grant,
@@ -293,24 +295,17 @@ export class PairCore {
           this.channel,
           settlement,
         );
-        if (reply.kind === 'stale')
-          this.report(new StaleFenceError(address.id, grant.fence, reply.fence, reply.state));
-        return;
       } catch (err) {
         const error = asError(err);
-        this.report(error);
-        // Retried only while the store is unreachable. A refusal (ours, e.g. a corrupt record,
-        // or Redis', e.g. NOPERM) will not change by retrying. A release is a handover by a
-        // process that is leaving: its worker.close() must not wait for the store, and when
-        // the process is gone its session and liveness go with it, so the twin takes over.
         if (
           error instanceof PairedError ||
           error.name === 'ReplyError' ||
           settlement.state === 'released' ||
           this.closing
         ) {
-          return;
+          throw error;
         }
+        this.report(error);
         await delay(SETTLE_RETRY_MS);
       }
     }
