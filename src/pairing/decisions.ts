@@ -6,7 +6,7 @@ import type { PairedLogger } from '../observability/logger.js';
 import { PairAttributes, type PairTrace } from '../observability/tracing.js';
 import type { PairedJobEvent, PairedProcessorEvents } from './events.js';
 
-interface Reporting {
+export interface Reporting {
   twin: string;
   jobLogs: boolean;
   logger: PairedLogger;

@@ -16,8 +16,8 @@ import type { RecordAddress } from '../lock/keys.js';
 import type { Ticket, WakeReason } from '../lock/notifier.js';
 import { parseJson } from '../lock/record.js';
 import { type AcquireReply, ownerOf } from '../lock/scripts.js';
-import { type PairTrace, traced, workerTelemetry } from '../observability/tracing.js';
-import { Decisions } from './decisions.js';
+import { traced, workerTelemetry } from '../observability/tracing.js';
+import { Decisions, type Reporting } from './decisions.js';
 import type { PairedProcessorEvents } from './events.js';
 import {
   type PairedProcessorOptions,
@@ -67,6 +67,8 @@ export class PairedProcessor<
   private readonly executions = new Set<Execution>();
   private readonly parked = new Map<string, Ticket>();
   private readonly adoptQueues: Queue[] = [];
+  /** What every copy's Decisions report to: the same for all of them. */
+  private readonly reporting: Reporting;
   /**
    * An owner whose grace or lease ends within this is waited out in the slot. Capped: with a
    * large grace a healthy owner's session could look "soon" too, and hold slots for nothing.
@@ -90,9 +92,16 @@ export class PairedProcessor<
     }
     this.options = Object.freeze(resolveProcessorOptions(options));
     this.core = new PairCore(options.lockConnection, this.options.lock, (err) => this.report(err));
+    this.reporting = {
+      twin: this.options.twin,
+      jobLogs: this.options.jobLogs,
+      logger: this.options.logger,
+      emitter: this,
+      report: (err) => this.report(err),
+    };
     this.processor = (job, token, signal) =>
       traced(this.options.telemetry ?? workerTelemetry(job), job, this.options.twin, (trace) =>
-        this.process(job, token, signal, this.decisions(job, trace)),
+        this.process(job, token, signal, new Decisions(job, trace, this.reporting)),
       );
   }
 
@@ -148,17 +157,6 @@ export class PairedProcessor<
     this.parked.clear();
     await Promise.all(this.adoptQueues.splice(0).map((queue) => queue.close()));
     await this.core.close();
-  }
-
-  private decisions(job: Job, trace: PairTrace): Decisions {
-    const { twin, jobLogs, logger } = this.options;
-    return new Decisions(job, trace, {
-      twin,
-      jobLogs,
-      logger,
-      emitter: this,
-      report: (err) => this.report(err),
-    });
   }
 
   private async process(
