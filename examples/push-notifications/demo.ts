@@ -133,8 +133,9 @@ export async function runPushDemo(options: PushDemoOptions): Promise<PushDemoSum
   async function summarize(): Promise<PushDemoSummary> {
     const stats = gateway.stats();
     const latency = hdr.build();
-    const after = killedAt === null ? [] : us.takeovers.filter((t) => t.at >= (killedAt as number));
-    for (const t of after) latency.recordValue(Math.max(1, t.at - (killedAt as number)));
+    const after =
+      killedAt === null ? [] : us.takeovers.filter((t) => Number(t.at) >= (killedAt as number));
+    for (const t of after) latency.recordValue(Math.max(1, Number(t.at) - (killedAt as number)));
     const regionSummary: PushDemoSummary['regions'] = {};
     for (const region of regions) {
       const completed = (await queue.queue(region.name).getJobCounts('completed')).completed ?? 0;

@@ -12,21 +12,13 @@ import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import { PairedProcessor } from '../../src/index.js';
 import { PairedMetrics } from '../../src/prometheus.js';
+import { env, say } from '../../test/fixtures/io.js';
 import type { PushRequest } from './gateway.js';
 
 export interface Notification {
   device: string;
   text: string;
 }
-
-const env = (name: string): string => {
-  const value = process.env[name];
-  if (!value) throw new Error(`region-worker: ${name} is not set`);
-  return value;
-};
-const say = (line: object): void => {
-  process.stdout.write(`${JSON.stringify({ ...line, at: Date.now() })}\n`);
-};
 
 const region = env('REGION');
 const gateway = env('GATEWAY_URL');

@@ -1,8 +1,4 @@
-import { type ChildProcessByStdio, spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { createInterface } from 'node:readline';
-import type { Readable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
+import { type ChildLine, FixtureProcess } from '../../test/support/child.js';
 
 /** What one region's processes reported, summed over its processes and their restarts. */
 export interface RegionCounts {
@@ -12,27 +8,21 @@ export interface RegionCounts {
   completedByTwin: number;
 }
 
-export interface WorkerLine {
-  event: string;
-  at: number;
-  [key: string]: unknown;
-}
+const workerFile = new URL('./region-worker.ts', import.meta.url);
 
-const workerFile = fileURLToPath(new URL('./region-worker.ts', import.meta.url));
+const COUNTED: Record<string, keyof RegionCounts> = {
+  executed: 'executed',
+  shadowed: 'shadowed',
+  takeover: 'takenOver',
+  twinCompleted: 'completedByTwin',
+};
 
 /** One region: N identical worker processes (region-worker.ts), which it can kill and restart. */
 export class Region {
-  readonly counts: RegionCounts = { executed: 0, shadowed: 0, takenOver: 0, completedByTwin: 0 };
-  readonly takeovers: WorkerLine[] = [];
-  readonly metricsUrls: string[] = [];
-  private readonly seen: Record<keyof RegionCounts, Set<string>> = {
-    executed: new Set(),
-    shadowed: new Set(),
-    takenOver: new Set(),
-    completedByTwin: new Set(),
-  };
   state: 'up' | 'down' = 'down';
-  private children: ChildProcessByStdio<null, Readable, Readable>[] = [];
+  /** Every process it ran, killed ones included: their lines make the counts. */
+  private readonly all: FixtureProcess[] = [];
+  private running: FixtureProcess[] = [];
 
   constructor(
     readonly name: string,
@@ -41,63 +31,57 @@ export class Region {
   ) {}
 
   async start(): Promise<void> {
-    this.metricsUrls.length = 0;
-    await Promise.all(Array.from({ length: this.processes }, () => this.spawnOne()));
+    this.running = Array.from(
+      { length: this.processes },
+      () => new FixtureProcess(workerFile, { ...this.env, REGION: this.name }),
+    );
+    this.all.push(...this.running);
+    await Promise.all(this.running.map((p) => p.next('ready')));
     this.state = 'up';
   }
 
   /** SIGKILL every process of the region: a region lost at once, mid-work. */
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     this.state = 'down';
-    await Promise.all(
-      this.children.splice(0).map(async (child) => {
-        if (child.exitCode !== null || child.signalCode !== null) return;
-        const exited = once(child, 'exit');
-        child.kill(signal);
-        await exited;
-      }),
+    await Promise.all(this.running.splice(0).map((p) => p.kill(signal)));
+  }
+
+  /** The running processes' /metrics addresses. */
+  get metricsUrls(): string[] {
+    return this.running.flatMap((p) =>
+      p.lines.filter((l) => l.event === 'ready').map((l) => String(l.metrics)),
     );
   }
 
-  private async spawnOne(): Promise<void> {
-    const child = spawn(process.execPath, ['--import', 'tsx', workerFile], {
-      env: { ...process.env, ...this.env, REGION: this.name },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    this.children.push(child);
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-    });
-    const ready = new Promise<void>((resolve, reject) => {
-      child.once('exit', (code) =>
-        reject(new Error(`${this.name} worker exited (${code}):\n${stderr}`)),
-      );
-      createInterface({ input: child.stdout }).on('line', (text) => {
-        const line = JSON.parse(text) as WorkerLine;
-        if (line.event === 'ready') {
-          this.metricsUrls.push(String(line.metrics));
-          resolve();
-        }
-        this.count(line);
-      });
-    });
-    await ready;
+  /** Distinct jobs per decision: BullMQ may hand a copy over twice (a killed process's stalled copy). */
+  get counts(): RegionCounts {
+    const ids: Record<keyof RegionCounts, Set<unknown>> = {
+      executed: new Set(),
+      shadowed: new Set(),
+      takenOver: new Set(),
+      completedByTwin: new Set(),
+    };
+    for (const line of this.lines()) {
+      const key = COUNTED[line.event];
+      if (key) ids[key].add(line.jobId);
+    }
+    return {
+      executed: ids.executed.size,
+      shadowed: ids.shadowed.size,
+      takenOver: ids.takenOver.size,
+      completedByTwin: ids.completedByTwin.size,
+    };
   }
 
-  private count(line: WorkerLine): void {
-    const key = {
-      executed: 'executed',
-      shadowed: 'shadowed',
-      twinCompleted: 'completedByTwin',
-      takeover: 'takenOver',
-    }[line.event] as keyof RegionCounts | undefined;
-    if (key === undefined) return;
-    // Distinct jobs: BullMQ may hand a copy over twice (a stalled copy of a killed process).
-    const ids = this.seen[key];
-    if (ids.has(String(line.jobId))) return;
-    ids.add(String(line.jobId));
-    this.counts[key] = ids.size;
-    if (key === 'takenOver') this.takeovers.push(line);
+  /** Each job's first takeover line (with the time `at` the worker said it). */
+  get takeovers(): ChildLine[] {
+    const seen = new Set<unknown>();
+    return this.lines().filter(
+      (l) => l.event === 'takeover' && !seen.has(l.jobId) && seen.add(l.jobId),
+    );
+  }
+
+  private lines(): ChildLine[] {
+    return this.all.flatMap((p) => p.lines);
   }
 }

@@ -22,8 +22,11 @@ export class FixtureProcess {
   }[] = [];
   private stderr = '';
 
-  constructor(fixture: string, env: Record<string, string>) {
-    const path = fileURLToPath(new URL(`../fixtures/${fixture}`, import.meta.url));
+  /** `fixture`: a file name under test/fixtures, or the URL of any TypeScript file. */
+  constructor(fixture: string | URL, env: Record<string, string>) {
+    const path = fileURLToPath(
+      fixture instanceof URL ? fixture : new URL(`../fixtures/${fixture}`, import.meta.url),
+    );
     this.child = spawn(process.execPath, ['--import', 'tsx', path], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
