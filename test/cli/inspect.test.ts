@@ -1,18 +1,16 @@
 import { Worker } from 'bullmq';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { InspectReport } from '../../src/cli/inspect.js';
 import type { StatsReport } from '../../src/cli/stats.js';
 import { PairedProcessor, PairedQueue, type PairInfo } from '../../src/index.js';
+import { useClosers } from '../support/closers.js';
 import { deferred } from '../support/deferred.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 import { parseJson, runCli } from './run-cli.js';
 
 const redis = useRedis();
-const closers: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const close of closers.splice(0).reverse()) await close();
-});
+const closers = useClosers();
 
 type Kind = 'plain' | 'fail' | 'hold';
 

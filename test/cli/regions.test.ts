@@ -1,8 +1,9 @@
 import { Worker } from 'bullmq';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { InspectReport } from '../../src/cli/inspect.js';
 import type { StatsReport } from '../../src/cli/stats.js';
 import { PairedProcessor, PairedQueue } from '../../src/index.js';
+import { useClosers } from '../support/closers.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 import { parseJson, runCli } from './run-cli.js';
@@ -10,10 +11,7 @@ import { parseJson, runCli } from './run-cli.js';
 const eu = useRedis();
 const us = useRedis();
 const lockStore = useRedis();
-const closers: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const close of closers.splice(0).reverse()) await close();
-});
+const closers = useClosers();
 
 describe('bullmq-paired across two Redis servers', () => {
   it('finds one queue name on two servers and the record on a third (group = queue name)', async () => {

@@ -1,21 +1,18 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterEach, describe, expect, it } from 'vitest';
-import { CorruptRecordError, PairedLock } from '../../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { CorruptRecordError } from '../../src/index.js';
+import { lockKit } from '../lock/lock-test-kit.js';
 import { deferred } from '../support/deferred.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 
 const redis = useRedis();
-const locks: PairedLock[] = [];
-afterEach(async () => {
-  await Promise.all(locks.splice(0).map((lock) => lock.close()));
-});
+const kit = lockKit(redis);
 
 describe('a record overwritten by something else while its executor runs', () => {
   it('the run rejects with CorruptRecordError instead of retrying its result forever', async () => {
     const prefix = uniquePrefix('corrupt');
-    const eu = new PairedLock(redis().connect(), { member: 'eu', prefix });
-    locks.push(eu);
+    const eu = kit.lock({ member: 'eu' }, prefix);
     const errors: Error[] = [];
     eu.on('error', (err) => errors.push(err));
     const started = deferred();

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { LeaseLostError, StaleFenceError } from '../../src/index.js';
 import { aborted, deferred } from '../support/deferred.js';
 import { useRedis } from '../support/file-redis.js';
-import { lockKit, taskId } from './lock-test-kit.js';
+import { heldRun, lockKit, taskId } from './lock-test-kit.js';
 
 describe('PairedLock when the lock store goes away', () => {
   const redis = useRedis({ killable: true, persistence: true });
@@ -11,20 +11,14 @@ describe('PairedLock when the lock store goes away', () => {
   it('aborts the executor before its lease can end, and completes once the store is back', async () => {
     const eu = kit.lock({ member: 'eu', leaseMs: 1_000, heartbeatMs: 200 }, kit.prefix);
     const id = taskId();
-    const started = deferred<AbortSignal>();
-    const finish = deferred();
-    const run = eu.run(id, async ({ signal }) => {
-      started.resolve(signal);
-      await finish.promise;
-      return 'sent';
-    });
-    const signal = await started.promise;
+    const { signal: started, release, run } = heldRun(eu, id, 'sent');
+    const signal = await started;
     await redis().kill();
     const reason = await aborted(signal);
     expect(reason).toBeInstanceOf(LeaseLostError);
     expect(reason).toMatchObject({ reason: 'expired', fence: 1 });
     await redis().restart();
-    finish.resolve();
+    release();
     // AOF kept the record, and nobody took it over while the store was down: the result stands.
     expect(await run).toMatchObject({ role: 'executor', result: 'sent', fence: 1 });
     expect(await eu.inspect(id)).toMatchObject({ state: 'done', fence: 1 });

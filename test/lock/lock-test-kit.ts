@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import { afterEach, beforeEach } from 'vitest';
 import { PairedLock, type PairedLockOptions } from '../../src/index.js';
 import { recordAddress } from '../../src/lock/keys.js';
+import { deferred } from '../support/deferred.js';
 import type { TestRedis } from '../support/redis.js';
 import { uniquePrefix } from '../support/redis.js';
 
@@ -23,8 +24,13 @@ export function lockKit(redis: () => TestRedis) {
     get prefix() {
       return prefix;
     },
-    lock(options: Partial<PairedLockOptions> & { member: string }, prefix: string): PairedLock {
-      const lock = new PairedLock(redis().connect(), { prefix, ...options });
+    /** A lock on `client` (default: a new connection), closed after the test. */
+    lock(
+      options: Partial<PairedLockOptions> & { member: string },
+      prefix: string,
+      client: Redis = redis().connect(),
+    ): PairedLock {
+      const lock = new PairedLock(client, { prefix, ...options });
       locks.push(lock);
       return lock;
     },
@@ -33,6 +39,30 @@ export function lockKit(redis: () => TestRedis) {
 
 export function runOptions(storage: Storage, hash: string): { hash?: string } {
   return storage === 'hash' ? { hash } : {};
+}
+
+/**
+ * Starts `lock.run(id, …)` with a routine that holds until `release()` and then returns
+ * `result`; `signal` resolves with the routine's signal once it runs.
+ */
+export function heldRun<T>(
+  lock: PairedLock,
+  id: string,
+  result: T,
+  options: { hash?: string } = {},
+) {
+  const started = deferred<AbortSignal>();
+  const released = deferred();
+  const run = lock.run(
+    id,
+    async ({ signal }) => {
+      started.resolve(signal);
+      await released.promise;
+      return result;
+    },
+    options,
+  );
+  return { signal: started.promise, release: () => released.resolve(), run };
 }
 
 export function taskId(): string {

@@ -5,6 +5,7 @@ import { aborted, deferred } from '../support/deferred.js';
 import { useRedis } from '../support/file-redis.js';
 import {
   expireLease,
+  heldRun,
   keysUnder,
   lockKit,
   runOptions,
@@ -170,18 +171,9 @@ describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) 
     );
     const us = kit.lock({ member: 'us' }, kit.prefix);
     const id = taskId();
-    const started = deferred<AbortSignal>();
-    const release = deferred();
-    const executor = eu.run(
-      id,
-      async ({ signal }) => {
-        started.resolve(signal);
-        await release.promise;
-        return 'stale result';
-      },
-      opts,
-    );
-    const signal = await started.promise;
+    const held = heldRun(eu, id, 'stale result', opts);
+    const executor = held.run;
+    const signal = await held.signal;
     await expireLease(redis().connect(), kit.prefix, id, opts.hash);
     const taken = await us.run(id, ({ fence, takeover }) => ({ fence, takeover }), opts);
     expect(taken).toMatchObject({ role: 'executor', result: { fence: 2, takeover: 'expired' } });
@@ -193,7 +185,7 @@ describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) 
       fence: 1,
       currentFence: 2,
     });
-    release.resolve();
+    held.release();
     const error = await executor.catch((err: unknown) => err);
     expect(error).toBeInstanceOf(StaleFenceError);
     expect(error).toMatchObject({
@@ -213,18 +205,9 @@ describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) 
     const eu = kit.lock({ member: 'eu', leaseMs: 600, heartbeatMs: 100 }, kit.prefix);
     const us = kit.lock({ member: 'us' }, kit.prefix);
     const id = taskId();
-    const started = deferred<AbortSignal>();
-    const release = deferred();
-    const executor = eu.run(
-      id,
-      async ({ signal }) => {
-        started.resolve(signal);
-        await release.promise;
-        return 'late';
-      },
-      opts,
-    );
-    const signal = await started.promise;
+    const held = heldRun(eu, id, 'late', opts);
+    const executor = held.run;
+    const signal = await held.signal;
     // As if the process had been frozen past its lease: its session key is gone.
     const sessions = (await keysUnder(redis().connect(), kit.prefix)).filter((k) =>
       k.includes(':session:'),
@@ -240,7 +223,7 @@ describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) 
       reason: 'expired',
       fence: 1,
     });
-    release.resolve();
+    held.release();
     await expect(executor).rejects.toMatchObject({
       code: 'ERR_PAIRED_STALE_FENCE',
       currentFence: 2,

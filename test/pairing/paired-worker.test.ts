@@ -1,15 +1,13 @@
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { PairedQueue, PairedWorker } from '../../src/index.js';
+import { useClosers } from '../support/closers.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 import { copiesIn } from './pairing-kit.js';
 
 const redis = useRedis();
-const closers: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const close of closers.splice(0).reverse()) await close();
-});
+const closers = useClosers();
 
 describe('PairedWorker', () => {
   it('pairs a sandboxed (file) processor: one run, both copies completed with its result', async () => {
