@@ -75,11 +75,42 @@ export async function freePort(): Promise<number> {
   });
 }
 
-function findBinary(env: NodeJS.ProcessEnv): string | undefined {
+export function findBinary(env: NodeJS.ProcessEnv = process.env): string | undefined {
   const found = spawnSync('sh', ['-c', 'command -v redis-server'], { env, encoding: 'utf8' });
   // With no shell on PATH at all, spawnSync fails and leaves stdout null.
   const path = (found.stdout ?? '').trim();
   return found.status === 0 && path !== '' ? path : undefined;
+}
+
+/**
+ * Spawns a redis-server (untracked: it belongs to the harness) and resolves `ready` once its
+ * log says `readyLine`; rejects if it exits first.
+ */
+export function spawnServer(
+  binary: string,
+  args: string[],
+  readyLine: string | RegExp = 'Ready to accept connections',
+): { child: ChildProcess; ready: Promise<void> } {
+  const child = untracked(() => spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
+  let output = '';
+  const ready = new Promise<void>((resolve, reject) => {
+    const onData = (chunk: Buffer): void => {
+      output += chunk.toString();
+      if (typeof readyLine === 'string' ? output.includes(readyLine) : readyLine.test(output)) {
+        child.stdout?.off('data', onData);
+        // Keep draining so a full pipe never blocks the server.
+        child.stdout?.resume();
+        resolve();
+      }
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    child.once('exit', (code) => reject(new Error(`redis-server exited with ${code}:\n${output}`)));
+    child.once('error', reject);
+  });
+  return { child, ready };
 }
 
 abstract class BaseRedis implements TestRedis {
@@ -151,7 +182,7 @@ class EnvRedis extends BaseRedis {
   }
 }
 
-class BinaryRedis extends BaseRedis {
+export class BinaryRedis extends BaseRedis {
   readonly source = 'binary';
   readonly host = '127.0.0.1';
   private child: ChildProcess | undefined;
@@ -199,28 +230,17 @@ class BinaryRedis extends BaseRedis {
       'noeviction',
       ...this.extraArgs,
     ];
-    const child = untracked(() => spawn(this.binary, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
-    this.child = child;
-    let output = '';
-    await new Promise<void>((resolve, reject) => {
-      const onData = (chunk: Buffer): void => {
-        output += chunk.toString();
-        if (output.includes('Ready to accept connections')) {
-          child.stdout?.off('data', onData);
-          // Keep draining so a full pipe never blocks the server.
-          child.stdout?.resume();
-          resolve();
-        }
-      };
-      child.stdout?.on('data', onData);
-      child.stderr?.on('data', (chunk: Buffer) => {
-        output += chunk.toString();
-      });
-      child.once('exit', (code) =>
-        reject(new Error(`redis-server exited with ${code}:\n${output}`)),
-      );
-      child.once('error', reject);
-    });
+    const started = spawnServer(this.binary, args);
+    this.child = started.child;
+    await started.ready;
+  }
+
+  /** Sends a signal to the server: SIGSTOP freezes it (connections stay open), SIGCONT resumes it. */
+  signal(signal: NodeJS.Signals): void {
+    if (this.child === undefined || this.child.exitCode !== null) {
+      throw new Error(`signal(${signal}): the server is not running`);
+    }
+    this.child.kill(signal);
   }
 
   async kill(): Promise<void> {
