@@ -13,7 +13,13 @@ export type PairedErrorCode =
   | 'ERR_PAIRED_ABORTED'
   | 'ERR_PAIRED_INVALID_JOB_ID'
   | 'ERR_PAIRED_PARTIAL_ADD'
-  | 'ERR_PAIRED_LOCK_STORE_DOWN';
+  | 'ERR_PAIRED_LOCK_STORE_DOWN'
+  | 'ERR_PAIRED_LOCK_STORE_MISCONFIGURED'
+  | 'ERR_PAIRED_EVICTION_POLICY'
+  | 'ERR_PAIRED_SETTLE_RETRY'
+  | 'ERR_PAIRED_SESSION_LOST'
+  | 'ERR_PAIRED_NOT_REPLICATED'
+  | 'ERR_PAIRED_LIVENESS_LOST';
 
 /** Anything thrown, as an Error (for 'error' events, which take only Errors). */
 export function asError(err: unknown): Error {
@@ -190,13 +196,127 @@ export class PartialAddError extends PairedError {
   }
 }
 
-/** The lock store could not be reached, so the job was not run (policy 'wait'). */
+/** The lock store could not be reached: the job was parked (policy 'wait') or runs uncoordinated ('run'). */
 export class LockStoreUnavailableError extends PairedError {
-  constructor(jobId: string, cause: unknown) {
+  constructor(jobId: string, cause: unknown, policy: 'wait' | 'run' = 'wait') {
     super(
       'ERR_PAIRED_LOCK_STORE_DOWN',
-      `the lock store is unreachable, so job "${jobId}" was parked instead of run (whenLockStoreDown: 'wait'); it retries by itself. Check lockConnection, or set whenLockStoreDown: 'run' to run without coordination`,
+      policy === 'run'
+        ? `the lock store is unreachable, so job "${jobId}" runs without coordination (whenLockStoreDown: 'run'): the twin may run it too (pair.coordinated is false, fence 0). Check lockConnection`
+        : `the lock store is unreachable, so job "${jobId}" was parked instead of run (whenLockStoreDown: 'wait'); it retries by itself. Check lockConnection, or set whenLockStoreDown: 'run' to run without coordination`,
       { cause },
     );
+  }
+}
+
+/**
+ * The lock store refused or missed an executor's settle (its result, failure or release).
+ * Reported on the `error` event at each attempt; the settle is retried with back-off until
+ * it is stored, because a record left running under a live owner would keep the twin waiting.
+ */
+export class SettleRetryError extends PairedError {
+  readonly id: string;
+
+  constructor(id: string, state: string, cause: Error) {
+    super(
+      'ERR_PAIRED_SETTLE_RETRY',
+      `storing "${id}" as ${state} was refused or missed by the lock store (${cause.message}); retrying until it is stored. If this repeats, fix the lock store: free memory (OOM), point lockConnection at the primary (READONLY), grant the ACL user the scripts and keys (NOPERM)`,
+      { cause },
+    );
+    this.id = id;
+  }
+}
+
+/**
+ * This process's session key (its lease for every record it runs) vanished from the lock
+ * store before it ran out: evicted, lost in a failover, or flushed. Its runs are stopped
+ * (the twin may take them over) and the key is made anew.
+ */
+export class SessionLostError extends PairedError {
+  constructor(member: string) {
+    super(
+      'ERR_PAIRED_SESSION_LOST',
+      `the session key of member "${member}" vanished from the lock store; its running tasks were stopped and the key is made anew. Keys vanish when the lock store evicts them: set maxmemory-policy noeviction on it`,
+    );
+  }
+}
+
+/**
+ * The lock store refuses bullmq-paired in a way no retry changes: a wrong password, an ACL
+ * user without the commands, keys or channels it needs, a read-only replica, a server that
+ * cannot run its scripts. `waitUntilReady()` rejects with it; jobs wait (or, under
+ * `whenLockStoreDown: 'run'`, run uncoordinated) until a person fixes the configuration.
+ */
+export class LockStoreMisconfiguredError extends PairedError {
+  /** What the lock store said or is, e.g. "WRONGPASS invalid username-password pair…". */
+  readonly problem: string;
+
+  constructor(problem: string, fix: string, cause?: unknown) {
+    super(
+      'ERR_PAIRED_LOCK_STORE_MISCONFIGURED',
+      `the lock store refuses bullmq-paired: ${problem}. ${fix}`,
+      cause === undefined ? undefined : { cause },
+    );
+    this.problem = problem;
+  }
+}
+
+/**
+ * The lock store may evict keys when its memory fills up (`maxmemory-policy` other than
+ * `noeviction`): an evicted pair record lets the twin run its job again. Reported on the
+ * `error` event when the lock starts; nothing stops.
+ */
+export class LockStoreEvictionError extends PairedError {
+  readonly policy: string;
+
+  constructor(policy: string) {
+    super(
+      'ERR_PAIRED_EVICTION_POLICY',
+      `the lock store's maxmemory-policy is "${policy}": when its memory fills up it evicts keys, and a job whose pair record or session was evicted runs again on the twin. Set maxmemory-policy noeviction on the lock store (CONFIG SET maxmemory-policy noeviction, and in its config file), and do not share it with data that may fill its memory`,
+    );
+    this.policy = policy;
+  }
+}
+
+/**
+ * With the `durability` option: a grant that fewer replicas than asked acknowledged within
+ * `timeoutMs`. The grant was not used (it was released): a failover now could lose it and let
+ * the twin run the job with the same fence. Treated like an unreachable lock store.
+ */
+export class NotReplicatedError extends PairedError {
+  readonly id: string;
+  /** Replicas that acknowledged the grant in time. */
+  readonly acked: number;
+  readonly replicas: number;
+
+  constructor(id: string, acked: number, replicas: number, timeoutMs: number) {
+    super(
+      'ERR_PAIRED_NOT_REPLICATED',
+      `the grant of "${id}" reached ${acked} of ${replicas} replica(s) of the lock store within ${timeoutMs} ms, so it was given back unused (durability); it is retried like an unreachable lock store. Check the lock store's replicas (INFO replication), or lower durability.replicas`,
+    );
+    this.id = id;
+    this.acked = acked;
+    this.replicas = replicas;
+  }
+}
+
+/**
+ * This process's pub/sub subscriber to the lock store (its liveness channel and the settle
+ * messages) is unhealthy or gone. Without it the twin sees an empty liveness channel and takes
+ * this process's runs over, so no grant is taken meanwhile. `state`: 'unhealthy' (a PING went
+ * unanswered or the lock store lists no subscriber: the connection is being made anew, and
+ * grants resume when it is back) or 'ended' (closed for good: acquires reject with this error).
+ */
+export class LivenessSubscriberError extends PairedError {
+  readonly state: 'unhealthy' | 'ended';
+
+  constructor(state: 'unhealthy' | 'ended', problem: string) {
+    super(
+      'ERR_PAIRED_LIVENESS_LOST',
+      state === 'unhealthy'
+        ? `this process's lock-store subscriber is unhealthy (${problem}): the twin may see its liveness channel empty and take its runs over, and settle messages do not arrive. This process takes no grants until it is back; it is reconnecting`
+        : `this process's lock-store subscriber ended for good (${problem}): its liveness channel stays empty, so the twin takes its runs over. This process takes no grants until it is back, which it never will: enable reconnects on the lock connection, and create a new PairedLock or worker`,
+    );
+    this.state = state;
   }
 }

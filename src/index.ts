@@ -17,7 +17,11 @@ export {
   InvalidJobIdError,
   type LeaseLossReason,
   LeaseLostError,
+  LivenessSubscriberError,
+  LockStoreEvictionError,
+  LockStoreMisconfiguredError,
   LockStoreUnavailableError,
+  NotReplicatedError,
   PairedError,
   type PairedErrorCode,
   PartialAddError,
@@ -25,8 +29,11 @@ export {
   PeerFailedError,
   ResultNotSerializableError,
   ResultTooLargeError,
+  SessionLostError,
+  SettleRetryError,
   StaleFenceError,
 } from './errors.js';
+export type { Durability } from './lock/durability.js';
 export type { PairedLockOptions, PeerFailurePolicy } from './lock/options.js';
 export {
   PairedLock,

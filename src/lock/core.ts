@@ -4,13 +4,17 @@ import { setTimeout as delay } from 'node:timers/promises';
 import {
   asError,
   ClosedError,
-  PairedError,
+  LeaseLostError,
   type PeerErrorInfo,
   ResultNotSerializableError,
   ResultTooLargeError,
+  SessionLostError,
+  SettleRetryError,
   StaleFenceError,
 } from '../errors.js';
+import { Replication } from './durability.js';
 import {
+  epochKey,
   livenessChannel,
   type RecordAddress,
   recordAddress,
@@ -20,7 +24,9 @@ import {
 import { LeaseKeeper } from './lease-keeper.js';
 import { Notifier, type Ticket } from './notifier.js';
 import type { ResolvedLockOptions } from './options.js';
-import { type PairRecord, toPairRecord } from './record.js';
+import { misconfigured, preflight } from './preflight.js';
+import { type PairRecord, settledReply, toPairRecord } from './record.js';
+import { backoffMs, classifyError } from './reply-errors.js';
 import {
   type AcquireReply,
   acquire,
@@ -45,15 +51,47 @@ export interface RunContext {
   takeover: TakeoverReason | undefined;
   /** Grants so far, this one included. */
   attempts: number;
+  /**
+   * Throws `LeaseLostError` when the lease may be over on this process's own clock, even if
+   * the abort has not been delivered yet (an event loop that was frozen runs its due timers
+   * in any order). Call it synchronously right before each side effect, with the fence.
+   */
+  assertLease: () => void;
 }
 
-export type Executed<T> =
+/**
+ * How a granted run ended, as data: the callers (`PairedLock.run`, `PairedProcessor`) act on
+ * it instead of guessing from error classes.
+ * - `completed`: the routine returned and its result is stored.
+ * - `failed`: the routine threw; the record says failed (the twin takes over, or fails too
+ *   under `onPeerFailure: 'respect'`).
+ * - `handedOver`: the routine was stopped by a close (a `ClosedError`); the record is released.
+ * - `leaseLost`: the lease was lost while it ran (frozen, cut off, session gone) and the
+ *   routine threw; the record is released, never failed: the job is not over.
+ * - `superseded`: another member holds the record now (a higher fence); nothing was stored.
+ * - `unstorable`: the routine returned a result the record cannot hold; the pair is failed
+ *   for good, so the twin does not run a job that succeeded.
+ */
+export type Outcome<T> =
   | { kind: 'completed'; result: T }
-  /** The routine finished, but another member holds the record now: the result was not stored. */
-  | { kind: 'superseded'; error: StaleFenceError };
+  | { kind: 'failed'; error: unknown }
+  | { kind: 'handedOver'; error: unknown }
+  | { kind: 'leaseLost'; error: unknown; lost: LeaseLostError }
+  | { kind: 'superseded'; error: StaleFenceError; thrown?: unknown }
+  | { kind: 'unstorable'; error: ResultNotSerializableError | ResultTooLargeError };
+
+function staleError(
+  address: RecordAddress,
+  grant: Grant,
+  reply: Exclude<OwnerReply, { kind: 'ok' }>,
+): StaleFenceError {
+  return reply.kind === 'stale'
+    ? new StaleFenceError(address.id, grant.fence, reply.fence, reply.state)
+    : new StaleFenceError(address.id, grant.fence);
+}
 
 export interface Acquired {
-  reply: AcquireReply;
+  reply: Exclude<AcquireReply, { kind: 'noSession' }>;
   /** performance.now() when the acquire was sent: the lease cannot end on Redis before sentAt + lease. */
   sentAt: number;
   token: string;
@@ -65,8 +103,11 @@ export interface Acquired {
  */
 export const LIVENESS_WARMUP_S = 10;
 
-/** How long an executor waits between attempts to store its result while the lock store is down. */
-const SETTLE_RETRY_MS = 250;
+/** Tokens of acquires whose replies were lost, kept at most (one per record in doubt). */
+const MAX_UNCERTAIN_TOKENS = 10_000;
+
+/** Longest wait between two attempts to settle a record the lock store refused or missed. */
+const SETTLE_RETRY_CAP_MS = 2_000;
 
 export function errorInfo(err: unknown): PeerErrorInfo {
   if (err instanceof Error) {
@@ -87,7 +128,13 @@ export class PairCore {
   readonly session: Session | undefined;
   private readonly notifier: Notifier;
   private started: Promise<void> | undefined;
+  /** The lock store passed `preflight` once: later starts only subscribe. */
+  private preflighted = false;
   private readonly running = new Set<LeaseKeeper>();
+  /** Per record: the token of an acquire that ended in an error (its reply may be lost). */
+  private readonly uncertainTokens = new Map<string, string>();
+  /** WAITs after grants and settles (the `durability` option); undefined: off. */
+  private readonly replication: Replication | undefined;
   closing = false;
 
   constructor(
@@ -96,6 +143,13 @@ export class PairCore {
     private readonly report: (err: Error) => void,
   ) {
     this.channel = settleChannel(options.prefix);
+    if (options.durability !== undefined && client.isCluster) {
+      // ioredis sends a keyless WAIT to any node, not to the one that took the write.
+      throw new TypeError(
+        'option "durability" needs a standalone or Sentinel connection to the lock store, not a Cluster',
+      );
+    }
+    this.replication = options.durability && new Replication(client, options.durability);
     // Pub/sub subscriber counts are per node on a Cluster, and session keys would be read
     // across slots: on a Cluster, records keep leases of their own instead.
     const instanceId = randomUUID();
@@ -125,6 +179,10 @@ export class PairCore {
       options.livenessIntervalMs,
       report,
       onReconnect,
+      options.pollIntervalMs,
+      // Our subscriber ended for good: the twin takes our runs over after the grace anyway,
+      // so hand them over now (released) rather than let them run twice.
+      () => this.abortAll(new ClosedError("this process's lock-store subscriber")),
     );
   }
 
@@ -132,15 +190,26 @@ export class PairCore {
     return recordAddress(this.options.prefix, id, hash);
   }
 
-  /** Subscribes (settle channel, own liveness channel) once, before the first acquire. */
+  /**
+   * Once, before the first acquire: checks the lock store (`preflight`, until it passes once)
+   * and subscribes (settle channel, own liveness channel). Rejects with
+   * `LockStoreMisconfiguredError` for what only a person can fix, else with the error as is;
+   * either way the next call tries again.
+   */
   ready(): Promise<void> {
-    this.started ??= Promise.all([this.notifier.start(), this.session?.start()])
-      .then(() => {})
-      .catch((err: unknown) => {
-        this.started = undefined;
-        throw err;
-      });
+    this.started ??= this.start().catch((err: unknown) => {
+      this.started = undefined;
+      throw misconfigured(err, this.options.prefix) ?? err;
+    });
     return this.started;
+  }
+
+  private async start(): Promise<void> {
+    if (!this.preflighted) {
+      await preflight(this.client, this.options.prefix, this.channel, this.report);
+      this.preflighted = true;
+    }
+    await Promise.all([this.notifier.start(), this.session?.start()]);
   }
 
   /** Interest in a record's next settle or its executor's death; register it before acquiring. */
@@ -148,22 +217,73 @@ export class PairCore {
     return this.notifier.ticket(address.key, address.field);
   }
 
-  async acquire(address: RecordAddress, token: string = randomUUID()): Promise<Acquired> {
+  /**
+   * Asks for the record. An acquire whose reply was lost (a timeout, a dropped connection)
+   * may still have granted the record to its token on the store: under this live process's
+   * session nobody else would ever take it, and a new token would find it busy. So the
+   * token of an acquire that ended in an error is kept, and the next acquire of the same
+   * record in this process reuses it: the script recognises it and keeps that grant.
+   */
+  async acquire(address: RecordAddress, token?: string): Promise<Acquired> {
+    const tag = `${address.key}\n${address.field}`;
+    const chosen = token ?? this.uncertainTokens.get(tag) ?? randomUUID();
+    try {
+      const acquired = await this.acquireWith(address, chosen);
+      this.uncertainTokens.delete(tag);
+      return acquired;
+    } catch (err) {
+      this.uncertainTokens.delete(tag); // re-inserted last: the oldest go first
+      this.uncertainTokens.set(tag, chosen);
+      if (this.uncertainTokens.size > MAX_UNCERTAIN_TOKENS) {
+        const oldest = this.uncertainTokens.keys().next().value;
+        if (oldest !== undefined) this.uncertainTokens.delete(oldest);
+      }
+      throw err;
+    }
+  }
+
+  private async acquireWith(address: RecordAddress, token: string): Promise<Acquired> {
     const o = this.options;
-    await this.notifier.live(); // never take a grant while our liveness channel is empty
-    const sentAt = performance.now();
-    const reply = await acquire(this.client, address, {
-      member: o.member,
-      token,
-      leaseMs: o.leaseMs,
-      retentionMs: o.retentionMs,
-      policy: o.onPeerFailure,
-      liveChannel: this.liveChannel ?? '',
-      graceMs: o.livenessGraceMs,
-      warmupS: LIVENESS_WARMUP_S,
-      sessionKey: this.session?.key ?? '',
-    });
-    return { reply, sentAt, token };
+    for (let restored = 0; ; restored++) {
+      // Never take a grant while our liveness channel is empty; a settled record can still be
+      // read meanwhile, so a shadow learns the result without waiting for the subscriber.
+      const settled = await this.notifier.live(async () =>
+        settledReply((await inspect(this.client, address)).raw, o.onPeerFailure),
+      );
+      if (settled !== undefined) return { reply: settled, sentAt: performance.now(), token };
+      const sentAt = performance.now();
+      const reply = await acquire(this.client, address, {
+        member: o.member,
+        token,
+        leaseMs: o.leaseMs,
+        retentionMs: o.retentionMs,
+        policy: o.onPeerFailure,
+        liveChannel: this.liveChannel ?? '',
+        graceMs: o.livenessGraceMs,
+        warmupS: LIVENESS_WARMUP_S,
+        sessionKey: this.session?.key ?? '',
+        epochKey: this.client.isCluster ? '' : epochKey(o.prefix),
+      });
+      if (reply.kind === 'granted') await this.confirmGrant(address, { token, fence: reply.fence });
+      if (reply.kind !== 'noSession') return { reply, sentAt, token };
+      // Our session key vanished: our runs stop (the twin may take them over) and the key is
+      // made anew before any grant, which would otherwise look like a dead owner's at once.
+      this.report(new SessionLostError(o.member));
+      if (this.session === undefined || restored >= 3) throw new SessionLostError(o.member);
+      await this.session.restore();
+    }
+  }
+
+  /**
+   * With `durability`: a grant counts only once enough replicas hold it. Otherwise it is given
+   * back (released, best-effort) and this throws, as an unreachable lock store would.
+   */
+  private async confirmGrant(address: RecordAddress, grant: Grant): Promise<void> {
+    await this.replication?.grant(address.id, () =>
+      settle(this.client, address, grant, this.options.retentionMs, this.channel, {
+        state: 'released',
+      }),
+    );
   }
 
   async inspect(address: RecordAddress): Promise<PairRecord | null> {
@@ -172,8 +292,8 @@ export class PairCore {
 
   /**
    * Runs `fn` as the executor of a granted record, heartbeating its lease, and settles the
-   * record: done with the result, or failed (released, when the routine was stopped by a
-   * `ClosedError`: a handover) and the routine's error rethrown.
+   * record according to how the run ended (see `Outcome`). Never throws the routine's error:
+   * it comes back inside the outcome.
    */
   async execute<T>(
     address: RecordAddress,
@@ -182,7 +302,7 @@ export class PairCore {
     sentAt: number,
     fn: (ctx: RunContext) => T | Promise<T>,
     signal: AbortSignal | undefined,
-  ): Promise<Executed<T>> {
+  ): Promise<Outcome<T>> {
     const keeper = new LeaseKeeper(
       this.client,
       address,
@@ -201,93 +321,117 @@ export class PairCore {
       this.running.delete(keeper);
       keeper.stop();
     };
+    const assertLease = (): void => {
+      const session = this.session;
+      keeper.assert(session === undefined ? undefined : session.deadlineAt);
+    };
     let result: T;
     try {
-      result = await fn({ id: address.id, fence: grant.fence, signal: keeper.signal, ...context });
+      result = await fn({
+        id: address.id,
+        fence: grant.fence,
+        signal: keeper.signal,
+        assertLease,
+        ...context,
+      });
     } catch (err) {
       finish();
-      // A routine stopped for a shutdown hands the task over, whatever the failure policy.
-      const handover = keeper.signal.reason instanceof ClosedError;
-      await this.settleQuietly(
-        address,
-        grant,
-        handover
-          ? { state: 'released' }
-          : { state: 'failed', error: JSON.stringify(errorInfo(err)) },
-      );
-      throw err;
+      return this.settleThrown(address, grant, keeper.signal.reason, err);
     }
     finish();
     let serialized: string;
     try {
       serialized = JSON.stringify(result) ?? '';
     } catch (cause) {
-      return this.failWith(address, grant, new ResultNotSerializableError(address.id, cause));
+      return this.unstorable(address, grant, new ResultNotSerializableError(address.id, cause));
     }
     const bytes = Buffer.byteLength(serialized);
     if (bytes > this.options.maxResultBytes) {
-      return this.failWith(
+      return this.unstorable(
         address,
         grant,
         new ResultTooLargeError(address.id, bytes, this.options.maxResultBytes),
       );
     }
-    const reply = await this.settleDone(address, grant, serialized);
+    const reply = await this.store(address, grant, { state: 'done', result: serialized });
     if (reply.kind === 'ok') return { kind: 'completed', result };
-    const error =
-      reply.kind === 'stale'
-        ? new StaleFenceError(address.id, grant.fence, reply.fence, reply.state)
-        : new StaleFenceError(address.id, grant.fence);
-    return { kind: 'superseded', error };
-  }
-
-  /** The routine finished but its result cannot be stored: the record fails with `err`. */
-  private async failWith(address: RecordAddress, grant: Grant, err: Error): Promise<never> {
-    await this.settleQuietly(address, grant, {
-      state: 'failed',
-      error: JSON.stringify(errorInfo(err)),
-    });
-    throw err;
-  }
-
-  /** Stores the result: the work is done, and giving up would let the twin run it again. */
-  private settleDone(address: RecordAddress, grant: Grant, result: string): Promise<OwnerReply> {
-    return this.store(address, grant, { state: 'done', result });
-  }
-
-  /** Records a failure or release; a refusal or error here must never hide the routine's error. */
-  private async settleQuietly(
-    address: RecordAddress,
-    grant: Grant,
-    settlement: Settlement,
-  ): Promise<void> {
-    try {
-      const reply = await this.store(address, grant, settlement);
-      if (reply.kind === 'stale')
-        this.report(new StaleFenceError(address.id, grant.fence, reply.fence, reply.state));
-    } catch (err) {
-      this.report(asError(err));
-    }
+    return { kind: 'superseded', error: staleError(address, grant, reply) };
   }
 
   /**
-   * Settles the record, retrying while the lock store is unreachable: a record left `running`
-   * under this live process would keep the twin waiting as long as the process lives (its
-   * session and liveness channel vouch for it). Settling twice is harmless (the script
-   * recognises its own fence); a takeover meanwhile shows up as a refusal. Throws what
-   * retrying cannot change: a refusal of ours (the record was overwritten:
-   * `CorruptRecordError`) or of Redis' (`ReplyError`, e.g. NOPERM). A release is tried once:
-   * it is a handover by a process that is leaving, whose `worker.close()` must not wait for
-   * the store; its session and liveness go with it, so the twin takes over.
+   * The routine threw. Why it stopped decides the record: a close hands the task over
+   * (released), a lost lease is not the job's failure (released: the twin, or this member
+   * again, runs it), anything else is a failure. A record someone else holds is left alone.
+   */
+  private async settleThrown(
+    address: RecordAddress,
+    grant: Grant,
+    stopReason: unknown,
+    err: unknown,
+  ): Promise<Outcome<never>> {
+    const handover = stopReason instanceof ClosedError;
+    const lost = stopReason instanceof LeaseLostError ? stopReason : undefined;
+    const settlement: Settlement =
+      handover || lost
+        ? { state: 'released' }
+        : { state: 'failed', error: JSON.stringify(errorInfo(err)) };
+    let reply: OwnerReply;
+    try {
+      reply = await this.store(address, grant, settlement);
+    } catch (storeError) {
+      // A release that could not be made (the store is down, or a refusal of ours): the
+      // session or the record's lease runs out by itself and the twin takes over then.
+      this.report(asError(storeError));
+      reply = { kind: 'ok' };
+    }
+    if (reply.kind !== 'ok') {
+      return { kind: 'superseded', error: staleError(address, grant, reply), thrown: err };
+    }
+    if (handover) return { kind: 'handedOver', error: err };
+    if (lost) return { kind: 'leaseLost', error: err, lost };
+    return { kind: 'failed', error: err };
+  }
+
+  /**
+   * The routine finished but its result cannot be stored. The work was done, so the twin must
+   * not run it again: the record fails for good (`final`), whatever `onPeerFailure` says.
+   */
+  private async unstorable(
+    address: RecordAddress,
+    grant: Grant,
+    error: ResultNotSerializableError | ResultTooLargeError,
+  ): Promise<Outcome<never>> {
+    const reply = await this.store(address, grant, {
+      state: 'failed',
+      error: JSON.stringify(errorInfo(error)),
+      final: true,
+    });
+    if (reply.kind !== 'ok')
+      return { kind: 'superseded', error: staleError(address, grant, reply) };
+    return { kind: 'unstorable', error };
+  }
+
+  /**
+   * Settles the record, retrying until the lock store takes it: a record left `running` under
+   * this live process would keep the twin waiting as long as the process lives (its session
+   * and liveness channel vouch for it). Every reply Redis can give is retried with back-off:
+   * a transient one (connection, LOADING, READONLY during a failover, OOM, NOREPLICAS…) clears
+   * by itself, and a permanent one (NOPERM, WRONGPASS…) clears once a person fixes the store;
+   * either way the record must end settled, and each refusal is reported. Settling twice is
+   * harmless (the script recognises its own fence); a takeover meanwhile shows up as a
+   * refusal. Throws only a refusal of ours (`CorruptRecordError`), or once the lock is
+   * closing: the process is leaving, its session and liveness go with it, and the twin takes
+   * over. A release is tried once: it is a handover by a process that is leaving, whose
+   * `worker.close()` must not wait for the store.
    */
   private async store(
     address: RecordAddress,
     grant: Grant,
     settlement: Settlement,
   ): Promise<OwnerReply> {
-    for (;;) {
+    for (let attempt = 0; ; attempt++) {
       try {
-        return await settle(
+        const reply = await settle(
           this.client,
           address,
           grant,
@@ -295,18 +439,16 @@ export class PairCore {
           this.channel,
           settlement,
         );
+        // With `durability`: not on enough replicas yet throws a transient error, so it is retried.
+        if (reply.kind === 'ok') await this.replication?.settled(address.id, settlement.state);
+        return reply;
       } catch (err) {
         const error = asError(err);
-        if (
-          error instanceof PairedError ||
-          error.name === 'ReplyError' ||
-          settlement.state === 'released' ||
-          this.closing
-        ) {
+        if (classifyError(error) === 'ours' || settlement.state === 'released' || this.closing) {
           throw error;
         }
-        this.report(error);
-        await delay(SETTLE_RETRY_MS);
+        this.report(new SettleRetryError(address.id, settlement.state, error));
+        await delay(backoffMs(attempt, SETTLE_RETRY_CAP_MS));
       }
     }
   }

@@ -43,3 +43,16 @@ export function addressTag(key: string, field: string): string {
 export function sessionKey(prefix: string, instanceId: string): string {
   return `${prefix}:session:${instanceId}`;
 }
+
+/** The processes working one twin's queue: each one's liveness channel, scored by last sign of life. */
+export function siblingsKey(prefix: string, twin: string, queue: string): string {
+  return `${prefix}:siblings:${twin}:${queue}`;
+}
+
+/**
+ * The lock store's epoch: which server (run_id) its clients talk to, and since when. The
+ * acquire script starts a new epoch after a restart or failover, for the liveness warm-up.
+ */
+export function epochKey(prefix: string): string {
+  return `${prefix}:epoch`;
+}

@@ -28,6 +28,8 @@ export class LeaseKeeper {
   private timer: NodeJS.Timeout | undefined;
   private deadlineTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** When this record's own lease may end on our clock (per-record leases only). */
+  private deadlineAt = Number.POSITIVE_INFINITY;
 
   constructor(
     private readonly client: RedisConnection,
@@ -70,9 +72,23 @@ export class LeaseKeeper {
 
   private armDeadline(sentAt: number): void {
     clearTimeout(this.deadlineTimer);
-    const left =
-      localDeadline(sentAt, this.options.leaseMs, this.options.heartbeatMs) - performance.now();
+    this.deadlineAt = localDeadline(sentAt, this.options.leaseMs, this.options.heartbeatMs);
+    const left = this.deadlineAt - performance.now();
     this.deadlineTimer = setTimeout(() => this.lose('expired'), Math.max(0, left));
+  }
+
+  /**
+   * Throws the lease loss now if the lease may be over on this process's clock, before the
+   * deadline timer has had its turn: after a freeze (SIGSTOP, a long GC, a blocked loop)
+   * timers that were due run in any order, so a side effect scheduled before the deadline
+   * could otherwise run after the twin took over. `sessionDeadline`: the process session's.
+   */
+  assert(sessionDeadline = Number.POSITIVE_INFINITY): void {
+    if (!this.controller.signal.aborted) {
+      if (performance.now() >= Math.min(this.deadlineAt, sessionDeadline)) this.lose('expired');
+    }
+    const reason: unknown = this.controller.signal.reason;
+    if (reason instanceof LeaseLostError) throw reason;
   }
 
   /** The process's session lease was lost: stop as if this record's lease ran out. */

@@ -1,4 +1,5 @@
 import type { Cluster, Redis, RedisOptions } from 'ioredis';
+import { asError, LivenessSubscriberError } from '../errors.js';
 import { addressTag } from './keys.js';
 import type { RedisConnection } from './scripts.js';
 
@@ -105,6 +106,47 @@ function subscriberOptions(client: Redis): Partial<RedisOptions> {
 }
 
 /**
+ * How often the subscriber's health is checked (well below any lease), and how long its PING
+ * (and the lock store's count of our liveness channel's subscribers) may take to answer.
+ */
+const HEALTH_INTERVAL_MS = 1_000;
+const HEALTH_TIMEOUT_MS = 1_500;
+
+const TIMED_OUT = Symbol('timed out');
+
+function within<T>(promise: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
+    timer = setTimeout(() => resolve(TIMED_OUT), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** The first problem any check finds, or undefined once every check found none. */
+function firstProblem(checks: Promise<string | undefined>[]): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    let left = checks.length;
+    for (const check of checks) {
+      void check.then((problem) => {
+        if (problem !== undefined) resolve(problem);
+        else if (--left === 0) resolve(undefined);
+      });
+    }
+  });
+}
+
+/** Whether a raw pair record has settled (done, failed, released): what a settle message says. */
+function settledRaw(raw: string | null): boolean {
+  if (raw === null) return false;
+  try {
+    const state = (JSON.parse(raw) as { state?: unknown }).state;
+    return typeof state === 'string' && state !== 'running';
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Wakes waiting shadows. One subscriber connection per lock instance does two jobs:
  * it receives settle notifications, and its own subscription to this process's liveness
  * channel is what tells other members that this process is alive. A watcher asks Redis,
@@ -118,18 +160,36 @@ export class Notifier {
   private readonly subscriber: Redis;
   private watchTimer: NodeJS.Timeout | undefined;
   private watching = false;
-  /** Set while the subscriber is reconnecting: this process's liveness channel is empty. */
+  /**
+   * Set while the subscriber is reconnecting or unhealthy: this process's liveness channel
+   * is (or may be) empty and settle messages do not arrive.
+   */
   private away: { promise: Promise<void>; resolve: () => void } | undefined;
   /** Rejects if the client gives up on a command while the subscriber is away. */
   private gaveUp: Promise<never> | undefined;
+  /** Set once the subscriber has ended for good while we were not closing: no grant ever again. */
+  private lost: LivenessSubscriberError | undefined;
+  /** The subscriber's connection ended while we were not closing (lost, with a liveness channel). */
+  private ended = false;
+  private closing = false;
+  /** Grows at each close of the subscriber's connection: a check that spans one proves nothing. */
+  private generation = 0;
+  private healthTimer: NodeJS.Timeout | undefined;
+  private checkingHealth = false;
+  /** While away, reads the waiters' records every poll interval, since settle messages are lost. */
+  private awayTimer: NodeJS.Timeout | undefined;
+  private polling = false;
 
   constructor(
     private readonly client: RedisConnection,
     private readonly settleChannel: string,
     private readonly liveChannel: string | undefined,
     private readonly livenessIntervalMs: number,
-    onError: (err: Error) => void,
+    private readonly onError: (err: Error) => void,
     onReconnect: () => void,
+    private readonly pollIntervalMs = 1_000,
+    /** The subscriber ended for good: this process's runs will be taken over. */
+    private readonly onLost: () => void = () => {},
   ) {
     // A Cluster's duplicate() is a Cluster; subscribing works the same on both.
     this.subscriber = (
@@ -140,27 +200,30 @@ export class Notifier {
     this.subscriber.on('error', onError);
     let readies = 0;
     this.subscriber.on('close', () => {
-      if (readies > 0 && this.away === undefined) {
-        let resolve = (): void => {};
-        const promise = new Promise<void>((r) => {
-          resolve = r;
-        });
-        this.away = { promise, resolve };
-      }
+      this.generation++;
+      if (readies > 0) this.goAway();
     });
-    this.subscriber.on('end', () => this.back()); // closed for good: nobody waits any more
+    // Closed for good (reconnects off or given up): unless we are closing, this process's
+    // liveness channel stays empty, so it must never take a grant again.
+    this.subscriber.on('end', () => (this.closing ? this.back() : this.lose()));
     this.subscriber.on('ready', () => {
       if (++readies === 1) return;
       // 'ready' comes before ioredis resubscribes: back only once our own SUBSCRIBE is
-      // answered. If the connection drops again first, the next 'ready' tries again.
+      // answered. If the connection drops again first, the next 'ready' tries again; if it
+      // hangs (half-open again), the connection is dropped and made anew.
+      const generation = this.generation;
+      const hung = setTimeout(() => {
+        if (generation === this.generation && !this.closing) this.subscriber.disconnect(true);
+      }, HEALTH_TIMEOUT_MS);
       this.subscriber.subscribe(...this.channels()).then(
         () => {
+          clearTimeout(hung);
           this.back();
           // Settle messages published while we were disconnected are lost: look again now.
           this.wakeAll();
           onReconnect();
         },
-        () => {},
+        () => clearTimeout(hung),
       );
     });
     this.subscriber.on('message', (channel: string, message: string) => {
@@ -174,38 +237,184 @@ export class Notifier {
       : [this.settleChannel, this.liveChannel];
   }
 
+  private goAway(): void {
+    if (this.away !== undefined) return;
+    let resolve = (): void => {};
+    const promise = new Promise<void>((r) => {
+      resolve = r;
+    });
+    this.away = { promise, resolve };
+    this.pollRecords();
+  }
+
+  private pollRecords(): void {
+    if (this.awayTimer !== undefined) return;
+    this.awayTimer = setInterval(() => void this.pollWhileAway(), this.pollIntervalMs);
+    this.awayTimer.unref();
+  }
+
   private back(): void {
+    if (this.ended) return;
     this.away?.resolve();
     this.away = undefined;
     this.gaveUp = undefined;
+    clearInterval(this.awayTimer);
+    this.awayTimer = undefined;
+  }
+
+  private lose(): void {
+    if (this.ended) return;
+    this.ended = true;
+    clearInterval(this.healthTimer);
+    this.healthTimer = undefined;
+    this.pollRecords(); // settle messages no longer arrive
+    const why =
+      'its connection closed and will not reconnect (reconnects are off or were given up)';
+    if (this.liveChannel === undefined) {
+      // No liveness channel (Cluster, or liveness off): grants do not depend on it.
+      this.onError(
+        new Error(
+          `bullmq-paired: the lock-store subscriber ended for good (${why}): settle messages no longer arrive, so waiting shadows learn results by polling`,
+        ),
+      );
+      this.away?.resolve();
+      this.away = undefined;
+      return;
+    }
+    this.lost = new LivenessSubscriberError('ended', why);
+    this.onError(this.lost);
+    this.away?.resolve(); // waiters wake and find `lost`
+    this.onLost();
   }
 
   /** Subscribes before any acquire, so neither a notification nor our liveness is missed. */
   async start(): Promise<void> {
     await this.subscriber.subscribe(...this.channels());
+    // A Cluster subscriber's connection is not the one a PING would reach.
+    if (!this.client.isCluster && this.healthTimer === undefined && !this.ended) {
+      this.healthTimer = setInterval(() => void this.checkHealth(), HEALTH_INTERVAL_MS);
+      this.healthTimer.unref();
+    }
   }
 
   /**
-   * Resolves once the subscriber is back, if it is reconnecting. While it is away this
+   * A subscriber can be gone while its socket looks open to us (a NAT or load balancer dropped
+   * it silently): Redis no longer lists it, so the twin takes this process for dead, and
+   * settle messages never arrive. Two checks, at once: a PING on the subscriber (no answer in
+   * time: half-open, or the server stalls), and, from the server's side, the subscriber count
+   * of our liveness channel (0 although we are subscribed: Redis has dropped us). Either one
+   * marks us away (no grants), reports it, and makes the connection anew.
+   */
+  private async checkHealth(): Promise<void> {
+    if (this.checkingHealth || this.away !== undefined || this.ended || this.closing) return;
+    this.checkingHealth = true;
+    const generation = this.generation;
+    try {
+      const problem = await firstProblem([this.pingProblem(), this.numsubProblem()]);
+      // A close meanwhile is the 'close' path's business: away already, reconnecting.
+      if (
+        problem === undefined ||
+        generation !== this.generation ||
+        this.away !== undefined ||
+        this.ended ||
+        this.closing
+      ) {
+        return;
+      }
+      this.onError(new LivenessSubscriberError('unhealthy', problem));
+      this.goAway();
+      this.subscriber.disconnect(true); // reconnects; the 'ready' path ends the absence
+    } finally {
+      this.checkingHealth = false;
+    }
+  }
+
+  private async pingProblem(): Promise<string | undefined> {
+    try {
+      const reply = await within(this.subscriber.ping(), HEALTH_TIMEOUT_MS);
+      return reply === TIMED_OUT
+        ? `its PING got no answer within ${HEALTH_TIMEOUT_MS} ms`
+        : undefined;
+    } catch (err) {
+      return `its PING failed (${asError(err).message})`;
+    }
+  }
+
+  private async numsubProblem(): Promise<string | undefined> {
+    if (this.liveChannel === undefined) return undefined;
+    try {
+      const reply = await within(
+        this.client.call('PUBSUB', 'NUMSUB', this.liveChannel) as Promise<(string | number)[]>,
+        HEALTH_TIMEOUT_MS,
+      );
+      if (reply === TIMED_OUT || Number(reply[1]) !== 0) return undefined;
+      return `the lock store lists no subscriber on this process's liveness channel ${this.liveChannel}`;
+    } catch {
+      return undefined; // the lock store is unreachable: not the subscriber's problem
+    }
+  }
+
+  /**
+   * Settle messages do not arrive while the subscriber is away: read the records the waiters
+   * wait for instead, and wake those that settled, as their message would have.
+   */
+  private async pollWhileAway(): Promise<void> {
+    if (this.polling || this.closing) return;
+    this.polling = true;
+    try {
+      await Promise.all(
+        [...this.tickets.keys()].map(async (tag) => {
+          const [key, field] = JSON.parse(tag) as [string, string];
+          const raw =
+            field === '' ? await this.client.get(key) : await this.client.hget(key, field);
+          if (settledRaw(raw)) this.wakeTag(tag);
+        }),
+      );
+    } catch {
+      // The lock store is unreachable: the waiters' own timers keep polling.
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  /**
+   * Resolves (undefined) once the subscriber is back, if it is away. While it is away this
    * process's liveness channel is empty, so a grant taken now would look to the twin like
    * a dead owner's and be taken over after the grace: a duplicate. That happens after a
    * lock-store restart, where the client and the subscriber reconnect on their own
-   * back-offs and the client often comes first. Rejects if the client gives up on a
-   * command meanwhile (its `maxRetriesPerRequest`), so a caller fails as fast as before.
+   * back-offs and the client often comes first, and when the subscriber is half-open.
+   * Rejects if the client gives up on a command meanwhile (its `maxRetriesPerRequest`), so a
+   * caller fails as fast as before, and with `LivenessSubscriberError` once the subscriber
+   * has ended for good. Meanwhile `peek` is asked every poll interval (and first): what it
+   * finds (e.g. a settled record: no grant needed) is returned at once.
    */
-  async live(): Promise<void> {
-    const away = this.away;
-    if (away === undefined) return;
-    // One probe per absence, shared by every caller: a ping that never settles unless the
-    // client gives up on it.
-    this.gaveUp ??= this.client.ping().then(
-      () => new Promise<never>(() => {}),
-      (err: unknown) => {
-        this.gaveUp = undefined; // the next caller asks again
-        throw err;
-      },
-    );
-    await Promise.race([away.promise, this.gaveUp]);
+  async live<T>(peek?: () => Promise<T | undefined>): Promise<T | undefined> {
+    for (;;) {
+      if (this.lost === undefined && this.away === undefined) return undefined;
+      const found = await peek?.();
+      if (found !== undefined) return found;
+      if (this.lost !== undefined) throw this.lost;
+      const away = this.away;
+      if (away === undefined) return undefined;
+      // One probe per absence, shared by every caller: a ping that never settles unless the
+      // client gives up on it.
+      this.gaveUp ??= this.client.ping().then(
+        () => new Promise<never>(() => {}),
+        (err: unknown) => {
+          this.gaveUp = undefined; // the next caller asks again
+          throw err;
+        },
+      );
+      let timer: NodeJS.Timeout | undefined;
+      const poll = new Promise<void>((resolve) => {
+        if (peek !== undefined) timer = setTimeout(resolve, this.pollIntervalMs);
+      });
+      try {
+        await Promise.race([away.promise, this.gaveUp, poll]);
+      } finally {
+        clearTimeout(timer);
+      }
+    }
   }
 
   /** Registers interest in the record at `key`/`field`; close() the ticket when done. */
@@ -290,8 +499,13 @@ export class Notifier {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     clearInterval(this.watchTimer);
     this.watchTimer = undefined;
+    clearInterval(this.healthTimer);
+    this.healthTimer = undefined;
+    clearInterval(this.awayTimer);
+    this.awayTimer = undefined;
     this.wakeAll();
     try {
       await this.subscriber.quit();

@@ -6,6 +6,7 @@ import {
   optionError,
   stringOption,
 } from '../validate.js';
+import type { Durability } from './durability.js';
 
 export type PeerFailurePolicy = 'takeover' | 'respect';
 
@@ -38,9 +39,18 @@ export interface PairedLockOptions {
   livenessGraceMs?: number;
   /** Largest result stored in a record, as JSON bytes; larger fails the run. Default 65 536. */
   maxResultBytes?: number;
+  /**
+   * Count a grant or settle only once `replicas` replicas of the lock store hold it (`WAIT
+   * replicas timeoutMs` after each), so a failover cannot undo it. A grant not acknowledged in
+   * time is given back and treated like an unreachable lock store (`NotReplicatedError`); a
+   * settle is retried. Standalone or Sentinel connections only. Default: off.
+   */
+  durability?: Durability;
 }
 
-export type ResolvedLockOptions = Required<PairedLockOptions>;
+export type ResolvedLockOptions = Required<Omit<PairedLockOptions, 'durability'>> & {
+  durability: Durability | undefined;
+};
 
 export const LOCK_OPTION_NAMES = [
   'member',
@@ -54,6 +64,7 @@ export const LOCK_OPTION_NAMES = [
   'livenessIntervalMs',
   'livenessGraceMs',
   'maxResultBytes',
+  'durability',
 ] as const;
 
 export const lockDefaults = {
@@ -124,5 +135,41 @@ export function resolveLockOptions(options: unknown, OWNER = 'PairedLock'): Reso
     }),
     livenessGraceMs: integerOption(OWNER, 'livenessGraceMs', pick('livenessGraceMs'), { min: 0 }),
     maxResultBytes: integerOption(OWNER, 'maxResultBytes', pick('maxResultBytes'), { min: 16 }),
+    durability: durabilityOption(OWNER, o.durability, heartbeatMs),
   };
+}
+
+const DURABILITY_KEYS = ['replicas', 'timeoutMs'];
+
+/** `{ replicas, timeoutMs }` or undefined (off). */
+function durabilityOption(
+  OWNER: string,
+  value: unknown,
+  heartbeatMs: number,
+): Durability | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw optionError(OWNER, 'durability', value, 'an object { replicas, timeoutMs }');
+  }
+  for (const key of Object.keys(value)) {
+    if (!DURABILITY_KEYS.includes(key)) {
+      throw new TypeError(
+        `${OWNER}: unknown option "durability.${key}"; known options are "durability.replicas", "durability.timeoutMs"`,
+      );
+    }
+  }
+  const d = value as Partial<Record<keyof Durability, unknown>>;
+  const replicas = integerOption(OWNER, 'durability.replicas', d.replicas, { min: 1, max: 100 });
+  const timeoutMs = integerOption(OWNER, 'durability.timeoutMs', d.timeoutMs, { min: 1 });
+  // A WAIT holds up every command queued behind it on the lock connection, session
+  // refreshes and heartbeats included.
+  if (timeoutMs >= heartbeatMs) {
+    throw optionError(
+      OWNER,
+      'durability.timeoutMs',
+      timeoutMs,
+      `below heartbeatMs (${heartbeatMs}): a WAIT holds up the lock connection`,
+    );
+  }
+  return { replicas, timeoutMs };
 }

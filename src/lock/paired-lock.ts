@@ -5,6 +5,7 @@ import { PairCore, type RunContext } from './core.js';
 import type { RecordAddress } from './keys.js';
 import type { Ticket } from './notifier.js';
 import { type PairedLockOptions, type ResolvedLockOptions, resolveLockOptions } from './options.js';
+import { misconfigured } from './preflight.js';
 import { type PairRecord, parseJson } from './record.js';
 import { ownerOf, type RedisConnection, type TakeoverReason } from './scripts.js';
 
@@ -34,6 +35,9 @@ export interface PairedLockEvents {
 }
 
 const RUN_OPTIONS = ['hash', 'signal'] as const;
+
+/** An execution that lost its lease: the run goes on from a fresh acquire. */
+const LEASE_LOST = Symbol('lease lost');
 
 /**
  * Runs a task on exactly one member of a pair at a time, with shadows that return the
@@ -77,6 +81,19 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
     return task;
   }
 
+  /**
+   * Checks the lock store and subscribes, as the first `run()` does. Rejects with
+   * `LockStoreMisconfiguredError` when the store refuses us for good (a wrong password, an ACL
+   * user without the commands, keys or channels needed, a read-only replica), and with the
+   * connection's error while it is unreachable (call again later). A `maxmemory-policy` that
+   * evicts keys does not reject: it is reported on the `error` event (`LockStoreEvictionError`).
+   * Optional: call it at startup to fail fast instead of at the first run.
+   */
+  waitUntilReady(): Promise<void> {
+    if (this.core.closing) return Promise.reject(new ClosedError('PairedLock'));
+    return this.core.ready();
+  }
+
   /** The record of task `id` as stored now, or null when there is none (never run, or past retention). */
   inspect(id: string, options: { hash?: string } = {}): Promise<PairRecord | null> {
     checkTarget('PairedLock.inspect', id, options, ['hash']);
@@ -100,9 +117,14 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
     signal: AbortSignal | undefined,
   ): Promise<RunOutcome<T>> {
     await this.core.ready();
-    const ticket = this.core.ticket(address);
+    // Registered before each acquire: a settle message may beat the acquire's reply.
+    let ticket = this.core.ticket(address);
     try {
-      return await this.acquireLoop(address, ticket, fn, signal);
+      for (;;) {
+        const ended = await this.acquireLoop(address, ticket, fn, signal);
+        if (ended !== LEASE_LOST) return ended;
+        ticket = this.core.ticket(address);
+      }
     } finally {
       ticket.close();
     }
@@ -113,11 +135,13 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
     ticket: Ticket,
     fn: (ctx: RunContext) => T | Promise<T>,
     signal: AbortSignal | undefined,
-  ): Promise<RunOutcome<T>> {
+  ): Promise<RunOutcome<T> | typeof LEASE_LOST> {
     for (let token: string | undefined; ; ) {
       if (this.core.closing) throw new ClosedError('PairedLock');
       if (signal?.aborted) throw new AbortedError(address.id, signal.reason);
-      const acquired = await this.core.acquire(address, token);
+      const acquired = await this.core.acquire(address, token).catch((err: unknown) => {
+        throw misconfigured(err, this.options.prefix) ?? err;
+      });
       token = acquired.token; // the same call keeps its token, so a retried grant is recognised
       const { reply } = acquired;
       switch (reply.kind) {
@@ -125,7 +149,7 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
           ticket.close(); // an executor needs no wake-ups
           const context = { takeover: reply.takeover, attempts: reply.attempts };
           const grant = { token, fence: reply.fence };
-          const executed = await this.core.execute(
+          const outcome = await this.core.execute(
             address,
             grant,
             context,
@@ -133,14 +157,24 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
             fn,
             signal,
           );
-          if (executed.kind === 'superseded') throw executed.error;
-          return {
-            role: 'executor',
-            result: executed.result,
-            fence: reply.fence,
-            owner: this.options.member,
-            ...(reply.takeover ? { takeover: reply.takeover } : {}),
-          };
+          switch (outcome.kind) {
+            case 'completed':
+              return {
+                role: 'executor',
+                result: outcome.result,
+                fence: reply.fence,
+                owner: this.options.member,
+                ...(reply.takeover ? { takeover: reply.takeover } : {}),
+              };
+            case 'leaseLost':
+              // Not the task's failure: the record is released (or already taken over), so
+              // this call goes on as a shadow of whoever holds it, or runs it again.
+              return LEASE_LOST;
+            default:
+              // failed, handedOver: the routine's error; superseded: StaleFenceError (the
+              // twin holds a higher fence); unstorable: why the result could not be stored.
+              throw outcome.error;
+          }
         }
         case 'done':
           return {

@@ -1,6 +1,6 @@
 import { CorruptRecordError, type PeerErrorInfo } from '../errors.js';
 import type { RecordAddress } from './keys.js';
-import type { InspectReply, TakeoverReason } from './scripts.js';
+import type { AcquireReply, InspectReply, TakeoverReason } from './scripts.js';
 
 export type PairState = 'running' | 'done' | 'failed' | 'released';
 
@@ -43,6 +43,7 @@ interface StoredRecord {
   updatedAt?: number;
   live?: string;
   skey?: string;
+  final?: boolean;
 }
 
 export function parseJson<T>(raw: string | null | undefined): T | undefined {
@@ -78,4 +79,39 @@ export function toPairRecord(address: RecordAddress, reply: InspectReply): PairR
     retentionLeftMs: reply.retentionLeftMs,
     ownerLiveness: { channel: stored.live ?? '', sessionKey: stored.skey ?? '' },
   };
+}
+
+/**
+ * What an acquire of the raw record would answer without granting it: the stored result of a
+ * done record, or the error of a failed one the caller may not take over (`policy` 'respect',
+ * or a final failure); undefined otherwise (an acquire would grant or answer busy), and for a
+ * record that is not ours (the acquire itself reports it).
+ */
+export function settledReply(
+  raw: string | null,
+  policy: string,
+): Extract<AcquireReply, { kind: 'done' | 'failed' }> | undefined {
+  let stored: StoredRecord | undefined;
+  try {
+    stored = parseJson<StoredRecord>(raw);
+  } catch {
+    return undefined;
+  }
+  if (stored?.state === 'done') {
+    return {
+      kind: 'done',
+      fence: stored.fence,
+      owner: stored.owner,
+      result: stored.result ?? null,
+    };
+  }
+  if (stored?.state === 'failed' && (policy === 'respect' || stored.final === true)) {
+    return {
+      kind: 'failed',
+      fence: stored.fence,
+      owner: stored.owner,
+      error: stored.error ?? null,
+    };
+  }
+  return undefined;
 }

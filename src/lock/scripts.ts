@@ -28,15 +28,23 @@ async function runScript(
   name: ScriptName,
   address: RecordAddress,
   args: (string | number)[],
+  /** Keys after the record's two (KEYS[3]…), for the scripts that take them. */
+  extraKeys: string[] = [],
 ): Promise<unknown[]> {
-  const keys = [address.key, address.index];
+  const keys = [address.key, address.index, ...extraKeys];
   try {
-    return (await client.evalsha(sha(name), 2, ...keys, address.field, ...args)) as unknown[];
+    return (await client.evalsha(
+      sha(name),
+      keys.length,
+      ...keys,
+      address.field,
+      ...args,
+    )) as unknown[];
   } catch (err) {
     if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
     return (await client.eval(
       luaScripts[name].lua,
-      2,
+      keys.length,
       ...keys,
       address.field,
       ...args,
@@ -64,7 +72,9 @@ export type AcquireReply =
       ownerSessionKey: string;
     }
   | { kind: 'done'; fence: number; owner: string; result: string | null }
-  | { kind: 'failed'; fence: number; owner: string; error: string | null };
+  | { kind: 'failed'; fence: number; owner: string; error: string | null }
+  /** The caller's session key is gone: make it anew, then ask again. */
+  | { kind: 'noSession' };
 
 export interface AcquireArgs {
   member: string;
@@ -76,6 +86,8 @@ export interface AcquireArgs {
   graceMs: number;
   warmupS: number;
   sessionKey: string;
+  /** The lock store's epoch key (KEYS[3]); absent or '' on a Cluster, where it would cross slots. */
+  epochKey?: string;
 }
 
 function corrupt(address: RecordAddress): never {
@@ -87,17 +99,23 @@ export async function acquire(
   address: RecordAddress,
   a: AcquireArgs,
 ): Promise<AcquireReply> {
-  const reply = await runScript(client, 'acquire', address, [
-    a.member,
-    a.token,
-    a.leaseMs,
-    a.retentionMs,
-    a.policy,
-    a.liveChannel,
-    a.graceMs,
-    a.warmupS,
-    a.sessionKey,
-  ]);
+  const reply = await runScript(
+    client,
+    'acquire',
+    address,
+    [
+      a.member,
+      a.token,
+      a.leaseMs,
+      a.retentionMs,
+      a.policy,
+      a.liveChannel,
+      a.graceMs,
+      a.warmupS,
+      a.sessionKey,
+    ],
+    a.epochKey ? [a.epochKey] : [],
+  );
   const [code, fence, x, y, z, w] = reply as [number, number, unknown, unknown, unknown, unknown];
   switch (code) {
     case 1:
@@ -121,6 +139,8 @@ export async function acquire(
       return { kind: 'done', fence, owner: String(x), result: typeof y === 'string' ? y : null };
     case 4:
       return { kind: 'failed', fence, owner: String(x), error: typeof y === 'string' ? y : null };
+    case 5:
+      return { kind: 'noSession' };
     default:
       return corrupt(address);
   }
@@ -159,7 +179,8 @@ export async function heartbeat(
 
 export type Settlement =
   | { state: 'done'; result: string }
-  | { state: 'failed'; error: string }
+  /** `final`: no member may run the task again (a result that could not be stored). */
+  | { state: 'failed'; error: string; final?: boolean }
   | { state: 'released' };
 
 export async function settle(
@@ -175,7 +196,11 @@ export async function settle(
     settlement.state === 'done'
       ? await runScript(client, 'complete', address, [...base, settlement.result])
       : settlement.state === 'failed'
-        ? await runScript(client, 'fail', address, [...base, settlement.error])
+        ? await runScript(client, 'fail', address, [
+            ...base,
+            settlement.error,
+            settlement.final ? '1' : '0',
+          ])
         : await runScript(client, 'release', address, base);
   return ownerReply(address, reply);
 }

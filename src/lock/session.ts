@@ -17,6 +17,8 @@ export class Session {
   private deadline: NodeJS.Timeout | undefined;
   private stopped = false;
   private started = false;
+  /** When, on `performance.now()`'s clock, the lease may end: runs must be over by then. */
+  deadlineAt = Number.POSITIVE_INFINITY;
 
   constructor(
     private readonly client: RedisConnection,
@@ -37,7 +39,8 @@ export class Session {
 
   private arm(sentAt: number): void {
     clearTimeout(this.deadline);
-    const left = localDeadline(sentAt, this.leaseMs, this.heartbeatMs) - performance.now();
+    this.deadlineAt = localDeadline(sentAt, this.leaseMs, this.heartbeatMs);
+    const left = this.deadlineAt - performance.now();
     this.deadline = setTimeout(() => this.onLost(), Math.max(0, left));
   }
 
@@ -55,6 +58,18 @@ export class Session {
       // Unreachable: keep trying; the deadline fires if no refresh gets through in time.
       this.onError(asError(err));
     }
+  }
+
+  /**
+   * The lock store says the key is gone (evicted, lost in a failover, or it ran out while
+   * this process was frozen): whatever runs under it may have been taken over, so it stops,
+   * and the key is made anew for the work that follows.
+   */
+  async restore(): Promise<void> {
+    this.onLost();
+    const sentAt = performance.now();
+    await this.client.set(this.key, '1', 'PX', this.leaseMs);
+    if (!this.stopped) this.arm(sentAt);
   }
 
   /** Stops refreshing and deletes the key, so shadows see at once that this process left. */

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DelayedError, type Job, Queue, type Worker } from 'bullmq';
+import { DelayedError, type Job, Queue, UnrecoverableError, type Worker } from 'bullmq';
 import {
   asError,
   ClosedError,
@@ -12,8 +12,9 @@ import {
   PeerFailedError,
 } from '../errors.js';
 import { type Acquired, PairCore } from '../lock/core.js';
-import type { RecordAddress } from '../lock/keys.js';
+import { type RecordAddress, siblingsKey } from '../lock/keys.js';
 import type { Ticket, WakeReason } from '../lock/notifier.js';
+import { misconfigured } from '../lock/preflight.js';
 import { parseJson } from '../lock/record.js';
 import { type AcquireReply, ownerOf } from '../lock/scripts.js';
 import { traced, workerTelemetry } from '../observability/tracing.js';
@@ -24,6 +25,7 @@ import {
   type ResolvedProcessorOptions,
   resolveProcessorOptions,
 } from './options.js';
+import { SiblingWatch } from './siblings.js';
 import type { PairedProcessorFunction, PairInfo } from './types.js';
 
 export type { PairedProcessorFunction, PairInfo } from './types.js';
@@ -66,7 +68,11 @@ export class PairedProcessor<
   private readonly core: PairCore;
   private readonly executions = new Set<Execution>();
   private readonly parked = new Map<string, Ticket>();
-  private readonly adoptQueues: Queue[] = [];
+  /** Per attached worker: the queue that promotes the copies it adopts. */
+  private readonly adopters = new Map<Worker, Queue>();
+  private readonly siblings: SiblingWatch[] = [];
+  /** Per attached worker: settles once this process is listed among its twin's processes. */
+  private readonly registered = new Map<unknown, Promise<void>>();
   /** What every copy's Decisions report to: the same for all of them. */
   private readonly reporting: Reporting;
   /**
@@ -105,14 +111,61 @@ export class PairedProcessor<
       );
   }
 
+  /**
+   * Checks the lock store and subscribes, as the first job does. Rejects with
+   * `LockStoreMisconfiguredError` when the store refuses us for good (a wrong password, an ACL
+   * user without the commands, keys or channels needed, a read-only replica), and with the
+   * connection's error while it is unreachable (call again later). A `maxmemory-policy` that
+   * evicts keys does not reject: it is reported on the `error` event (`LockStoreEvictionError`).
+   * Call it at startup, next to `worker.waitUntilReady()`, to fail fast: otherwise jobs park
+   * (or, under `whenLockStoreDown: 'run'`, run uncoordinated) with an `error` event each.
+   */
+  waitUntilReady(): Promise<void> {
+    if (this.closed) return Promise.reject(new ClosedError('PairedProcessor'));
+    return this.core.ready();
+  }
+
   /** Hands this worker's running jobs over to the twin when the worker starts closing. */
   attach(worker: Worker): this {
     worker.on('closing', () => this.handOver((owner) => owner === worker));
+    const siblings = this.siblingWatch(worker);
+    if (siblings !== undefined) {
+      // A copy this worker parks is safe only once siblings know this process exists.
+      // A copy this worker parks is safe only once siblings know this process exists. A
+      // failure here is reported by the start-up checks and the watch itself.
+      this.registered.set(
+        worker,
+        this.core
+          .ready()
+          .then(() => siblings.register())
+          .catch(() => {}),
+      );
+    }
     void worker
       .waitUntilReady()
       .then(() => this.adoptParked(worker))
+      .then(() => siblings?.start())
       .catch((err: unknown) => this.report(asError(err)));
     return this;
+  }
+
+  /**
+   * When another process of this twin dies, its parked copies have nobody to wake them:
+   * adopt them, as a starting worker does (standalone lock store with liveness on).
+   */
+  private siblingWatch(worker: Worker): SiblingWatch | undefined {
+    const channel = this.core.liveChannel;
+    if (channel === undefined) return undefined;
+    const key = siblingsKey(this.options.lock.prefix, this.options.twin, worker.name);
+    const watch = new SiblingWatch(
+      this.core.client,
+      key,
+      channel,
+      () => void this.adoptParked(worker).catch((err: unknown) => this.report(asError(err))),
+      (err) => this.report(err),
+    );
+    this.siblings.push(watch);
+    return watch;
   }
 
   /**
@@ -124,11 +177,14 @@ export class PairedProcessor<
     await this.core.ready();
     if (this.closed) return;
     // Open until close(): an adopted copy is promoted through this queue when it wakes.
-    const queue = new Queue(worker.name, {
-      connection: worker.opts.connection,
-      prefix: worker.opts.prefix,
-    });
-    this.adoptQueues.push(queue);
+    let queue = this.adopters.get(worker);
+    if (queue === undefined) {
+      queue = new Queue(worker.name, {
+        connection: worker.opts.connection,
+        prefix: worker.opts.prefix,
+      });
+      this.adopters.set(worker, queue);
+    }
     for (const job of await queue.getDelayed(0, ADOPT_AT_MOST - 1)) {
       if (!job.id || this.closed) continue;
       const address = this.core.address(`${this.options.group ?? job.queueName}:${job.id}`);
@@ -155,7 +211,10 @@ export class PairedProcessor<
     this.handOver(() => true);
     for (const ticket of this.parked.values()) ticket.close();
     this.parked.clear();
-    await Promise.all(this.adoptQueues.splice(0).map((queue) => queue.close()));
+    const queues = [...this.adopters.values()];
+    this.adopters.clear();
+    await Promise.all(this.siblings.splice(0).map((watch) => watch.stop()));
+    await Promise.all(queues.map((queue) => queue.close()));
     await this.core.close();
   }
 
@@ -248,7 +307,7 @@ export class PairedProcessor<
     const signal = bullSignal
       ? AbortSignal.any([execution.controller.signal, bullSignal])
       : execution.controller.signal;
-    const pair: PairInfo = {
+    const pair: Omit<PairInfo, 'assertLease'> = {
       twin,
       fence: reply.fence,
       takeover: reply.takeover,
@@ -256,9 +315,8 @@ export class PairedProcessor<
       coordinated: true,
     };
     const startedAt = performance.now();
-    let leaseLost: LeaseLostError | undefined;
     try {
-      const executed = await this.core.execute(
+      const outcome = await this.core.execute(
         address,
         { token: acquired.token, fence: reply.fence },
         { takeover: reply.takeover, attempts: reply.attempts },
@@ -266,39 +324,46 @@ export class PairedProcessor<
         (ctx) => {
           ctx.signal.addEventListener('abort', () => {
             const reason = ctx.signal.reason;
-            if (reason instanceof LeaseLostError) {
-              leaseLost = reason;
-              say.leaseLost(reply.fence, reason.reason);
-            }
+            if (reason instanceof LeaseLostError) say.leaseLost(reply.fence, reason.reason);
           });
-          return this.wrapped(job, token, ctx.signal, pair);
+          return this.wrapped(job, token, ctx.signal, { ...pair, assertLease: ctx.assertLease });
         },
         signal,
       );
-      if (executed.kind === 'superseded') {
-        // The twin holds a higher fence: this copy becomes its shadow and completes with its result.
-        await say.superseded(reply.fence, executed.error.currentFence);
-        return await this.parkCopy(job, token, 0);
+      switch (outcome.kind) {
+        case 'completed': {
+          const durationMs = performance.now() - startedAt;
+          this.typicalMs =
+            this.typicalMs === undefined ? durationMs : 0.9 * this.typicalMs + 0.1 * durationMs;
+          await say.executed(reply.fence, reply.takeover, durationMs);
+          return outcome.result;
+        }
+        case 'superseded':
+          // The twin holds a higher fence, whether this run returned or threw (e.g. its sink
+          // refused the stale fence): this copy becomes its shadow and ends as the pair does.
+          await say.superseded(reply.fence, outcome.error.currentFence);
+          return await this.parkCopy(job, token, 0);
+        case 'handedOver':
+          // Released: the twin runs it; this copy waits for its result.
+          await say.handedOver(reply.fence);
+          return await this.parkCopy(job, token, this.options.maxParkMs);
+        case 'leaseLost':
+          // Released, never failed: the job is not over. This copy asks again at once, as a
+          // shadow of the twin's takeover or as the executor again.
+          await say.stopped(reply.fence, outcome.lost.message);
+          return await this.parkCopy(job, token, 0);
+        case 'unstorable':
+          // The pair failed for good: the twin's copy fails with it instead of running again.
+          await say.failed(reply.fence);
+          // BullMQ retries nothing after an UnrecoverableError; the typed error is its cause.
+          throw Object.assign(new UnrecoverableError(outcome.error.message), {
+            code: outcome.error.code,
+            cause: outcome.error,
+          });
+        default:
+          await say.failed(reply.fence);
+          throw outcome.error;
       }
-      const durationMs = performance.now() - startedAt;
-      this.typicalMs =
-        this.typicalMs === undefined ? durationMs : 0.9 * this.typicalMs + 0.1 * durationMs;
-      await say.executed(reply.fence, reply.takeover, durationMs);
-      return executed.result;
-    } catch (err) {
-      if (execution.controller.signal.reason instanceof ClosedError) {
-        // Handed over: the record is released and the twin runs it; this copy waits for its result.
-        await say.handedOver(reply.fence);
-        return await this.parkCopy(job, token, this.options.maxParkMs);
-      }
-      if (leaseLost) {
-        // Stopped because it lost its lease (a twin may hold a higher fence): failing this
-        // copy would be wrong, so it waits as a shadow and completes with the pair's outcome.
-        await say.stopped(reply.fence, leaseLost.message);
-        return await this.parkCopy(job, token, 0);
-      }
-      await say.failed(reply.fence);
-      throw err;
     } finally {
       this.executions.delete(execution);
     }
@@ -335,6 +400,8 @@ export class PairedProcessor<
       if (isParked) this.promote(job, ticket, address, reason);
     });
     if (woke !== undefined && round < 5) return false;
+    // Siblings must know this process before it parks a copy only it would wake.
+    await this.registered.get((job as unknown as { queue: unknown }).queue);
     // With a session, the watcher sees the owner's lease run out (per process, not per job),
     // so the copy parks long: its delay only matters if this process dies meanwhile. Without
     // one, the copy must come back when the record's own lease would end.
@@ -387,7 +454,12 @@ export class PairedProcessor<
     say: Decisions,
   ): Promise<ResultType> {
     const jobId = job.id as string;
-    this.report(new LockStoreUnavailableError(jobId, cause));
+    // A refusal no retry cures (password, ACL, replica) is reported as such, not as an outage.
+    const policy = this.options.whenLockStoreDown;
+    this.report(
+      misconfigured(cause, this.options.lock.prefix) ??
+        new LockStoreUnavailableError(jobId, cause, policy),
+    );
     if (this.options.whenLockStoreDown === 'run') {
       await say.uncoordinated();
       const pair: PairInfo = {
@@ -396,6 +468,7 @@ export class PairedProcessor<
         takeover: undefined,
         attempts: 0,
         coordinated: false,
+        assertLease: () => {},
       };
       return this.wrapped(job, token, signal ?? new AbortController().signal, pair);
     }

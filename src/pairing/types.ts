@@ -11,6 +11,12 @@ export interface PairInfo {
   attempts: number;
   /** False only when `whenLockStoreDown: 'run'` ran the job without a pair record (fence 0). */
   coordinated: boolean;
+  /**
+   * Throws `LeaseLostError` when this run's lease may be over on this process's own clock.
+   * Call it synchronously right before a side effect: after a freeze (a long GC, a blocked
+   * event loop, SIGSTOP) the abort may not have been delivered yet. A no-op when uncoordinated.
+   */
+  assertLease: () => void;
 }
 
 /** A BullMQ processor, optionally reading the pair facts. Its signal also fires on lease loss. */

@@ -36,8 +36,9 @@ describe('a lock store restarted with AOF while an executor fails', () => {
     })();
     await expect(run).rejects.toThrow('gateway unreachable');
     await restarted;
-    // The first attempts to record the failure were given up on, and reported.
-    expect(errors.map((err) => err.name)).toContain('MaxRetriesPerRequestError');
+    // The first attempts to record the failure were given up on, and reported with their cause.
+    const retried = errors.filter((err) => err.name === 'SettleRetryError');
+    expect(retried.map((err) => (err.cause as Error).name)).toContain('MaxRetriesPerRequestError');
     expect(await eu.inspect('task-1')).toMatchObject({ state: 'failed', fence: 1 });
     const us = kit.lock({ member: 'us', leaseMs: 10_000 }, prefix);
     const outcome = await us.run('task-1', ({ fence, takeover }) => ({ fence, takeover }));

@@ -87,6 +87,35 @@ describe('PairedProcessor when the executor process goes away', () => {
     expect(taken.returnvalue).toEqual({ by: 'us', fence: 2 });
   });
 
+  it('a running sibling adopts the copies parked by a process of its twin that died', async () => {
+    const eu = await kit.startWorker('eu');
+    const queue = kit.pairedQueue();
+    // Two us processes before the job: whichever parks its copy is killed, the other lives on.
+    const usProcesses = [await kit.startWorker('us'), await kit.startWorker('us')];
+    // The eu copy first, so eu executes; then the us copy (BullMQ's own queues, same job id).
+    const id = 'sibling-1';
+    const data = { holdUntil: 'go:sibling' };
+    await queue.queue('eu').add('notify', data, { jobId: id });
+    await eu.next('started');
+    await queue.queue('us').add('notify', data, { jobId: id });
+    const parker = await Promise.race(
+      usProcesses.map((child) => child.next('shadowed').then(() => child)),
+    );
+    const survivor = usProcesses.find((child) => child !== parker);
+    if (survivor === undefined) throw new Error('no surviving us process');
+    await parker.kill('SIGKILL'); // its parked copy has nobody to wake it but maxParkMs (5 min)
+    await eu.kill('SIGKILL');
+    await kit.release('go:sibling');
+    // Before: the copy slept out maxParkMs; the survivor never looked, as it had not restarted.
+    expect(await survivor.next('takeover')).toMatchObject({
+      jobId: id,
+      reason: 'disconnected',
+      fence: 2,
+    });
+    const { us: taken } = await copiesIn(queue, id, ['us']);
+    expect(taken.returnvalue).toEqual({ by: 'us', fence: 2 });
+  });
+
   it('falls back to lease expiry when liveness is off', async () => {
     const slow = { LIVENESS: '0', LEASE_MS: '2000' };
     const eu = await kit.startWorker('eu', slow);
@@ -97,6 +126,7 @@ describe('PairedProcessor when the executor process goes away', () => {
     await us.next('shadowed');
     await eu.kill('SIGKILL');
     expect(await us.next('takeover')).toMatchObject({ jobId: id, reason: 'expired', fence: 2 });
+    await kit.waitForExecutions(id, 2);
     const ran = executions(await kit.ledger(), id);
     // Nothing but the lease can reveal this death, so the twin cannot start before it ends.
     expect((ran[1]?.start ?? 0) - (ran[0]?.start ?? 0)).toBeGreaterThanOrEqual(1_900);

@@ -111,6 +111,15 @@ export function twinsKit(setup: TwinsSetup) {
       clients.push(client);
       await client.set(key, '1', 'EX', 600);
     },
+    /** Waits until `count` executions of `id` are in the ledger (a run writes it after its event). */
+    async waitForExecutions(id: string, count: number): Promise<void> {
+      await vi.waitFor(
+        async () => {
+          expect(executions(await this.ledger(), id).length).toBeGreaterThanOrEqual(count);
+        },
+        { timeout: 10_000, interval: 50 },
+      );
+    },
     async ledger(): Promise<LedgerEntry[]> {
       const client = new Redis(ledgerRedis().url);
       clients.push(client);

@@ -4,6 +4,8 @@
   Input:
     KEYS[1] record key (key mode) or hash key (hash mode)
     KEYS[2] expiry index of the hash (hash mode; ignored in key mode)
+    KEYS[3] optional (absent on a Cluster): the epoch key, a hash { runId, since } naming the
+            server that wrote it and since when (ms) its clients have talked to it
     ARGV[1] field: the task id in hash mode, '' in key mode
     ARGV[2] member name of the caller (e.g. 'eu')
     ARGV[3] token: unique per run() call
@@ -13,8 +15,9 @@
     ARGV[7] liveness channel of the caller's process, '' when liveness is off
     ARGV[8] liveness grace in ms: how long an owner's channel must stay empty before takeover
     ARGV[9] liveness warm-up in seconds: after a restart of this Redis (the record survived in
-            the AOF), live owners need time to resubscribe, so for an owner granted before the
-            restart an empty channel proves nothing until the server has been up this long
+            the AOF) or a failover to it (a promoted replica), live owners need time to
+            resubscribe, so for an owner granted before that an empty channel proves nothing
+            until this server's epoch (KEYS[3]) is this old
 
     ARGV[10] session key of the caller's process, '' when sessions are off. While it exists
             the process is alive and every record it owns is leased: one key refreshed per
@@ -29,7 +32,11 @@
     { 2, fence, owner, recheckMs, ownerLiveChannel, ownerSessionKey }
         busy: another owner holds a valid lease
     { 3, fence, owner, result | false }               done: the stored result
-    { 4, fence, owner, error | false }                failed, and the policy is 'respect'
+    { 4, fence, owner, error | false }                failed, and the policy is 'respect' (or
+                                                      the failure is final: a result that could
+                                                      not be stored must not run again)
+    { 5 }                                             the caller's session key is gone: no grant
+                                                      (a shadow would take it for a dead owner's)
     { -1 }                                            the record is unreadable
 ]]
 --- @include "includes/record"
@@ -40,21 +47,42 @@ local leaseMs, retentionMs = tonumber(ARGV[4]), tonumber(ARGV[5])
 local policy, liveChannel, graceMs = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local warmupS = tonumber(ARGV[9])
 local sessionKey = ARGV[10]
+local epochKey = KEYS[3]
 
--- Seconds this server has been up, read only when needed (INFO is not cheap).
-local function uptimeS()
+-- Since when (ms) this server has been the one its clients talk to: its epoch. A restart, a
+-- replica promoted by a failover, or another server behind the same address each start a new
+-- one, and uptime alone sees only the first (a promoted replica may have been up for hours).
+-- The epoch key names the server that wrote it (run_id, which is per process); replicated to
+-- a replica, it names the old primary there, so a server that finds another run_id in it
+-- starts a new epoch. INFO is read only here, when needed (it is not cheap). The key expires
+-- with the records (retention after the last grant); absent, the epoch is the uptime.
+local function epochSince(now)
   local info = redis.call('INFO', 'server')
-  return tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or warmupS
+  local up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or warmupS
+  local started = now - up * 1000
+  if not epochKey then return started end
+  local runId = string.match(info, 'run_id:(%w+)') or ''
+  local stored = redis.call('HMGET', epochKey, 'runId', 'since')
+  if stored[1] == runId and tonumber(stored[2]) then return tonumber(stored[2]) end
+  -- Written by another server (this one was promoted, restarted, or replaced behind the
+  -- address): when its clients came is unknown, at the latest now. Absent (a new store):
+  -- since it started.
+  local since = started
+  if stored[1] then since = now end
+  redis.call('HSET', epochKey, 'runId', runId, 'since', since)
+  redis.call('PEXPIRE', epochKey, retentionMs)
+  return since
 end
 
--- After a restart, owners granted before it may not have reconnected yet (and their
--- session keys may have run out while the server was down): their absence proves nothing
--- until the server has been up warmupS. Granted for sure after this server started means
--- the owner's connection and session were made here: their absence is real.
+-- After a restart or a failover, owners granted before it may not have reconnected yet (and
+-- their session keys may have run out while the server was down): their absence proves
+-- nothing until the epoch is warmupS old. Granted in this epoch means the owner's connection
+-- and session were made here: their absence is real.
 local function restartedSinceGrant(rec, now)
-  local up = uptimeS()
-  if up < warmupS and (rec.grantedAt or 0) <= now - up * 1000 then
-    return (warmupS - up) * 1000
+  local since = epochSince(now)
+  local age = now - since
+  if age < warmupS * 1000 and (rec.grantedAt or 0) < since then
+    return warmupS * 1000 - age
   end
   return false
 end
@@ -129,7 +157,7 @@ if rec then
   elseif state == 'done' then
     return {3, rec.fence, rec.owner, rec.result or false}
   elseif state == 'failed' then
-    if policy == 'respect' then
+    if policy == 'respect' or rec.final then
       return {4, rec.fence, rec.owner, rec.error or false}
     end
     reason = 'failed'
@@ -139,6 +167,11 @@ if rec then
     return {-1}
   end
 end
+
+-- A grant under a session key that has vanished (evicted, expired while this process was
+-- frozen, lost in a failover) would look dead to the twin at once: refuse it, and let the
+-- caller make its session anew first.
+if sessionKey ~= '' and redis.call('EXISTS', sessionKey) == 0 then return {5} end
 
 local fence = 1
 local attempts = 1
@@ -171,5 +204,8 @@ elseif reason == 'disconnected' then
 elseif reason == 'expired' and (rec.skey or '') == '' then
   idleMs = now - rec.leaseUntil
 end
+-- Stamp this server's epoch before it is needed: replicated, it is what tells a promoted
+-- replica that its epoch is new. Only when absent, so INFO is read once per server.
+if epochKey and redis.call('PEXPIRE', epochKey, retentionMs) == 0 then epochSince(now) end
 saveRecord(key, indexKey, field, granted, now, retentionMs)
 return {1, fence, reason, attempts, idleMs}

@@ -10,6 +10,8 @@
     ARGV[4] retention in ms
     ARGV[5] settle channel to publish on
     ARGV[6] error: a JSON string
+    ARGV[7] '1' when the failure is final: the routine succeeded but its result cannot be
+            stored, so no member may run the task again, whatever its peer-failure policy
 
   Output:
     { 1, fence }                  settled
@@ -21,4 +23,4 @@
 --- @include "includes/settle"
 
 return settle(KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5],
-  'failed', 'error', ARGV[6])
+  'failed', 'error', ARGV[6], ARGV[7] == '1')

@@ -4,7 +4,7 @@
   Return codes: 1 settled (or already settled so by this fence: a retry); 0 refused (stale: {0, state, fence, owner}); -2 record missing;
   -1 record unreadable.
 ]]
-local function settle(key, indexKey, field, token, fence, retentionMs, channel, state, payloadName, payload)
+local function settle(key, indexKey, field, token, fence, retentionMs, channel, state, payloadName, payload, final)
   local now = nowMs()
   local rec = loadRecord(key, indexKey, field, now)
   if rec == nil then return {-2} end
@@ -23,6 +23,7 @@ local function settle(key, indexKey, field, token, fence, retentionMs, channel, 
   rec.skey = nil
   rec.goneSince = nil
   if payloadName ~= '' and payload ~= '' then rec[payloadName] = payload end
+  if final then rec.final = true end
   saveRecord(key, indexKey, field, rec, now, retentionMs)
   redis.call('PUBLISH', channel, cjson.encode({key, field}))
   return {1, rec.fence}

@@ -1,0 +1,91 @@
+import { asError } from '../errors.js';
+import type { RedisConnection } from '../lock/scripts.js';
+
+/** How often a process looks for siblings that died, in ms. */
+export const SIBLING_CHECK_MS = 500;
+/** How long a sibling's liveness channel must stay empty before it counts as dead, in ms. */
+const SIBLING_GRACE_MS = 1_000;
+/** An entry not refreshed for this long belongs to a process long gone: pruned without a word. */
+const STALE_ENTRY_MS = 600_000;
+
+/**
+ * Watches the other processes of the same twin (same twin name and queue). A copy parked by a
+ * process is woken only by that process; when it dies, a sibling that lives on must adopt its
+ * parked copies, or they wait for their park delay (minutes). Each process keeps its liveness
+ * channel in a sorted set; every `SIBLING_CHECK_MS` it asks, in one PUBSUB NUMSUB, whether the
+ * others' channels still have a subscriber, and calls `onDeath` once for a sibling whose
+ * channel stayed empty for `SIBLING_GRACE_MS`. The cost grows with processes, not jobs.
+ */
+export class SiblingWatch {
+  private timer: NodeJS.Timeout | undefined;
+  private checking = false;
+  private stopped = false;
+  private readonly goneSince = new Map<string, number>();
+
+  constructor(
+    private readonly client: RedisConnection,
+    private readonly key: string,
+    private readonly ownChannel: string,
+    private readonly onDeath: () => void,
+    private readonly report: (err: Error) => void,
+  ) {}
+
+  /** Lists this process among its twin's, so siblings adopt its parked copies if it dies. */
+  async register(): Promise<void> {
+    await this.client.zadd(this.key, String(Date.now()), this.ownChannel);
+  }
+
+  start(): void {
+    if (this.timer !== undefined || this.stopped) return;
+    this.timer = setInterval(() => void this.check(), SIBLING_CHECK_MS);
+    void this.check();
+  }
+
+  private async check(): Promise<void> {
+    if (this.checking) return; // a slow reply must not pile up checks
+    this.checking = true;
+    try {
+      const now = Date.now();
+      await this.register();
+      await this.client.zremrangebyscore(this.key, '-inf', String(now - STALE_ENTRY_MS));
+      const others = (await this.client.zrange(this.key, '0', '-1')).filter(
+        (channel) => channel !== this.ownChannel,
+      );
+      if (others.length === 0) return;
+      const reply = (await this.client.call('PUBSUB', 'NUMSUB', ...others)) as (string | number)[];
+      let died = false;
+      for (let i = 0; i < reply.length; i += 2) {
+        const channel = String(reply[i]);
+        if (Number(reply[i + 1]) > 0) {
+          this.goneSince.delete(channel);
+          continue;
+        }
+        const since = this.goneSince.get(channel) ?? now;
+        this.goneSince.set(channel, since);
+        if (now - since >= SIBLING_GRACE_MS) {
+          // Only one survivor need remove it; each that sees it gone adopts (harmless twice).
+          await this.client.zrem(this.key, channel);
+          this.goneSince.delete(channel);
+          died = true;
+        }
+      }
+      if (died) this.onDeath();
+    } catch (err) {
+      this.report(asError(err));
+    } finally {
+      this.checking = false;
+    }
+  }
+
+  /** Stops watching and leaves the set, so siblings do not mistake a clean exit for a death. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    this.timer = undefined;
+    try {
+      await this.client.zrem(this.key, this.ownChannel);
+    } catch {
+      // Unreachable: the survivors see the channel empty and adopt, which is harmless.
+    }
+  }
+}

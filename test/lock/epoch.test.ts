@@ -1,0 +1,99 @@
+/**
+ * The liveness warm-up after a failover. A replica promoted to primary may have been up for
+ * hours, so uptime says nothing; the epoch key (`<prefix>:epoch`, replicated from the old
+ * primary) names the server that wrote it, and a server that finds another run_id there
+ * starts a new epoch: owners granted before it are not judged by their empty channels until
+ * the epoch is LIVENESS_WARMUP_S old.
+ */
+import { describe, expect, it } from 'vitest';
+import { epochKey, recordAddress } from '../../src/lock/keys.js';
+import { acquire } from '../../src/lock/scripts.js';
+import { useRedis } from '../support/file-redis.js';
+import { uniquePrefix } from '../support/redis.js';
+
+const redis = useRedis();
+const WARMUP_S = 10;
+
+async function serverNow(client: ReturnType<ReturnType<typeof redis>['connect']>) {
+  const [s, us] = await client.time();
+  return Number(s) * 1000 + Math.floor(Number(us) / 1000);
+}
+
+/** A record running under an owner whose liveness channel has no subscriber. */
+async function setup() {
+  const client = redis().connect();
+  const prefix = uniquePrefix('epoch');
+  const address = recordAddress(prefix, 'task');
+  const now = await serverNow(client);
+  await client.set(
+    address.key,
+    JSON.stringify({
+      state: 'running',
+      owner: 'eu',
+      token: 'eu-token',
+      fence: 1,
+      attempts: 1,
+      leaseUntil: now + 60_000,
+      grantedAt: now - 1_000,
+      createdAt: now - 1_000,
+      updatedAt: now - 1_000,
+      live: `${prefix}:live:gone`,
+    }),
+  );
+  const ask = () =>
+    acquire(client, address, {
+      member: 'us',
+      token: 'us-token',
+      leaseMs: 60_000,
+      retentionMs: 120_000,
+      policy: 'takeover',
+      liveChannel: '',
+      graceMs: 0,
+      warmupS: WARMUP_S,
+      sessionKey: '',
+      epochKey: epochKey(prefix),
+    });
+  return { client, prefix, now, ask };
+}
+
+describe('liveness warm-up after a failover', () => {
+  it('starts a new epoch when the epoch key names another server, and waits it out', async () => {
+    const { client, prefix, now, ask } = await setup();
+    // As replicated from the old primary: another run_id, an epoch that began long ago.
+    await client.hset(epochKey(prefix), 'runId', 'old-primary', 'since', now - 3_600_000);
+    const reply = await ask();
+    expect(reply).toMatchObject({ kind: 'busy', owner: 'eu' });
+    expect(reply.kind === 'busy' && reply.recheckMs).toBeGreaterThan(WARMUP_S * 1000 - 2_000);
+    const [runId, since] = await client.hmget(epochKey(prefix), 'runId', 'since');
+    const info = await client.info('server');
+    expect(runId).toBe(/run_id:(\w+)/.exec(info)?.[1]);
+    expect(Number(since)).toBeGreaterThanOrEqual(now);
+    expect(await client.pttl(epochKey(prefix))).toBeGreaterThan(0); // expires with the records
+  });
+
+  it('takes over from an owner whose channel is empty once the epoch is older than the warm-up', async () => {
+    const { client, prefix, now, ask } = await setup();
+    const runId = /run_id:(\w+)/.exec(await client.info('server'))?.[1] ?? '';
+    await client.hset(epochKey(prefix), 'runId', runId, 'since', now - 60_000);
+    expect(await ask()).toMatchObject({ kind: 'granted', fence: 2, takeover: 'disconnected' });
+  });
+
+  it('stamps the epoch at a grant, so that a replica has it before any failover', async () => {
+    const client = redis().connect();
+    const prefix = uniquePrefix('epoch');
+    const reply = await acquire(client, recordAddress(prefix, 'fresh'), {
+      member: 'eu',
+      token: 't',
+      leaseMs: 60_000,
+      retentionMs: 120_000,
+      policy: 'takeover',
+      liveChannel: '',
+      graceMs: 0,
+      warmupS: WARMUP_S,
+      sessionKey: '',
+      epochKey: epochKey(prefix),
+    });
+    expect(reply).toMatchObject({ kind: 'granted', fence: 1 });
+    expect(await client.hget(epochKey(prefix), 'runId')).toMatch(/^\w{40}$/);
+  });
+});

@@ -1,0 +1,225 @@
+/**
+ * The lock's subscriber connection (settle messages, and this process's liveness channel)
+ * going bad while its other connection stays fine. Only the subscriber runs through a fault
+ * proxy: the lock's client is built so that its duplicate (the subscriber) connects to the
+ * proxy, while the client itself talks to Redis directly.
+ */
+import { setTimeout as delay } from 'node:timers/promises';
+import type { Redis, RedisOptions } from 'ioredis';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { ClosedError, LivenessSubscriberError, type PairedLock } from '../../src/index.js';
+import { PairCore } from '../../src/lock/core.js';
+import { NO_OWNER, type WakeReason } from '../../src/lock/notifier.js';
+import { resolveLockOptions } from '../../src/lock/options.js';
+import { aborted } from '../support/deferred.js';
+import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.js';
+import { useRedis } from '../support/file-redis.js';
+import { heldRun, lockKit, taskId } from './lock-test-kit.js';
+
+const redis = useRedis();
+const kit = lockKit(redis);
+let proxy: FaultProxy;
+
+beforeEach(async () => {
+  proxy = await startFaultProxy(redis());
+});
+afterEach(async () => {
+  await proxy.close();
+});
+
+/** `client`, whose duplicates (the lock's subscriber) connect through the proxy. */
+function subscriberViaProxy(client: Redis): { client: Redis; subscriber: () => Redis } {
+  const duplicate = client.duplicate.bind(client);
+  let made: Redis | undefined;
+  client.duplicate = (override?: Partial<RedisOptions>) => {
+    made = duplicate({ ...override, host: proxy.host, port: proxy.port });
+    return made;
+  };
+  return {
+    client,
+    subscriber: () => {
+      if (made === undefined) throw new Error('no subscriber yet');
+      return made;
+    },
+  };
+}
+
+function nextError(lock: PairedLock, matches: (err: Error) => boolean): Promise<Error> {
+  return new Promise((resolve) => {
+    const onError = (err: Error): void => {
+      if (!matches(err)) return;
+      lock.off('error', onError);
+      resolve(err);
+    };
+    lock.on('error', onError);
+  });
+}
+
+const isLivenessError = (err: Error): boolean => err instanceof LivenessSubscriberError;
+
+/** `promise`'s value, or 'timed out' after `ms`. */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timed out'> {
+  const timer = new AbortController();
+  const timedOut = delay(ms, 'timed out' as const, { signal: timer.signal }).catch(
+    () => 'timed out' as const,
+  );
+  try {
+    return await Promise.race([promise, timedOut]);
+  } finally {
+    timer.abort();
+  }
+}
+
+async function liveChannels(prefix: string): Promise<string[]> {
+  return (await redis().connect().pubsub('CHANNELS', `${prefix}:live:*`)) as string[];
+}
+
+async function subscribers(channel: string): Promise<number> {
+  const reply = (await redis().connect().pubsub('NUMSUB', channel)) as [string, number];
+  return Number(reply[1]);
+}
+
+describe('the lock subscriber ends for good', () => {
+  it('reports LivenessSubscriberError, grants nothing more (run rejects), and the twin runs the task', async () => {
+    // Reconnects off: the subscriber tries once at once (refused), then ends.
+    const { client } = subscriberViaProxy(redis().connect({ retryStrategy: () => null }));
+    const eu = kit.lock({ member: 'eu' }, kit.prefix, client);
+    const us = kit.lock({ member: 'us' }, kit.prefix);
+    const lost = nextError(eu, isLivenessError);
+    expect(await eu.run(taskId(), () => 'warm')).toMatchObject({ role: 'executor' });
+    proxy.cut();
+    expect(await lost).toMatchObject({ code: 'ERR_PAIRED_LIVENESS_LOST', state: 'ended' });
+    expect((await lost).message).toContain('takes no grants until it is back');
+
+    const id = taskId();
+    let ran = false;
+    const refused = await eu
+      .run(id, () => {
+        ran = true;
+        return 'eu';
+      })
+      .catch((err: unknown) => err);
+    expect(refused).toBeInstanceOf(LivenessSubscriberError);
+    expect(ran).toBe(false);
+    expect(await eu.inspect(id)).toBeNull(); // its client still works: nothing was written
+    expect(await us.run(id, () => 'us')).toMatchObject({
+      role: 'executor',
+      result: 'us',
+      fence: 1,
+    });
+    // A settled record is still read: the result, without a grant.
+    expect(await eu.run(id, () => 'eu')).toMatchObject({ role: 'shadow', result: 'us' });
+  });
+
+  it('hands its running tasks over at once (released) instead of letting the twin run them alongside', async () => {
+    const { client } = subscriberViaProxy(redis().connect({ retryStrategy: () => null }));
+    const eu = kit.lock({ member: 'eu' }, kit.prefix, client);
+    const us = kit.lock({ member: 'us' }, kit.prefix);
+    eu.on('error', () => {});
+    const id = taskId();
+    let signal: AbortSignal | undefined;
+    const run = eu.run(id, async (ctx) => {
+      signal = ctx.signal;
+      throw await aborted(ctx.signal);
+    });
+    await vi.waitFor(() => expect(signal).toBeDefined(), { timeout: 10_000 });
+    const shadow = us.run(id, ({ takeover }) => ({ by: 'us', takeover }));
+    proxy.cut();
+    expect(await run.catch((err: unknown) => err)).toBeInstanceOf(ClosedError);
+    expect(await shadow).toMatchObject({
+      role: 'executor',
+      fence: 2,
+      result: { by: 'us', takeover: 'released' },
+    });
+  });
+});
+
+describe('a half-open lock subscriber (the socket looks open, nothing flows)', () => {
+  it('reports it within a few seconds, grants nothing while it lasts, and grants again once healed', async () => {
+    const { client } = subscriberViaProxy(redis().connect());
+    const eu = kit.lock({ member: 'eu' }, kit.prefix, client);
+    expect(await eu.run(taskId(), () => 'warm')).toMatchObject({ role: 'executor' });
+    const unhealthy = nextError(eu, isLivenessError);
+    proxy.partition();
+    expect(await unhealthy).toMatchObject({ code: 'ERR_PAIRED_LIVENESS_LOST', state: 'unhealthy' });
+
+    const id = taskId();
+    let granted = false;
+    const run = eu.run(id, () => {
+      granted = true;
+      return 'eu';
+    });
+    await delay(1_500);
+    expect(granted).toBe(false);
+    expect(await eu.inspect(id)).toBeNull();
+    proxy.heal();
+    expect(await run).toMatchObject({ role: 'executor', result: 'eu', fence: 1 });
+  });
+
+  it('notices from the server side when Redis no longer lists its liveness subscription, and resubscribes', async () => {
+    const { client, subscriber } = subscriberViaProxy(redis().connect());
+    const eu = kit.lock({ member: 'eu' }, kit.prefix, client);
+    expect(await eu.run(taskId(), () => 'warm')).toMatchObject({ role: 'executor' });
+    const [channel = ''] = await liveChannels(kit.prefix);
+    expect(await subscribers(channel)).toBe(1);
+    const unhealthy = nextError(eu, isLivenessError);
+    // The socket is fine and PING answers, but the subscription is gone on the server.
+    await subscriber().unsubscribe(channel);
+    expect(await subscribers(channel)).toBe(0);
+    const error = await unhealthy;
+    expect(error).toMatchObject({ state: 'unhealthy' });
+    expect(error.message).toContain('no subscriber');
+    await vi.waitFor(async () => expect(await subscribers(channel)).toBe(1), { timeout: 10_000 });
+    expect(await eu.run(taskId(), () => 'again')).toMatchObject({ role: 'executor' });
+  });
+});
+
+describe('while the subscriber is away', () => {
+  it('a waiting shadow still learns the settled result, by polling', async () => {
+    const { client } = subscriberViaProxy(redis().connect());
+    const eu = kit.lock({ member: 'eu', pollIntervalMs: 200 }, kit.prefix, client);
+    const us = kit.lock({ member: 'us' }, kit.prefix);
+    eu.on('error', () => {});
+    expect(await eu.run(taskId(), () => 'warm')).toMatchObject({ role: 'executor' });
+    const [channel = ''] = await liveChannels(kit.prefix);
+    const id = taskId();
+    const held = heldRun(us, id, 'from us');
+    await held.signal;
+    const shadow = eu.run(id, () => 'eu');
+    await delay(300); // the shadow waits for a settle message
+    proxy.cut(); // reset, and every reconnect refused: the subscriber stays away
+    await vi.waitFor(async () => expect(await subscribers(channel)).toBe(0), { timeout: 10_000 });
+    held.release();
+    await held.run;
+    // 25 poll intervals: the settle message is lost, only polling can tell it.
+    expect(await within(shadow, 5_000)).toMatchObject({ role: 'shadow', result: 'from us' });
+  });
+
+  it("a parked copy's ticket (no timer of its own) wakes when its record settles", async () => {
+    const { client } = subscriberViaProxy(redis().connect());
+    const core = new PairCore(
+      client,
+      resolveLockOptions({ member: 'eu', prefix: kit.prefix, pollIntervalMs: 200 }),
+      () => {},
+    );
+    try {
+      await core.ready();
+      const us = kit.lock({ member: 'us' }, kit.prefix);
+      const id = taskId();
+      const held = heldRun(us, id, 'from us');
+      await held.signal;
+      const ticket = core.ticket(core.address(id));
+      const woke = new Promise<WakeReason>((resolve) => ticket.onNextWake(NO_OWNER, resolve));
+      expect(await liveChannels(kit.prefix)).toHaveLength(2);
+      proxy.cut(); // reset, and every reconnect refused: eu's subscriber stays away
+      await vi.waitFor(async () => expect(await liveChannels(kit.prefix)).toHaveLength(1), {
+        timeout: 10_000,
+      });
+      held.release();
+      await held.run;
+      expect(await within(woke, 5_000)).toBe('settled');
+    } finally {
+      await core.close();
+    }
+  });
+});
