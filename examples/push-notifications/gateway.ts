@@ -27,9 +27,16 @@ export interface GatewayStats {
  * id delivers it; a later one with a higher fence is the twin re-running a job whose first
  * executor died after the send, and is acknowledged without sending again; one with a lower
  * fence comes from an executor that lost its pair, and is refused (409).
+ *
+ * A run *claims* its fence (`POST /claim`) when it starts, and the send is checked against
+ * the highest claim. Checking only at write time is not enough: a frozen executor can wake
+ * and write with fence 1 after the twin's takeover (fence 2) started but before that run
+ * wrote anything, and a sink that saw no fence 2 yet would accept both.
  */
 export class PushGateway {
   private readonly fences = new Map<string, number>();
+  /** The highest fence each notification's runs have claimed. */
+  private readonly claims = new Map<string, number>();
   private readonly counts: GatewayStats = {
     delivered: 0,
     duplicatesSuppressed: 0,
@@ -68,10 +75,21 @@ export class PushGateway {
   }
 
   private async handle(req: IncomingMessage): Promise<[number, object]> {
-    if (req.method !== 'POST' || req.url !== '/push') return [404, { error: 'POST /push' }];
+    if (req.method !== 'POST' || (req.url !== '/push' && req.url !== '/claim')) {
+      return [404, { error: 'POST /claim or /push' }];
+    }
     let raw = '';
     for await (const chunk of req) raw += String(chunk);
     const push = JSON.parse(raw) as PushRequest;
+    const claimed = this.claims.get(push.id) ?? 0;
+    if (push.fence < claimed) {
+      this.counts.staleRejected++;
+      return [409, { status: 'stale-fence', fence: push.fence, current: claimed }];
+    }
+    if (req.url === '/claim') {
+      this.claims.set(push.id, push.fence);
+      return [200, { status: 'claimed', fence: push.fence }];
+    }
     const [min, max] = this.latencyMs;
     // The provider's latency comes first: a worker killed meanwhile has still sent it.
     await sleep(min + Math.random() * (max - min));

@@ -33,11 +33,15 @@ const paired = new PairedProcessor<Notification, { status: string; fence: number
       fence: pair.fence,
       region,
     };
-    const res = await fetch(`${gateway}/push`, {
-      method: 'POST',
-      body: JSON.stringify(push),
-      signal,
-    });
+    const post = (path: string) =>
+      fetch(`${gateway}${path}`, { method: 'POST', body: JSON.stringify(push), signal });
+    // Claim the fence when the run starts: from now on the gateway refuses lower fences, so
+    // a frozen executor that wakes after this takeover cannot send.
+    const claim = await post('/claim');
+    await claim.arrayBuffer(); // read to the end: the connection goes back to the pool
+    if (claim.status !== 200) throw new Error(`gateway refused fence ${pair.fence} at claim`);
+    pair.assertLease(); // our own clock says the lease still holds, right before the send
+    const res = await post('/push');
     const body = (await res.json()) as { status: string };
     // 409: a higher fence has delivered it; this run lost its pair and must not count as sent.
     if (res.status !== 200) throw new Error(`gateway refused fence ${pair.fence}: ${body.status}`);
