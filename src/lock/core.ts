@@ -307,7 +307,11 @@ export class PairCore {
       this.client,
       address,
       grant,
-      { ...this.options, perRecord: this.session === undefined },
+      {
+        ...this.options,
+        perRecord: this.session === undefined,
+        epochKey: this.client.isCluster ? '' : epochKey(this.options.prefix),
+      },
       sentAt,
       this.report,
     );

@@ -13,6 +13,8 @@ export interface LeaseKeeperOptions {
    * leases every record at once: the record is then only refreshed every retention / 3.
    */
   perRecord: boolean;
+  /** The lock store's epoch key ('' on a Cluster): a heartbeat stamps the epoch it lands in. */
+  epochKey: string;
 }
 
 /**
@@ -117,6 +119,7 @@ export class LeaseKeeper {
         this.grant,
         this.options.leaseMs,
         this.options.retentionMs,
+        this.options.epochKey,
       );
       if (this.stopped) return;
       if (reply.kind === 'ok') {

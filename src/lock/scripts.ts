@@ -172,9 +172,12 @@ export async function heartbeat(
   grant: Grant,
   leaseMs: number,
   retentionMs: number,
+  /** The epoch key, '' on a Cluster (see the acquire script). */
+  epochKey = '',
 ): Promise<OwnerReply> {
   const args = [grant.token, grant.fence, leaseMs, retentionMs];
-  return ownerReply(address, await runScript(client, 'heartbeat', address, args));
+  const keys = epochKey ? [epochKey] : [];
+  return ownerReply(address, await runScript(client, 'heartbeat', address, args, keys));
 }
 
 export type Settlement =

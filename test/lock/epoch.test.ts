@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { epochKey, recordAddress } from '../../src/lock/keys.js';
-import { acquire } from '../../src/lock/scripts.js';
+import { acquire, heartbeat } from '../../src/lock/scripts.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 
@@ -95,5 +95,112 @@ describe('liveness warm-up after a failover', () => {
     });
     expect(reply).toMatchObject({ kind: 'granted', fence: 1 });
     expect(await client.hget(epochKey(prefix), 'runId')).toMatch(/^\w{40}$/);
+  });
+});
+
+describe('a record a failover left running under a live owner', () => {
+  /**
+   * The owner lives (its liveness channel has a subscriber), but the record was last written
+   * before the epoch began: a failover undid its settle, and its owner no longer runs it.
+   */
+  async function orphan(epochBeganMsAgo: number, runId?: string) {
+    const client = redis().connect();
+    const subscriber = redis().connect();
+    const prefix = uniquePrefix('orphan');
+    const address = recordAddress(prefix, 'task');
+    const live = `${prefix}:live:eu`;
+    await subscriber.subscribe(live);
+    const now = await serverNow(client);
+    await client.set(
+      address.key,
+      JSON.stringify({
+        state: 'running',
+        owner: 'eu',
+        token: 'eu-token',
+        fence: 3,
+        attempts: 3,
+        leaseUntil: now + 600_000,
+        grantedAt: now - 60_000,
+        createdAt: now - 60_000,
+        updatedAt: now - 60_000,
+        live,
+      }),
+    );
+    const info = await client.info('server');
+    const serverRunId = /run_id:(\w+)/.exec(info)?.[1] ?? '';
+    await client.hset(epochKey(prefix), {
+      runId: runId ?? serverRunId,
+      since: now - epochBeganMsAgo,
+    });
+    return acquire(client, address, {
+      member: 'us',
+      token: 'us-token',
+      leaseMs: 60_000,
+      retentionMs: 120_000,
+      policy: 'takeover',
+      liveChannel: '',
+      graceMs: 100,
+      warmupS: WARMUP_S,
+      sessionKey: '',
+      epochKey: epochKey(prefix),
+    });
+  }
+
+  it('is taken over once the epoch is past the warm-up (before: the twin waited as long as the owner lived)', async () => {
+    expect(await orphan(20_000)).toMatchObject({ kind: 'granted', fence: 4, takeover: 'expired' });
+  });
+
+  it('is not taken over while its owner may still reconnect and refresh it', async () => {
+    expect(await orphan(2_000)).toMatchObject({ kind: 'busy', owner: 'eu' });
+    // The epoch key names another server: this one was just promoted.
+    expect(await orphan(600_000, 'old-primary')).toMatchObject({ kind: 'busy', owner: 'eu' });
+  });
+
+  it('is not an orphan when it was written in this epoch', async () => {
+    expect(await orphan(120_000)).toMatchObject({ kind: 'busy', owner: 'eu' });
+  });
+});
+
+describe('a live run refreshed after a failover', () => {
+  it('is never an orphan: its heartbeat stamps the epoch before writing', async () => {
+    const client = redis().connect();
+    const subscriber = redis().connect();
+    const prefix = uniquePrefix('refreshed');
+    const address = recordAddress(prefix, 'task');
+    const live = `${prefix}:live:eu`;
+    await subscriber.subscribe(live);
+    const now = await serverNow(client);
+    const record = { state: 'running', owner: 'eu', token: 'eu-token', fence: 1, attempts: 1 };
+    await client.set(
+      address.key,
+      JSON.stringify({ ...record, leaseUntil: now + 600_000, updatedAt: now - 60_000, live }),
+    );
+    // Replicated from the old primary: this server was just promoted.
+    await client.hset(epochKey(prefix), { runId: 'old-primary', since: now - 600_000 });
+    // The owner reconnects and refreshes its run (LeaseKeeper.check after a reconnect).
+    const grant = { token: 'eu-token', fence: 1 };
+    expect(await heartbeat(client, address, grant, 600_000, 600_000, epochKey(prefix))).toEqual({
+      kind: 'ok',
+    });
+    const ask = () =>
+      acquire(client, address, {
+        member: 'us',
+        token: 'us-token',
+        leaseMs: 60_000,
+        retentionMs: 600_000,
+        policy: 'takeover',
+        liveChannel: '',
+        graceMs: 100,
+        warmupS: 1,
+        sessionKey: '',
+        epochKey: epochKey(prefix),
+      });
+    // Two warm-ups later. Before the heartbeat stamped the epoch, a later acquire started it
+    // after the refresh, and the live run looked older than its epoch: taken over, run twice.
+    for (let i = 0; i < 3; i++) {
+      expect(await ask()).toMatchObject({ kind: 'busy', owner: 'eu' });
+      await new Promise((resolve) => setTimeout(resolve, 1_100)); // past the 1 s warm-up
+    }
+    expect(await ask()).toMatchObject({ kind: 'busy', owner: 'eu' });
   });
 });

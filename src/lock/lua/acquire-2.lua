@@ -40,6 +40,7 @@
     { -1 }                                            the record is unreadable
 ]]
 --- @include "includes/record"
+--- @include "includes/epoch"
 
 local key, indexKey = KEYS[1], KEYS[2]
 local field, member, token = ARGV[1], ARGV[2], ARGV[3]
@@ -49,37 +50,12 @@ local warmupS = tonumber(ARGV[9])
 local sessionKey = ARGV[10]
 local epochKey = KEYS[3]
 
--- Since when (ms) this server has been the one its clients talk to: its epoch. A restart, a
--- replica promoted by a failover, or another server behind the same address each start a new
--- one, and uptime alone sees only the first (a promoted replica may have been up for hours).
--- The epoch key names the server that wrote it (run_id, which is per process); replicated to
--- a replica, it names the old primary there, so a server that finds another run_id in it
--- starts a new epoch. INFO is read only here, when needed (it is not cheap). The key expires
--- with the records (retention after the last grant); absent, the epoch is the uptime.
-local function epochSince(now)
-  local info = redis.call('INFO', 'server')
-  local up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or warmupS
-  local started = now - up * 1000
-  if not epochKey then return started end
-  local runId = string.match(info, 'run_id:(%w+)') or ''
-  local stored = redis.call('HMGET', epochKey, 'runId', 'since')
-  if stored[1] == runId and tonumber(stored[2]) then return tonumber(stored[2]) end
-  -- Written by another server (this one was promoted, restarted, or replaced behind the
-  -- address): when its clients came is unknown, at the latest now. Absent (a new store):
-  -- since it started.
-  local since = started
-  if stored[1] then since = now end
-  redis.call('HSET', epochKey, 'runId', runId, 'since', since)
-  redis.call('PEXPIRE', epochKey, retentionMs)
-  return since
-end
-
 -- After a restart or a failover, owners granted before it may not have reconnected yet (and
 -- their session keys may have run out while the server was down): their absence proves
 -- nothing until the epoch is warmupS old. Granted in this epoch means the owner's connection
 -- and session were made here: their absence is real.
 local function restartedSinceGrant(rec, now)
-  local since = epochSince(now)
+  local since = epochSince(epochKey, now, retentionMs)
   local age = now - since
   if age < warmupS * 1000 and (rec.grantedAt or 0) < since then
     return warmupS * 1000 - age
@@ -148,6 +124,17 @@ if rec then
           saveRecord(key, indexKey, field, rec, now, retentionMs)
         end
       end
+      if reason == '' and epochKey and now - (rec.updatedAt or now) >= warmupS * 1000 then
+        -- A record last written before this server's epoch began, and not refreshed since
+        -- though its epoch is warmupS old, is an orphan: a failover undid its settle (the
+        -- replica had not received it) while its owner lives on. A live run is refreshed as
+        -- soon as its owner reconnects (a heartbeat), so only a finished one stays behind.
+        -- INFO is read only for records this old (the common job never pays for it).
+        local since = epochSince(epochKey, now, retentionMs)
+        if (rec.updatedAt or 0) < since and now - since >= warmupS * 1000 then
+          reason = 'expired'
+        end
+      end
       if reason == '' then
         return {2, rec.fence, rec.owner, recheck, live, skey}
       end
@@ -206,6 +193,6 @@ elseif reason == 'expired' and (rec.skey or '') == '' then
 end
 -- Stamp this server's epoch before it is needed: replicated, it is what tells a promoted
 -- replica that its epoch is new. Only when absent, so INFO is read once per server.
-if epochKey and redis.call('PEXPIRE', epochKey, retentionMs) == 0 then epochSince(now) end
+if epochKey and redis.call('PEXPIRE', epochKey, retentionMs) == 0 then epochSince(epochKey, now, retentionMs) end
 saveRecord(key, indexKey, field, granted, now, retentionMs)
 return {1, fence, reason, attempts, idleMs}

@@ -4,6 +4,9 @@
   Input:
     KEYS[1] record key (key mode) or hash key (hash mode)
     KEYS[2] expiry index of the hash (hash mode; ignored in key mode)
+    KEYS[3] optional (absent on a Cluster): the epoch key (see acquire). A heartbeat stamps
+            the epoch before it writes, so a record refreshed after a restart or a failover
+            is never older than the epoch it was refreshed in (acquire's orphan check)
     ARGV[1] field: the task id in hash mode, '' in key mode
     ARGV[2] token of the owner
     ARGV[3] fence of the owner
@@ -17,6 +20,7 @@
     { -1 }                        the record is unreadable
 ]]
 --- @include "includes/record"
+--- @include "includes/epoch"
 
 local key, indexKey = KEYS[1], KEYS[2]
 local field, token, fence = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -31,6 +35,7 @@ if not isOwner(rec, token, fence) then
 end
 -- Extending after the lease ran out is safe: the takeover scripts run atomically, so a
 -- record still naming this owner means nobody took it over.
+if KEYS[3] then epochSince(KEYS[3], now, retentionMs) end
 rec.leaseUntil = now + leaseMs
 saveRecord(key, indexKey, field, rec, now, retentionMs)
 return {1, rec.fence}
