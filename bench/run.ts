@@ -57,7 +57,7 @@ async function run(id: (typeof ALL)[number], scenario: () => Promise<ScenarioRes
 }
 
 async function redisVersion(): Promise<string> {
-  const redis = await startRedis({ killable: true });
+  const redis = await startRedis({ killable: true, purpose: 'the benchmarks (npm run bench)' });
   const client = new Redis(redis.url);
   const info = await client.info('server');
   await client.quit();

@@ -65,7 +65,7 @@ export async function main(url: string) {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   // Same Redis discovery as the tests: REDIS_URL, else a private redis-server, else Docker.
-  const redis = await startRedis();
+  const redis = await startRedis({ purpose: 'this example' });
   try {
     console.log(await main(redis.url));
   } finally {

@@ -4,6 +4,8 @@ import { PairedQueue } from '../../src/index.js';
 import { FixtureProcess } from '../../test/support/child.js';
 import { startRedis, type TestRedis, uniquePrefix } from '../../test/support/redis.js';
 
+const BENCH = 'the benchmarks (npm run bench)';
+
 /** One private Redis and the worker processes of one measurement; `close()` ends them all. */
 export class BenchEnv {
   readonly children: FixtureProcess[] = [];
@@ -15,7 +17,7 @@ export class BenchEnv {
 
   static async start(): Promise<BenchEnv> {
     // Always a private server: measurements must not share a Redis with anything else.
-    return new BenchEnv(await startRedis({ killable: true }));
+    return new BenchEnv(await startRedis({ killable: true, purpose: BENCH }));
   }
 
   client(): Redis {
@@ -66,7 +68,7 @@ export class BenchEnv {
 
   /** Another private Redis, stopped with the environment. */
   async extraRedis(): Promise<TestRedis> {
-    const redis = await startRedis({ killable: true });
+    const redis = await startRedis({ killable: true, purpose: BENCH });
     this.closers.push(() => redis.stop());
     return redis;
   }

@@ -151,6 +151,7 @@ interface OutageSample {
  */
 async function pairedOutage(env: BenchEnv, warmupMs: number): Promise<OutageSample> {
   const lockRedis = await startRedis({
+    purpose: 'the benchmarks (npm run bench)',
     killable: true,
     persistence: true,
     args: ['--appendfsync', 'everysec'],

@@ -168,7 +168,7 @@ async function printPages({ board, queue, ids }: Example): Promise<void> {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   // Same Redis discovery as the demo: REDIS_URL, else a private redis-server, else Docker.
-  const redis = await startRedis();
+  const redis = await startRedis({ purpose: 'the Bull Board example' });
   const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
   let example: Example | undefined;
   // Workers hand running jobs over, and a private redis-server must not outlive us.

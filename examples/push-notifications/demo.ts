@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Command } from 'commander';
 import * as hdr from 'hdr-histogram-js';
 import { PairedQueue } from '../../src/index.js';
-import { startRedis, type TestRedis } from '../../test/support/redis.js';
+import { RedisUnavailableError, startRedis, type TestRedis } from '../../test/support/redis.js';
 import { PushGateway } from './gateway.js';
 import { LiveView } from './live-view.js';
 import type { Notification } from './region-worker.js';
@@ -44,13 +44,15 @@ export interface PushDemoSummary {
   metrics: string[];
 }
 
+const DEMO = 'the demo (npm run demo)';
+
 export async function runPushDemo(options: PushDemoOptions): Promise<PushDemoSummary> {
   const { count, killAt, restartAfterMs } = options;
   const log = options.log ?? console.log;
   const redis: Record<'eu' | 'us' | 'lock', TestRedis> = {
-    eu: await startRedis(),
-    us: await startRedis(),
-    lock: await startRedis(),
+    eu: await startRedis({ purpose: DEMO }),
+    us: await startRedis({ purpose: DEMO }),
+    lock: await startRedis({ purpose: DEMO }),
   };
   const gateway = new PushGateway();
   const gatewayUrl = await gateway.start();
@@ -232,6 +234,11 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     killAt: flags.kill ? killAt : null,
     restartAfterMs: Number(flags.restartAfter),
     live: process.stdout.isTTY === true,
+  }).catch((err: unknown) => {
+    // No Redis to be had: the message says what to install; a stack trace would not help.
+    if (!(err instanceof RedisUnavailableError)) throw err;
+    console.error(err.message);
+    process.exit(1);
   });
   printSummary(summary);
   process.exit(summary.lost === 0 ? 0 : 1);

@@ -7,7 +7,7 @@ const { jobs } = new Command()
   .option('--jobs <n>', 'jobs to run', '20000')
   .parse()
   .opts<{ jobs: string }>();
-const redis = await startRedis();
+const redis = await startRedis({ purpose: 'the chaos run (npm run chaos)' });
 try {
   const report = await runSoak(redis, Number(jobs), {
     minMs: 20,

@@ -8,8 +8,9 @@ import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 import { parseJson, runCli } from './run-cli.js';
 
-const eu = useRedis();
-const us = useRedis();
+// Two distinct servers (one queue name on each), never a shared REDIS_URL for both.
+const eu = useRedis({ killable: true });
+const us = useRedis({ killable: true });
 const lockStore = useRedis();
 const closers = useClosers();
 

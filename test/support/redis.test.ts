@@ -28,6 +28,22 @@ describe('test Redis discovery', () => {
     expect(message).toMatch(/install redis-server/);
     expect(message).toMatch(/start Docker for @testcontainers\/redis/);
     expect(message).toMatch(/no redis-server on PATH/);
+    expect(message).toMatch(/^no Redis found for the tests \(npm test\)\. To fix: /);
+  });
+
+  it("names the caller's purpose, and leaves REDIS_URL out when the caller must kill its Redis", async () => {
+    const error = await startRedis({
+      env: { PATH: '/nonexistent', REDIS_URL: 'redis://127.0.0.1:1' },
+      killable: true,
+      purpose: 'the demo (npm run demo)',
+    }).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(RedisUnavailableError);
+    const message = (error as Error).message;
+    expect(message).toMatch(
+      /^no Redis found for the demo \(npm run demo\)\. To fix: install redis-server/,
+    );
+    expect(message).not.toMatch(/set REDIS_URL/);
+    expect(message).toMatch(/REDIS_URL is set, but this caller must kill and restart its Redis/);
   });
 
   it('uses REDIS_URL without starting anything unless the caller must kill it', async () => {

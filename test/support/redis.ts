@@ -3,7 +3,7 @@
  *   1. REDIS_URL (shared: callers isolate themselves with a random key prefix; never flushed)
  *   2. a redis-server binary on PATH: a private instance on a free port (killable)
  *   3. @testcontainers/redis when a Docker engine answers (killable)
- *   4. otherwise one error that names all three ways.
+ *   4. otherwise one error (RedisUnavailableError) that names the caller's purpose and the fixes.
  * The Redis on 127.0.0.1:6379 that the machine may run is never used unless REDIS_URL says so.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -18,7 +18,12 @@ import { untracked } from './untracked.js';
 export type RedisSource = 'env' | 'binary' | 'testcontainers';
 
 export interface StartRedisOptions {
-  /** Needs kill()/restart(): ignore REDIS_URL and start a private server. */
+  /** Who needs this Redis, named in the error when none is found. Default 'the tests (npm test)'. */
+  purpose?: string;
+  /**
+   * A server of its own: ignore REDIS_URL and start a private one. For callers that kill or
+   * restart it, change server-wide settings, or need it distinct from their other servers.
+   */
   killable?: boolean;
   /** Keep data across restart() (appendonly yes). Default false. */
   persistence?: boolean;
@@ -47,11 +52,23 @@ export interface TestRedis {
   stop(): Promise<void>;
 }
 
+const DEFAULT_PURPOSE = 'the tests (npm test)';
+
 export class RedisUnavailableError extends Error {
   readonly code = 'ERR_NO_REDIS';
-  constructor(details: string[]) {
+  /**
+   * @param details what each way of finding Redis said
+   * @param purpose who needed it: 'the tests (npm test)', 'the demo (npm run demo)', …
+   * @param killable the caller kills its Redis, so REDIS_URL cannot serve it
+   */
+  constructor(details: string[], purpose = DEFAULT_PURPOSE, killable = false) {
+    const fixes = [
+      'install redis-server (Debian or Ubuntu: sudo apt-get install -y redis-server)',
+      ...(killable ? [] : ['set REDIS_URL to a Redis it may use (e.g. redis://127.0.0.1:6390)']),
+      'start Docker for @testcontainers/redis',
+    ];
     super(
-      `no Redis found for tests: set REDIS_URL (e.g. redis://127.0.0.1:6390), install redis-server (apt-get install -y redis-server), or start Docker for @testcontainers/redis.\n${details.map((d) => `  - ${d}`).join('\n')}`,
+      `no Redis found for ${purpose}. To fix: ${fixes.join('; or ')}.\n${details.map((d) => `  - ${d}`).join('\n')}`,
     );
     this.name = 'RedisUnavailableError';
   }
@@ -329,5 +346,9 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<TestR
       `testcontainers: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`,
     );
   }
-  throw new RedisUnavailableError(details);
+  throw new RedisUnavailableError(
+    details,
+    options.purpose ?? DEFAULT_PURPOSE,
+    Boolean(options.killable || options.tls),
+  );
 }
