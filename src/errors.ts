@@ -19,7 +19,11 @@ export type PairedErrorCode =
   | 'ERR_PAIRED_SETTLE_RETRY'
   | 'ERR_PAIRED_SESSION_LOST'
   | 'ERR_PAIRED_NOT_REPLICATED'
-  | 'ERR_PAIRED_LIVENESS_LOST';
+  | 'ERR_PAIRED_LIVENESS_LOST'
+  | 'ERR_PAIRED_MISCONFIGURED_GROUP'
+  | 'ERR_PAIRED_MISCONFIGURED_TWIN'
+  | 'ERR_PAIRED_ADD_REFUSED'
+  | 'ERR_PAIRED_DEDUPLICATION_MISMATCH';
 
 /** Anything thrown, as an Error (for 'error' events, which take only Errors). */
 export function asError(err: unknown): Error {
@@ -196,16 +200,50 @@ export class PartialAddError extends PairedError {
   }
 }
 
-/** The lock store could not be reached: the job was parked (policy 'wait') or runs uncoordinated ('run'). */
+/**
+ * The lock store could not be reached. From a `PairedProcessor` (`error` event): the job was
+ * parked (policy 'wait') or runs uncoordinated ('run'). From `PairedLock.run()` and
+ * `waitUntilReady()` (the `{ id, cause, timeoutMs }` form): the call was given up, nothing ran.
+ * `cause` is the connection's error, or, when the store did not answer within
+ * `lockStoreTimeoutMs`, an Error saying so.
+ */
 export class LockStoreUnavailableError extends PairedError {
-  constructor(jobId: string, cause: unknown, policy: 'wait' | 'run' = 'wait') {
+  /** The job (PairedProcessor) or task (PairedLock) id, when one was being worked on. */
+  readonly id: string | undefined;
+  /** Set when the store did not answer within `lockStoreTimeoutMs`: that bound, in ms. */
+  readonly timeoutMs: number | undefined;
+
+  constructor(jobId: string, cause: unknown, policy?: 'wait' | 'run');
+  constructor(given: { id?: string; cause: unknown; timeoutMs?: number });
+  constructor(
+    first: string | { id?: string; cause: unknown; timeoutMs?: number },
+    cause?: unknown,
+    policy: 'wait' | 'run' = 'wait',
+  ) {
+    if (typeof first === 'string') {
+      super(
+        'ERR_PAIRED_LOCK_STORE_DOWN',
+        policy === 'run'
+          ? `the lock store is unreachable, so job "${first}" runs without coordination (whenLockStoreDown: 'run'): the twin may run it too (pair.coordinated is false, fence 0). Check lockConnection`
+          : `the lock store is unreachable, so job "${first}" was parked instead of run (whenLockStoreDown: 'wait'); it retries by itself. Check lockConnection, or set whenLockStoreDown: 'run' to run without coordination`,
+        { cause },
+      );
+      this.id = first;
+      this.timeoutMs = undefined;
+      return;
+    }
+    const { id, timeoutMs } = first;
+    const why =
+      timeoutMs === undefined
+        ? `is unreachable (${first.cause instanceof Error ? first.cause.message : String(first.cause)})`
+        : `did not answer within lockStoreTimeoutMs (${timeoutMs} ms)`;
     super(
       'ERR_PAIRED_LOCK_STORE_DOWN',
-      policy === 'run'
-        ? `the lock store is unreachable, so job "${jobId}" runs without coordination (whenLockStoreDown: 'run'): the twin may run it too (pair.coordinated is false, fence 0). Check lockConnection`
-        : `the lock store is unreachable, so job "${jobId}" was parked instead of run (whenLockStoreDown: 'wait'); it retries by itself. Check lockConnection, or set whenLockStoreDown: 'run' to run without coordination`,
-      { cause },
+      `the lock store ${why}${id === undefined ? '' : `, so "${id}" was not run here`}. Check lockConnection (host, port, TLS, password) and that the lock store is up`,
+      { cause: first.cause },
     );
+    this.id = id;
+    this.timeoutMs = timeoutMs;
   }
 }
 
@@ -318,5 +356,121 @@ export class LivenessSubscriberError extends PairedError {
         : `this process's lock-store subscriber ended for good (${problem}): its liveness channel stays empty, so the twin takes its runs over. This process takes no grants until it is back, which it never will: enable reconnects on the lock connection, and create a new PairedLock or worker`,
     );
     this.state = state;
+  }
+}
+
+/** What `PairingMismatchError` found. */
+export interface PairingMismatch {
+  /** Who found it: a worker (`PairedProcessor`) or a producer (`PairedQueue`). */
+  by: 'PairedProcessor' | 'PairedQueue';
+  /** The option that disagrees with the pairing recorded in the queue's Redis. */
+  option: 'group' | 'twin';
+  /** The BullMQ queue. */
+  queue: string;
+  /** The key holding the recorded pairing, `<prefix>:<queue>:paired`. */
+  key: string;
+  /** The recorded value (the group, or the twin this queue belongs to). */
+  recorded: string;
+  /** The configured value. */
+  configured: string;
+  /** The recorded twins' queues, e.g. "eu → push-eu, us → push-us". */
+  twins: string;
+}
+
+/**
+ * Pairing options that disagree with how `PairedQueue` paired the queue (it records the pair
+ * in each twin's queue Redis, at `<prefix>:<queue>:paired`). `group`: the twins would name
+ * their pair records differently, never meet on one, and both run every job; a worker
+ * refuses such copies (they fail with this error) and reports it on its `error` event, and a
+ * `PairedQueue` that would re-pair a queue under another group refuses to add. `twin`: the
+ * worker's `twin` option names another twin than the one whose queue it consumes; reported
+ * on the `error` event only (the name is a label), since it usually means a wrong queue name.
+ */
+export class PairingMismatchError extends PairedError {
+  readonly by: PairingMismatch['by'];
+  readonly option: PairingMismatch['option'];
+  readonly queue: string;
+  readonly key: string;
+  readonly recorded: string;
+  readonly configured: string;
+
+  constructor(found: PairingMismatch) {
+    const { by, option, queue, key, recorded, configured, twins } = found;
+    let message: string;
+    if (by === 'PairedQueue') {
+      message = `queue "${queue}" is paired under group "${recorded}" (${key}), and this PairedQueue would pair it under group "${configured}": workers name each pair record after the group, so changing it while jobs are in flight runs them twice. Use the PairedQueue name and twin queues that recorded it, or delete ${key} in both twins' Redis once no job of the old pairing is left`;
+    } else if (option === 'group') {
+      message = `PairedProcessor option group "${configured}" differs from the group "${recorded}" that PairedQueue recorded for queue "${queue}" (${key}; twins ${twins}): twins whose groups differ never meet on a pair record and both run every job, so this copy was refused. Set group: '${recorded}' on both twins' workers, or leave group out (it defaults to the recorded group)`;
+    } else {
+      message = `PairedProcessor option twin "${configured}" consumes queue "${queue}", which PairedQueue recorded as twin "${recorded}" (${key}; twins ${twins}). Give each twin's workers that twin's queue and name; jobs still run once, but logs, events and metrics name the wrong twin`;
+    }
+    super(
+      option === 'group' ? 'ERR_PAIRED_MISCONFIGURED_GROUP' : 'ERR_PAIRED_MISCONFIGURED_TWIN',
+      message,
+    );
+    this.by = by;
+    this.option = option;
+    this.queue = queue;
+    this.key = key;
+    this.recorded = recorded;
+    this.configured = configured;
+  }
+}
+
+/**
+ * BullMQ refused a job on one twin or both (e.g. `opts.parent` names a parent that does not
+ * exist: BullMQ's "Missing key for parent job …"). `refused` holds BullMQ's own error per
+ * twin (with BullMQ's numeric `code`, e.g. -5); `cause` is the first of them. `added` lists
+ * the twins that do hold the job: there it runs unpaired, as a job nobody shadows.
+ */
+export class AddRefusedError extends PairedError {
+  readonly jobIds: string[];
+  /** BullMQ's error, per twin that refused. */
+  readonly refused: Record<string, Error>;
+  /** Twins that hold the refused job(s) all the same. */
+  readonly added: string[];
+
+  constructor(jobIds: string[], refused: Record<string, Error>, added: string[]) {
+    const reasons = Object.entries(refused)
+      .map(([twin, err]) => `${twin}: ${err.message}`)
+      .join('; ');
+    const which = jobIds.length === 1 ? `job "${jobIds[0]}"` : `jobs ${jobIds.join(', ')}`;
+    super(
+      'ERR_PAIRED_ADD_REFUSED',
+      `BullMQ refused ${which} on twin(s) ${Object.keys(refused).join(', ')} (${reasons}); ${
+        added.length === 0
+          ? 'nothing was added'
+          : `twin(s) ${added.join(', ')} hold it and run it unpaired. Remove it there, or fix the cause and add it again with the same id`
+      }`,
+      { cause: Object.values(refused)[0] },
+    );
+    this.jobIds = jobIds;
+    this.refused = refused;
+    this.added = added;
+  }
+}
+
+/**
+ * The twins answered one deduplicated add (`opts.deduplication`) with different existing
+ * jobs: each twin's deduplication key names another job, so no pair was added. `ids` holds
+ * the id each twin returned.
+ */
+export class DeduplicationMismatchError extends PairedError {
+  readonly jobId: string;
+  readonly deduplicationId: string | undefined;
+  /** The id each twin returned (the job it deduplicated the add into). */
+  readonly ids: Record<string, string>;
+
+  constructor(jobId: string, deduplicationId: string | undefined, ids: Record<string, string>) {
+    const answers = Object.entries(ids)
+      .map(([twin, id]) => `${twin}: "${id}"`)
+      .join(', ');
+    super(
+      'ERR_PAIRED_DEDUPLICATION_MISMATCH',
+      `the twins deduplicated job "${jobId}" (deduplication id ${JSON.stringify(deduplicationId)}) into different existing jobs (${answers}), so nothing was added: their deduplication keys disagree. Add it again once those jobs have finished, or without deduplication`,
+    );
+    this.jobId = jobId;
+    this.deduplicationId = deduplicationId;
+    this.ids = ids;
   }
 }

@@ -12,8 +12,10 @@
  */
 export {
   AbortedError,
+  AddRefusedError,
   ClosedError,
   CorruptRecordError,
+  DeduplicationMismatchError,
   InvalidJobIdError,
   type LeaseLossReason,
   LeaseLostError,
@@ -24,6 +26,8 @@ export {
   NotReplicatedError,
   PairedError,
   type PairedErrorCode,
+  type PairingMismatch,
+  PairingMismatchError,
   PartialAddError,
   type PeerErrorInfo,
   PeerFailedError,
@@ -59,3 +63,4 @@ export {
   type TwinQueueOptions,
 } from './pairing/paired-queue.js';
 export { PairedWorker, type PairedWorkerOptions } from './pairing/paired-worker.js';
+export type { PairingRecord } from './pairing/pairing-record.js';

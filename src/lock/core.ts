@@ -5,6 +5,7 @@ import {
   asError,
   ClosedError,
   LeaseLostError,
+  LockStoreUnavailableError,
   type PeerErrorInfo,
   ResultNotSerializableError,
   ResultTooLargeError,
@@ -128,6 +129,10 @@ export class PairCore {
   readonly session: Session | undefined;
   private readonly notifier: Notifier;
   private started: Promise<void> | undefined;
+  /** `started` has resolved: the lock store passed its checks and we are subscribed. */
+  private isReady = false;
+  /** Rejects the bounded calls in flight (see `bounded`) with `ClosedError`, at close. */
+  private readonly waiting = new Set<() => void>();
   /** The lock store passed `preflight` once: later starts only subscribe. */
   private preflighted = false;
   private readonly running = new Set<LeaseKeeper>();
@@ -193,15 +198,55 @@ export class PairCore {
   /**
    * Once, before the first acquire: checks the lock store (`preflight`, until it passes once)
    * and subscribes (settle channel, own liveness channel). Rejects with
-   * `LockStoreMisconfiguredError` for what only a person can fix, else with the error as is;
-   * either way the next call tries again.
+   * `LockStoreMisconfiguredError` for what only a person can fix, with
+   * `LockStoreUnavailableError` when it takes longer than `lockStoreTimeoutMs`, else with the
+   * error as is; either way the next call tries again. An attempt that is still waiting for
+   * the store is not started twice: the next call waits for it again (its own bound).
    */
-  ready(): Promise<void> {
-    this.started ??= this.start().catch((err: unknown) => {
-      this.started = undefined;
-      throw misconfigured(err, this.options.prefix) ?? err;
+  ready(id?: string): Promise<void> {
+    if (this.isReady) return Promise.resolve();
+    if (this.closing) return Promise.reject(new ClosedError('PairedLock'));
+    this.started ??= this.start().then(
+      () => {
+        this.isReady = true;
+      },
+      (err: unknown) => {
+        this.started = undefined;
+        throw misconfigured(err, this.options.prefix) ?? err;
+      },
+    );
+    return this.bounded(this.started, id);
+  }
+
+  /**
+   * `work`, or `LockStoreUnavailableError` once it has taken `lockStoreTimeoutMs`, whatever
+   * the connection's retry settings (ioredis' defaults alone retry a command for about a
+   * minute, and forever under `maxRetriesPerRequest: null`). `work` goes on meanwhile.
+   */
+  private bounded<T>(work: Promise<T>, id: string | undefined): Promise<T> {
+    if (this.closing) return Promise.reject(new ClosedError('PairedLock'));
+    const ms = this.options.lockStoreTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    let onClose = (): void => {};
+    const timeout = new Promise<never>((_, reject) => {
+      // A close does not wait for the store either.
+      onClose = () => reject(new ClosedError('PairedLock'));
+      this.waiting.add(onClose);
+      timer = setTimeout(() => {
+        const status = this.client.status;
+        const last = this.notifier.lastError;
+        const cause = new Error(
+          `no answer from the lock store within ${ms} ms (lock connection: ${status}${last ? `; last connection error: ${last.message}` : ''})`,
+          last ? { cause: last } : undefined,
+        );
+        cause.name = 'TimeoutError';
+        reject(new LockStoreUnavailableError({ id, cause, timeoutMs: ms }));
+      }, ms);
     });
-    return this.started;
+    return Promise.race([work, timeout]).finally(() => {
+      clearTimeout(timer);
+      this.waiting.delete(onClose);
+    });
   }
 
   private async start(): Promise<void> {
@@ -222,13 +267,15 @@ export class PairCore {
    * may still have granted the record to its token on the store: under this live process's
    * session nobody else would ever take it, and a new token would find it busy. So the
    * token of an acquire that ended in an error is kept, and the next acquire of the same
-   * record in this process reuses it: the script recognises it and keeps that grant.
+   * record in this process reuses it: the script recognises it and keeps that grant. An
+   * acquire that takes longer than `lockStoreTimeoutMs` rejects with
+   * `LockStoreUnavailableError` and counts as such an error: its token is kept too.
    */
   async acquire(address: RecordAddress, token?: string): Promise<Acquired> {
     const tag = `${address.key}\n${address.field}`;
     const chosen = token ?? this.uncertainTokens.get(tag) ?? randomUUID();
     try {
-      const acquired = await this.acquireWith(address, chosen);
+      const acquired = await this.bounded(this.acquireWith(address, chosen), address.id);
       this.uncertainTokens.delete(tag);
       return acquired;
     } catch (err) {
@@ -466,6 +513,7 @@ export class PairCore {
   beginClose(): void {
     this.closing = true;
     this.abortAll(new ClosedError('PairedLock'));
+    for (const reject of this.waiting) reject();
     this.notifier.wakeAll(); // waiting shadows see the close at once
   }
 

@@ -1,5 +1,6 @@
 import type { Cluster, Redis, RedisOptions } from 'ioredis';
-import { asError, LivenessSubscriberError } from '../errors.js';
+import { asError, ClosedError, LivenessSubscriberError } from '../errors.js';
+import { CLOSE_TIMEOUT_MS, TIMED_OUT, within } from './bounded.js';
 import { addressTag } from './keys.js';
 import type { RedisConnection } from './scripts.js';
 
@@ -112,16 +113,6 @@ function subscriberOptions(client: Redis): Partial<RedisOptions> {
 const HEALTH_INTERVAL_MS = 1_000;
 const HEALTH_TIMEOUT_MS = 1_500;
 
-const TIMED_OUT = Symbol('timed out');
-
-function within<T>(promise: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
-    timer = setTimeout(() => resolve(TIMED_OUT), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
 /** The first problem any check finds, or undefined once every check found none. */
 function firstProblem(checks: Promise<string | undefined>[]): Promise<string | undefined> {
   return new Promise((resolve) => {
@@ -179,6 +170,11 @@ export class Notifier {
   /** While away, reads the waiters' records every poll interval, since settle messages are lost. */
   private awayTimer: NodeJS.Timeout | undefined;
   private polling = false;
+  /**
+   * The subscriber's last connection error since it was last ready (e.g. ECONNREFUSED): it
+   * reaches the same server as the lock connection, so it says why that one gets no answer.
+   */
+  lastError: Error | undefined;
 
   constructor(
     private readonly client: RedisConnection,
@@ -197,7 +193,10 @@ export class Notifier {
         ? (client as Cluster).duplicate()
         : (client as Redis).duplicate(subscriberOptions(client as Redis))
     ) as Redis;
-    this.subscriber.on('error', onError);
+    this.subscriber.on('error', (err: Error) => {
+      this.lastError = err;
+      onError(err);
+    });
     let readies = 0;
     this.subscriber.on('close', () => {
       this.generation++;
@@ -207,6 +206,7 @@ export class Notifier {
     // liveness channel stays empty, so it must never take a grant again.
     this.subscriber.on('end', () => (this.closing ? this.back() : this.lose()));
     this.subscriber.on('ready', () => {
+      this.lastError = undefined;
       if (++readies === 1) return;
       // 'ready' comes before ioredis resubscribes: back only once our own SUBSCRIBE is
       // answered. If the connection drops again first, the next 'ready' tries again; if it
@@ -391,6 +391,8 @@ export class Notifier {
   async live<T>(peek?: () => Promise<T | undefined>): Promise<T | undefined> {
     for (;;) {
       if (this.lost === undefined && this.away === undefined) return undefined;
+      // An acquire given up on (lockStoreTimeoutMs) may still wait here: not past a close.
+      if (this.closing) throw new ClosedError("the lock store's subscriber");
       const found = await peek?.();
       if (found !== undefined) return found;
       if (this.lost !== undefined) throw this.lost;
@@ -500,6 +502,7 @@ export class Notifier {
 
   async close(): Promise<void> {
     this.closing = true;
+    this.away?.resolve(); // waiters in live() wake and see the close
     clearInterval(this.watchTimer);
     this.watchTimer = undefined;
     clearInterval(this.healthTimer);
@@ -507,10 +510,16 @@ export class Notifier {
     clearInterval(this.awayTimer);
     this.awayTimer = undefined;
     this.wakeAll();
-    try {
-      await this.subscriber.quit();
-    } catch {
-      this.subscriber.disconnect();
+    // QUIT only a ready connection, and not for long: on one that is reconnecting (or never
+    // connected) QUIT would queue behind our SUBSCRIBE in ioredis' offline queue, forever
+    // under maxRetriesPerRequest: null, and close() with it.
+    if (this.subscriber.status === 'ready') {
+      try {
+        if ((await within(this.subscriber.quit(), CLOSE_TIMEOUT_MS)) !== TIMED_OUT) return;
+      } catch {
+        // fall through
+      }
     }
+    this.subscriber.disconnect();
   }
 }

@@ -46,6 +46,14 @@ export interface PairedLockOptions {
    * settle is retried. Standalone or Sentinel connections only. Default: off.
    */
   durability?: Durability;
+  /**
+   * Longest a lock-store call on a task's path may take (the start-up check and subscribe,
+   * each acquire), in ms, whatever the connection's own retry settings
+   * (`maxRetriesPerRequest`, back-off): past it the call is given up with
+   * `LockStoreUnavailableError` (a processor parks the copy or runs it uncoordinated, per
+   * `whenLockStoreDown`). Settles are not bounded: they retry until stored. Default 10 000.
+   */
+  lockStoreTimeoutMs?: number;
 }
 
 export type ResolvedLockOptions = Required<Omit<PairedLockOptions, 'durability'>> & {
@@ -65,6 +73,7 @@ export const LOCK_OPTION_NAMES = [
   'livenessGraceMs',
   'maxResultBytes',
   'durability',
+  'lockStoreTimeoutMs',
 ] as const;
 
 export const lockDefaults = {
@@ -77,6 +86,7 @@ export const lockDefaults = {
   livenessIntervalMs: 50,
   livenessGraceMs: 100,
   maxResultBytes: 65_536,
+  lockStoreTimeoutMs: 10_000,
 } as const satisfies Partial<PairedLockOptions>;
 
 const DAY_MS = 86_400_000;
@@ -109,6 +119,22 @@ export function resolveLockOptions(options: unknown, OWNER = 'PairedLock'): Reso
   if (retentionMs < leaseMs) {
     throw optionError(OWNER, 'retentionMs', retentionMs, `at least leaseMs (${leaseMs})`);
   }
+  const durability = durabilityOption(OWNER, o.durability, heartbeatMs);
+  const lockStoreTimeoutMs = integerOption(
+    OWNER,
+    'lockStoreTimeoutMs',
+    pick('lockStoreTimeoutMs'),
+    { min: 100 },
+  );
+  if (durability !== undefined && lockStoreTimeoutMs <= durability.timeoutMs) {
+    // A grant waits up to durability.timeoutMs for its replicas, inside the acquire.
+    throw optionError(
+      OWNER,
+      'lockStoreTimeoutMs',
+      lockStoreTimeoutMs,
+      `above durability.timeoutMs (${durability.timeoutMs}): a grant waits that long for its replicas`,
+    );
+  }
   const prefix = stringOption(OWNER, 'prefix', pick('prefix'));
   if (prefix.includes('{') || prefix.includes('}')) {
     throw optionError(
@@ -135,7 +161,8 @@ export function resolveLockOptions(options: unknown, OWNER = 'PairedLock'): Reso
     }),
     livenessGraceMs: integerOption(OWNER, 'livenessGraceMs', pick('livenessGraceMs'), { min: 0 }),
     maxResultBytes: integerOption(OWNER, 'maxResultBytes', pick('maxResultBytes'), { min: 16 }),
-    durability: durabilityOption(OWNER, o.durability, heartbeatMs),
+    durability,
+    lockStoreTimeoutMs,
   };
 }
 

@@ -1,5 +1,12 @@
 import { EventEmitter } from 'node:events';
-import { AbortedError, ClosedError, type PeerErrorInfo, PeerFailedError } from '../errors.js';
+import {
+  AbortedError,
+  ClosedError,
+  LockStoreUnavailableError,
+  PairedError,
+  type PeerErrorInfo,
+  PeerFailedError,
+} from '../errors.js';
 import { assertKnownOptions, optionError } from '../validate.js';
 import { PairCore, type RunContext } from './core.js';
 import type { RecordAddress } from './keys.js';
@@ -7,6 +14,7 @@ import type { Ticket } from './notifier.js';
 import { type PairedLockOptions, type ResolvedLockOptions, resolveLockOptions } from './options.js';
 import { misconfigured } from './preflight.js';
 import { type PairRecord, parseJson } from './record.js';
+import { classifyError } from './reply-errors.js';
 import { ownerOf, type RedisConnection, type TakeoverReason } from './scripts.js';
 
 export type { RunContext } from './core.js';
@@ -84,14 +92,18 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
   /**
    * Checks the lock store and subscribes, as the first `run()` does. Rejects with
    * `LockStoreMisconfiguredError` when the store refuses us for good (a wrong password, an ACL
-   * user without the commands, keys or channels needed, a read-only replica), and with the
-   * connection's error while it is unreachable (call again later). A `maxmemory-policy` that
-   * evicts keys does not reject: it is reported on the `error` event (`LockStoreEvictionError`).
-   * Optional: call it at startup to fail fast instead of at the first run.
+   * user without the commands, keys or channels needed, a read-only replica), and with
+   * `LockStoreUnavailableError` while it is unreachable or does not answer within
+   * `lockStoreTimeoutMs` (its `cause`: the connection's error; call again later). A
+   * `maxmemory-policy` that evicts keys does not reject: it is reported on the `error` event
+   * (`LockStoreEvictionError`). Optional: call it at startup to fail fast instead of at the
+   * first run.
    */
   waitUntilReady(): Promise<void> {
     if (this.core.closing) return Promise.reject(new ClosedError('PairedLock'));
-    return this.core.ready();
+    return this.core.ready().catch((err: unknown) => {
+      throw unavailable(err);
+    });
   }
 
   /** The record of task `id` as stored now, or null when there is none (never run, or past retention). */
@@ -116,7 +128,9 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
     fn: (ctx: RunContext) => T | Promise<T>,
     signal: AbortSignal | undefined,
   ): Promise<RunOutcome<T>> {
-    await this.core.ready();
+    await this.core.ready(address.id).catch((err: unknown) => {
+      throw unavailable(err, address.id);
+    });
     // Registered before each acquire: a settle message may beat the acquire's reply.
     let ticket = this.core.ticket(address);
     try {
@@ -140,7 +154,7 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
       if (this.core.closing) throw new ClosedError('PairedLock');
       if (signal?.aborted) throw new AbortedError(address.id, signal.reason);
       const acquired = await this.core.acquire(address, token).catch((err: unknown) => {
-        throw misconfigured(err, this.options.prefix) ?? err;
+        throw misconfigured(err, this.options.prefix) ?? unavailable(err, address.id);
       });
       token = acquired.token; // the same call keeps its token, so a retried grant is recognised
       const { reply } = acquired;
@@ -201,6 +215,16 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
       }
     }
   }
+}
+
+/**
+ * A connection error (refused, reset, ioredis' `MaxRetriesPerRequestError`, a closed
+ * connection) as `LockStoreUnavailableError`, with it as `cause`; bullmq-paired's own errors
+ * (already typed) and permanent refusals (mapped by `misconfigured`) as they are.
+ */
+function unavailable(err: unknown, id?: string): unknown {
+  if (err instanceof PairedError || classifyError(err) !== 'transient') return err;
+  return new LockStoreUnavailableError({ id, cause: err });
 }
 
 /** The id and `{ hash }` of run() and inspect(): bad ones throw before any Redis call. */

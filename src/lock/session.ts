@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { asError } from '../errors.js';
+import { bestEffort } from './bounded.js';
 import { localDeadline } from './deadline.js';
 import type { RedisConnection } from './scripts.js';
 
@@ -78,10 +79,7 @@ export class Session {
     clearInterval(this.timer);
     clearTimeout(this.deadline);
     if (!this.started) return;
-    try {
-      await this.client.del(this.key);
-    } catch {
-      // Unreachable: the key runs out by itself.
-    }
+    // Unreachable (or slow to answer): the key runs out by itself.
+    await bestEffort(this.client, () => this.client.del(this.key));
   }
 }

@@ -26,8 +26,13 @@ export interface PairedProcessorOptions
   /** Redis holding the pair records; both twins must reach it. May be the queue's own Redis. */
   lockConnection: RedisConnection;
   /**
-   * Namespace of the pair records. Default: the job's queue name, which is right when both
-   * twins use the same queue name; set it (e.g. to the `PairedQueue` name) when they do not.
+   * Namespace of the pair records (a job's record id is `<group>:<jobId>`); both twins must
+   * use the same one. Default: the group `PairedQueue` recorded for the job's queue (in its
+   * Redis, at `<prefix>:<queue>:paired`): the twins' queue name when they share one, else the
+   * `PairedQueue` name. For jobs of a queue no `PairedQueue` recorded: the job's queue name.
+   * A group set here that differs from the recorded one is refused: each such copy fails with
+   * `PairingMismatchError` (`ERR_PAIRED_MISCONFIGURED_GROUP`, also on the `error` event once
+   * per queue), since twins whose groups differ would both run every job.
    */
   group?: string;
   /** Lock store unreachable: park the copy and retry (`'wait'`), or run it uncoordinated (`'run'`). Default `'wait'`. */

@@ -8,6 +8,7 @@ import {
   InvalidJobIdError,
   LeaseLostError,
   LockStoreUnavailableError,
+  PairedError,
   type PeerErrorInfo,
   PeerFailedError,
 } from '../errors.js';
@@ -16,6 +17,7 @@ import { type RecordAddress, siblingsKey } from '../lock/keys.js';
 import type { Ticket, WakeReason } from '../lock/notifier.js';
 import { misconfigured } from '../lock/preflight.js';
 import { parseJson } from '../lock/record.js';
+import { backoffMs } from '../lock/reply-errors.js';
 import { type AcquireReply, ownerOf } from '../lock/scripts.js';
 import { traced, workerTelemetry } from '../observability/tracing.js';
 import { Decisions, type Reporting } from './decisions.js';
@@ -25,6 +27,7 @@ import {
   type ResolvedProcessorOptions,
   resolveProcessorOptions,
 } from './options.js';
+import { PairingCheck } from './pairing-record.js';
 import { SiblingWatch } from './siblings.js';
 import type { PairedProcessorFunction, PairInfo } from './types.js';
 
@@ -44,6 +47,16 @@ const ADOPT_AT_MOST = 10_000;
 
 /** Rounds a copy waits in its slot for an owner whose end is moments away, before parking. */
 const SOON_ROUNDS = 10;
+
+/** Longest wait between two attempts to promote a woken copy its queue Redis refused. */
+const PROMOTE_RETRY_CAP_MS = 5_000;
+
+/** A park whose move to delayed may or may not have landed: its ticket stays open. */
+class ParkUncertainError extends Error {
+  constructor(cause: unknown) {
+    super('parking a copy failed; the move may have landed', { cause });
+  }
+}
 
 /** Marks a copy that was parked: BullMQ must not fail or complete it. */
 const PARKED = Symbol('parked');
@@ -66,6 +79,8 @@ export class PairedProcessor<
     signal?: AbortSignal,
   ) => Promise<ResultType>;
   private readonly core: PairCore;
+  /** The group of each queue's record ids, as PairedQueue recorded it, checked against ours. */
+  private readonly pairing: PairingCheck;
   private readonly executions = new Set<Execution>();
   private readonly parked = new Map<string, Ticket>();
   /** Per attached worker: the queue that promotes the copies it adopts. */
@@ -83,6 +98,8 @@ export class PairedProcessor<
     return Math.min(this.options.lock.livenessGraceMs, 250);
   }
   private closed = false;
+  /** `untilReady()`'s loop, shared by every attached worker. */
+  private startup: Promise<boolean> | undefined;
   /** Moving average of this twin's own execution times: the other twin's are alike. */
   private typicalMs: number | undefined;
 
@@ -97,6 +114,9 @@ export class PairedProcessor<
       );
     }
     this.options = Object.freeze(resolveProcessorOptions(options));
+    this.pairing = new PairingCheck(this.options.twin, this.options.group, (err) =>
+      this.report(err),
+    );
     this.core = new PairCore(options.lockConnection, this.options.lock, (err) => this.report(err));
     this.reporting = {
       twin: this.options.twin,
@@ -114,15 +134,18 @@ export class PairedProcessor<
   /**
    * Checks the lock store and subscribes, as the first job does. Rejects with
    * `LockStoreMisconfiguredError` when the store refuses us for good (a wrong password, an ACL
-   * user without the commands, keys or channels needed, a read-only replica), and with the
-   * connection's error while it is unreachable (call again later). A `maxmemory-policy` that
+   * user without the commands, keys or channels needed, a read-only replica), and with
+   * `LockStoreUnavailableError` (`cause`: the connection's error) while it is unreachable or
+   * does not answer within `lockStoreTimeoutMs` (call again later). A `maxmemory-policy` that
    * evicts keys does not reject: it is reported on the `error` event (`LockStoreEvictionError`).
    * Call it at startup, next to `worker.waitUntilReady()`, to fail fast: otherwise jobs park
    * (or, under `whenLockStoreDown: 'run'`, run uncoordinated) with an `error` event each.
    */
   waitUntilReady(): Promise<void> {
     if (this.closed) return Promise.reject(new ClosedError('PairedProcessor'));
-    return this.core.ready();
+    return this.core.ready().catch((err: unknown) => {
+      throw err instanceof PairedError ? err : new LockStoreUnavailableError({ cause: err });
+    });
   }
 
   /** Hands this worker's running jobs over to the twin when the worker starts closing. */
@@ -135,12 +158,16 @@ export class PairedProcessor<
       // failure here is reported by the start-up checks and the watch itself.
       this.registered.set(
         worker,
-        this.core
-          .ready()
-          .then(() => siblings.register())
+        this.untilReady()
+          .then((ready) => (ready ? siblings.register() : undefined))
           .catch(() => {}),
       );
     }
+    // A pairing that contradicts PairedQueue's record is reported before any job runs.
+    void worker
+      .waitUntilReady()
+      .then(() => this.pairing.groupOf(worker))
+      .catch(() => {});
     void worker
       .waitUntilReady()
       .then(() => this.adoptParked(worker))
@@ -169,13 +196,38 @@ export class PairedProcessor<
   }
 
   /**
+   * Resolves once the lock store has passed its start-up checks, trying again
+   * `lockStoreRetryMs` after each failure (each reported, within `lockStoreTimeoutMs`) until
+   * it does (true), or until close (false). What a worker does at start (registering
+   * with its siblings, adopting parked copies) then waits out a lock store that is down at
+   * start instead of being skipped.
+   */
+  private untilReady(): Promise<boolean> {
+    this.startup ??= (async () => {
+      for (;;) {
+        if (this.closed) return false;
+        try {
+          await this.core.ready();
+          return true;
+        } catch (err) {
+          if (this.closed) return false;
+          this.report(
+            err instanceof PairedError ? err : new LockStoreUnavailableError({ cause: err }),
+          );
+        }
+        await sleep(this.options.lockStoreRetryMs, undefined, { ref: false });
+      }
+    })();
+    return this.startup;
+  }
+
+  /**
    * Copies parked by a process of this twin that died have nobody to wake them but their
    * long park delay. A starting worker adopts them: copies whose pair has settled are
    * promoted now, and those still running elsewhere are watched like its own.
    */
   private async adoptParked(worker: Worker): Promise<void> {
-    await this.core.ready();
-    if (this.closed) return;
+    if (!(await this.untilReady()) || this.closed) return;
     // Open until close(): an adopted copy is promoted through this queue when it wakes.
     let queue = this.adopters.get(worker);
     if (queue === undefined) {
@@ -185,9 +237,12 @@ export class PairedProcessor<
       });
       this.adopters.set(worker, queue);
     }
+    // Misconfigured (reported): this worker's copies are refused, none to adopt.
+    const group = await this.pairing.groupIfPaired(queue);
+    if (group === undefined) return;
     for (const job of await queue.getDelayed(0, ADOPT_AT_MOST - 1)) {
       if (!job.id || this.closed) continue;
-      const address = this.core.address(`${this.options.group ?? job.queueName}:${job.id}`);
+      const address = this.core.address(`${group}:${job.id}`);
       if (this.parked.has(address.key)) continue;
       const record = await this.core.inspect(address);
       if (record === null) continue; // never paired: a delay of the user's own
@@ -213,7 +268,7 @@ export class PairedProcessor<
     this.parked.clear();
     const queues = [...this.adopters.values()];
     this.adopters.clear();
-    await Promise.all(this.siblings.splice(0).map((watch) => watch.stop()));
+    for (const watch of this.siblings.splice(0)) watch.stop();
     await Promise.all(queues.map((queue) => queue.close()));
     await this.core.close();
   }
@@ -226,7 +281,9 @@ export class PairedProcessor<
   ): Promise<ResultType> {
     if (this.closed) throw new ClosedError('PairedProcessor');
     if (!job.id) throw new InvalidJobIdError(job.id, 'is missing');
-    const address = this.core.address(`${this.options.group ?? job.queueName}:${job.id}`);
+    // BullMQ builds a worker's jobs with the worker as their `queue`.
+    const group = await this.pairing.groupOf((job as unknown as { queue: Worker }).queue);
+    const address = this.core.address(`${group}:${job.id}`);
     try {
       await this.core.ready();
     } catch (err) {
@@ -277,7 +334,15 @@ export class PairedProcessor<
           // than parking (moveToDelayed, promote, a second pickup).
           if (await ticket.wait(ownerOf(reply), hold).then(() => ticket.woke)) continue;
         }
-        if (await this.park(job, token, ticket, address, reply, round)) {
+        let parkedNow: boolean;
+        try {
+          parkedNow = await this.park(job, token, ticket, address, reply, round);
+        } catch (err) {
+          if (!(err instanceof ParkUncertainError)) throw err;
+          parked = true; // the ticket stays open: it promotes the copy if the move landed
+          throw err.cause;
+        }
+        if (parkedNow) {
           parked = true;
           say.shadowed(reply.fence, reply.owner);
           throw new DelayedError();
@@ -407,10 +472,21 @@ export class PairedProcessor<
     // one, the copy must come back when the record's own lease would end.
     const delay =
       busy.ownerSessionKey !== '' ? this.options.maxParkMs : Math.max(busy.recheckMs, 0) + 5;
-    await this.parkCopy(job, token, Math.min(delay, this.options.maxParkMs));
-    isParked = true;
-    this.parked.set(address.key, ticket);
-    if (woke !== undefined) this.promote(job, ticket, address, woke);
+    const watch = (): void => {
+      isParked = true;
+      this.parked.set(address.key, ticket);
+      if (woke !== undefined) this.promote(job, ticket, address, woke);
+    };
+    try {
+      await this.parkCopy(job, token, Math.min(delay, this.options.maxParkMs));
+    } catch (err) {
+      // The queue Redis may have taken the move and lost the reply (it died at that moment,
+      // AOF kept the move): the copy may be parked. Keep watching, so a wake-up promotes it
+      // (a promote of a copy that is not delayed ends at once).
+      watch();
+      throw new ParkUncertainError(err);
+    }
+    watch();
     return true;
   }
 
@@ -438,12 +514,35 @@ export class PairedProcessor<
     // would wait seconds for a slot. Moving it to the front (an LREM over the wait list) is
     // worth it for a takeover; a settled copy only completes and can wait its turn.
     const toFront = reason !== 'settled';
-    job
-      .promote()
-      .then(() =>
-        toFront ? job.changePriority({ priority: job.priority, lifo: true }) : undefined,
-      )
-      .catch(() => {});
+    void this.promoteUntilDone(job, toFront);
+  }
+
+  /**
+   * Promotes a parked copy, retrying while its queue Redis cannot take it: a wake-up is the
+   * only thing that brings the copy back before `maxParkMs`, so a promote lost to an outage
+   * of the queue Redis left it waiting minutes. Ends when the copy is no longer delayed
+   * (back already: BullMQ's "not in the delayed state" or "missing key") or on close.
+   */
+  private async promoteUntilDone(
+    job: Job<DataType, ResultType, NameType>,
+    toFront: boolean,
+  ): Promise<void> {
+    for (let attempt = 0; !this.closed; attempt++) {
+      try {
+        await job.promote();
+      } catch (err) {
+        const message = err instanceof Error ? err.message : String(err);
+        if (/not in the delayed state|Missing key for job/.test(message)) return;
+        if (attempt === 0) this.report(asError(err));
+        await sleep(backoffMs(attempt, PROMOTE_RETRY_CAP_MS));
+        continue;
+      }
+      if (toFront) {
+        // Best effort: the copy is promoted; only its place in the wait list is at stake.
+        await job.changePriority({ priority: job.priority, lifo: true }).catch(() => {});
+      }
+      return;
+    }
   }
 
   private async lockStoreDown(
@@ -456,9 +555,11 @@ export class PairedProcessor<
     const jobId = job.id as string;
     // A refusal no retry cures (password, ACL, replica) is reported as such, not as an outage.
     const policy = this.options.whenLockStoreDown;
+    // A lock-store call that outlasted lockStoreTimeoutMs: its cause says so.
+    const why = cause instanceof LockStoreUnavailableError ? cause.cause : cause;
     this.report(
       misconfigured(cause, this.options.lock.prefix) ??
-        new LockStoreUnavailableError(jobId, cause, policy),
+        new LockStoreUnavailableError(jobId, why, policy),
     );
     if (this.options.whenLockStoreDown === 'run') {
       await say.uncoordinated();

@@ -1,10 +1,22 @@
-import { type ConnectionOptions, FlowProducer, type Job, type JobsOptions, Queue } from 'bullmq';
-import { PartialAddError } from '../errors.js';
+import { type ConnectionOptions, FlowProducer, Job, type JobsOptions, Queue } from 'bullmq';
+import {
+  AddRefusedError,
+  DeduplicationMismatchError,
+  PairingMismatchError,
+  PartialAddError,
+} from '../errors.js';
 import { assertKnownOptions, integerOption, optionError, stringOption } from '../validate.js';
+import { CONNECTION_EXPECTED, connectionProblem, redisIdentity } from './connection.js';
 import { pairableJobId } from './job-id.js';
+import { type PairingRecord, pairingGroup, writePairingRecord } from './pairing-record.js';
 
 export interface TwinQueueOptions {
-  /** Connection to this twin's Redis, as for a BullMQ `Queue`. */
+  /**
+   * Connection to this twin's Redis: ioredis options (as for a BullMQ `Queue`, `url`
+   * included) or an ioredis `Redis`/`Cluster` instance. Other drivers (node-redis, Bun) are
+   * refused with a TypeError: PairedQueue reads ioredis' options to tell whether both twins
+   * live on one Redis.
+   */
   connection: ConnectionOptions;
   /** Queue name there. Default: the `PairedQueue` name. */
   queue?: string;
@@ -31,6 +43,10 @@ export interface PairedJob<
   ResultType = unknown,
   NameType extends string = string,
 > {
+  /**
+   * The id BullMQ returned on both twins: the one asked for, or, for an add that BullMQ
+   * deduplicated (`opts.deduplication`), the id of the existing job it was folded into.
+   */
   id: string;
   jobs: Record<string, Job<DataType, ResultType, NameType>>;
 }
@@ -48,21 +64,20 @@ interface Twin {
   queue: Queue;
 }
 
-const OWNER = 'PairedQueue';
+/** One job as an add writes it, its id checked (`opts.jobId` always set). */
+type Prepared<DataType, NameType extends string> = Required<PairedBulkJob<DataType, NameType>> & {
+  opts: JobsOptions & { jobId: string };
+};
 
-/** host:port/db of a connection (options or client), or undefined when it cannot be told. */
-function redisIdentity(connection: ConnectionOptions): string | undefined {
-  const options = (connection as { options?: unknown }).options ?? connection;
-  if (
-    typeof options !== 'object' ||
-    options === null ||
-    (connection as { isCluster?: boolean }).isCluster
-  ) {
-    return undefined;
-  }
-  const o = options as { host?: string; port?: number; db?: number; path?: string };
-  return o.path ?? `${o.host ?? 'localhost'}:${o.port ?? 6379}/${o.db ?? 0}`;
+/** One copy after an add: the Job, and the id BullMQ returned for it or the error it refused it with. */
+interface Copy<DataType, ResultType, NameType extends string> {
+  job: Job<DataType, ResultType, NameType>;
+  answer: string | Error;
 }
+
+type JobQueue = ConstructorParameters<typeof Job>[0];
+
+const OWNER = 'PairedQueue';
 
 /** Rejects when `promise` has not settled after `ms`; the operation itself may still land later. */
 async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
@@ -80,10 +95,23 @@ async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   }
 }
 
+/** BullMQ's add scripts answer a refusal with a negative code (e.g. -5: missing parent). */
+function errorCode(id: unknown): number | undefined {
+  if (typeof id === 'number') return id < 0 ? id : undefined;
+  return typeof id === 'string' && /^-\d+$/.test(id) ? Number(id) : undefined;
+}
+
 /**
  * Adds every job to both twin queues under one job id. On one Redis both copies are added
- * in one MULTI (both or neither); on two Redis servers a side that fails is reported with
- * a `PartialAddError` that names the twin holding the job, never silently.
+ * in one MULTI; on two Redis servers a side that fails is reported with a `PartialAddError`
+ * that names the twin holding the job, never silently. An add resolves only with ids that
+ * exist on both twins: a job BullMQ refuses rejects with `AddRefusedError` (BullMQ's reason
+ * as its `cause`), and a deduplicated add resolves with the existing job's id, as in BullMQ.
+ *
+ * Each twin's queue Redis also gets the pairing itself, at `<prefix>:<queue>:paired` (written
+ * before the first add): `PairedProcessor` reads its `group` there, so twins with different
+ * queue names need no `group` option, and a worker whose `group` contradicts it refuses jobs
+ * instead of running every job on both twins.
  */
 export class PairedQueue<
   DataType = unknown,
@@ -92,11 +120,18 @@ export class PairedQueue<
 > {
   readonly name: string;
   readonly twins: readonly string[];
+  /**
+   * The namespace of the pair records, recorded for the workers: the twins' queue name when
+   * they share one (two Redis servers), else this PairedQueue's name.
+   */
+  readonly group: string;
   private readonly twinList: Twin[];
   private readonly defaultJobOptions: JobsOptions;
   private readonly addTimeoutMs: number;
   /** Set when both twins live on one Redis: it adds both copies atomically. */
   private readonly flows: FlowProducer | undefined;
+  /** Per twin: the pairing record written to its Redis (retried at the next add if it failed). */
+  private readonly recorded = new Map<string, Promise<void>>();
 
   constructor(name: string, options: PairedQueueOptions) {
     this.name = stringOption(OWNER, 'name', name);
@@ -127,15 +162,15 @@ export class PairedQueue<
       throw optionError(OWNER, 'defaultJobOptions', defaults, 'free of jobId (give it per add)');
     }
     this.defaultJobOptions = defaults;
-    this.twinList = entries.map(([twin, config]) => this.createTwin(twin, config));
-    this.twins = this.twinList.map((t) => t.name);
+    // Every twin is checked before any connection opens.
+    const configs = entries.map(([twin, config]) => this.twinConfig(twin, config));
     const [a, b] = entries.map(([, config]) => config) as [TwinQueueOptions, TwinQueueOptions];
     const sameRedis =
       a.connection === b.connection ||
       (redisIdentity(a.connection) !== undefined &&
         redisIdentity(a.connection) === redisIdentity(b.connection));
-    const [ta, tb] = this.twinList as [Twin, Twin];
-    if (sameRedis && ta.queueName === tb.queueName && ta.prefix === tb.prefix) {
+    const [ca, cb] = configs as [(typeof configs)[0], (typeof configs)[0]];
+    if (sameRedis && ca.queueName === cb.queueName && ca.prefix === cb.prefix) {
       throw optionError(
         OWNER,
         'twins',
@@ -143,10 +178,19 @@ export class PairedQueue<
         'two different queues: on one Redis give each twin its own `queue` name',
       );
     }
+    this.group = pairingGroup(
+      this.name,
+      configs.map((c) => c.queueName),
+    );
+    this.twinList = configs.map((c) => ({
+      ...c,
+      queue: new Queue(c.queueName, { connection: c.connection, prefix: c.prefix }),
+    }));
+    this.twins = this.twinList.map((t) => t.name);
     this.flows = sameRedis ? new FlowProducer({ connection: a.connection }) : undefined;
   }
 
-  private createTwin(twin: string, config: TwinQueueOptions): Twin {
+  private twinConfig(twin: string, config: TwinQueueOptions) {
     if (twin.length === 0 || twin.includes(':')) {
       throw optionError(OWNER, 'twins', twin, 'keyed by names that are non-empty and free of ":"');
     }
@@ -159,6 +203,12 @@ export class PairedQueue<
       );
     }
     assertKnownOptions(`${OWNER} twins.${twin}`, config, ['connection', 'queue', 'prefix']);
+    const problem = connectionProblem(config.connection);
+    if (problem !== undefined) {
+      throw new TypeError(
+        `${OWNER}: option "twins.${twin}.connection" must be ${CONNECTION_EXPECTED}, received ${problem}. PairedQueue reads ioredis' options to tell whether the twins share one Redis (one MULTI) or live on two (high availability)`,
+      );
+    }
     const queueName =
       config.queue === undefined
         ? this.name
@@ -167,12 +217,7 @@ export class PairedQueue<
       config.prefix === undefined
         ? 'bull'
         : stringOption(OWNER, `twins.${twin}.prefix`, config.prefix);
-    return {
-      name: twin,
-      queueName,
-      prefix,
-      queue: new Queue(queueName, { connection: config.connection, prefix }),
-    };
+    return { name: twin, queueName, prefix, connection: config.connection };
   }
 
   /** The BullMQ queue of one twin, e.g. to read a copy with `getJob`. */
@@ -183,7 +228,13 @@ export class PairedQueue<
     return found.queue as unknown as Queue<DataType, ResultType, NameType>;
   }
 
-  /** Adds the job to both twins under one id (`opts.jobId`, or a generated UUID). */
+  /**
+   * Adds the job to both twins under one id (`opts.jobId`, or a generated UUID). Resolves with
+   * the id BullMQ returned on both (for a deduplicated add: the existing job's). Rejects with
+   * `AddRefusedError` when BullMQ refuses the job (e.g. a missing parent), with
+   * `PartialAddError` when a twin's Redis did not take it, and with
+   * `DeduplicationMismatchError` when the twins deduplicate it into different jobs.
+   */
   async add(
     name: NameType,
     data: DataType,
@@ -193,66 +244,249 @@ export class PairedQueue<
     return added as PairedJob<DataType, ResultType, NameType>;
   }
 
-  /** Adds many jobs to both twins; on one Redis all copies go in one MULTI. */
+  /**
+   * Adds many jobs to both twins; on one Redis all copies go in one MULTI. Rejects as `add`
+   * does, after adding what BullMQ took: the error names the jobs concerned.
+   */
   async addBulk(
     jobs: PairedBulkJob<DataType, NameType>[],
   ): Promise<PairedJob<DataType, ResultType, NameType>[]> {
     // Every id is checked before anything is written.
-    const prepared = jobs.map((job) => {
+    const prepared: Prepared<DataType, NameType>[] = jobs.map((job) => {
       const opts = { ...this.defaultJobOptions, ...job.opts };
-      return { ...job, opts: { ...opts, jobId: pairableJobId(opts.jobId) } };
+      return {
+        name: job.name,
+        data: job.data,
+        opts: { ...opts, jobId: pairableJobId(opts.jobId) },
+      };
     });
     const ids = prepared.map((job) => job.opts.jobId);
-    const byTwin = this.flows
-      ? await this.addAtomically(prepared)
-      : await this.addToEach(prepared, ids);
-    return ids.map((id, i) => ({
-      id,
-      jobs: Object.fromEntries(this.twinList.map((t) => [t.name, byTwin[t.name]?.[i]])) as Record<
-        string,
-        Job<DataType, ResultType, NameType>
-      >,
-    }));
+    const copies = await this.write(
+      this.twinList.map(() => prepared),
+      ids,
+    );
+    const results: PairedJob<DataType, ResultType, NameType>[] = [];
+    const refused: { ids: string[]; errors: Record<string, Error>; added: Set<string> } = {
+      ids: [],
+      errors: {},
+      added: new Set(),
+    };
+    const mismatches: DeduplicationMismatchError[] = [];
+    // Copies some twin deduplicated while the other added the job anew: completed below.
+    const incomplete: { ti: number; i: number }[] = [];
+    prepared.forEach((job, i) => {
+      const row = copies.map((perTwin) => perTwin[i] as Copy<DataType, ResultType, NameType>);
+      const id = job.opts.jobId;
+      if (row.some((c) => c.answer instanceof Error)) {
+        refused.ids.push(id);
+        row.forEach((c, ti) => {
+          const twin = (this.twinList[ti] as Twin).name;
+          if (c.answer instanceof Error) refused.errors[twin] ??= c.answer;
+          else if (c.answer === id) refused.added.add(twin);
+        });
+        return;
+      }
+      const answers = row.map((c) => c.answer as string);
+      if (answers.every((a) => a === answers[0])) {
+        results[i] = this.pairedJob(answers[0] as string, row);
+      } else if (answers.includes(id)) {
+        // One twin's deduplication key had expired or been removed (its job finished there
+        // first): that twin added the job. Add it to the other one too, so it runs once, paired.
+        answers.forEach((a, ti) => {
+          if (a !== id) incomplete.push({ ti, i });
+        });
+        results[i] = this.pairedJob(id, row);
+      } else {
+        mismatches.push(
+          new DeduplicationMismatchError(
+            id,
+            job.opts.deduplication?.id,
+            Object.fromEntries(answers.map((a, ti) => [(this.twinList[ti] as Twin).name, a])),
+          ),
+        );
+      }
+    });
+    if (incomplete.length > 0) {
+      await this.completePairs(prepared, incomplete, results, refused);
+    }
+    if (refused.ids.length > 0) {
+      throw new AddRefusedError(refused.ids, refused.errors, [...refused.added]);
+    }
+    if (mismatches.length > 0) throw mismatches[0];
+    return results;
   }
 
-  private async addAtomically(prepared: Required<PairedBulkJob<DataType, NameType>>[]) {
-    const flows = this.flows as FlowProducer;
-    const nodes = await flows.addBulk(
-      this.twinList.flatMap((t) =>
-        prepared.map((job) => ({
-          name: job.name,
-          data: job.data,
-          opts: job.opts,
-          queueName: t.queueName,
-          prefix: t.prefix,
-        })),
+  /** Adds, without its deduplication option, each copy a twin deduplicated into another job. */
+  private async completePairs(
+    prepared: Prepared<DataType, NameType>[],
+    incomplete: { ti: number; i: number }[],
+    results: PairedJob<DataType, ResultType, NameType>[],
+    refused: { ids: string[]; errors: Record<string, Error>; added: Set<string> },
+  ): Promise<void> {
+    const indexes = this.twinList.map((_, ti) =>
+      incomplete.filter((c) => c.ti === ti).map(({ i }) => i),
+    );
+    const perTwin = indexes.map((list) =>
+      list.map((i) => {
+        const job = prepared[i] as Prepared<DataType, NameType>;
+        const { deduplication: _deduplication, ...opts } = job.opts;
+        return { ...job, opts };
+      }),
+    );
+    const ids = incomplete.map(({ i }) => (prepared[i] as Prepared<DataType, NameType>).opts.jobId);
+    const copies = await this.write(perTwin, ids);
+    copies.forEach((list, ti) => {
+      const twin = (this.twinList[ti] as Twin).name;
+      list.forEach((copy, n) => {
+        const i = indexes[ti]?.[n] as number;
+        const id = (prepared[i] as Prepared<DataType, NameType>).opts.jobId;
+        const paired = results[i];
+        if (copy.answer === id && paired !== undefined) {
+          paired.jobs[twin] = copy.job;
+          return;
+        }
+        // Refused, or deduplicated again: the job stays only where it was added.
+        refused.ids.push(id);
+        refused.errors[twin] ??=
+          copy.answer instanceof Error
+            ? copy.answer
+            : new Error(`deduplicated into job "${copy.answer}" even without its deduplication`);
+        for (const t of this.twinList) if (t.name !== twin) refused.added.add(t.name);
+      });
+    });
+  }
+
+  private pairedJob(
+    id: string,
+    row: Copy<DataType, ResultType, NameType>[],
+  ): PairedJob<DataType, ResultType, NameType> {
+    return {
+      id,
+      jobs: Object.fromEntries(row.map((c, ti) => [(this.twinList[ti] as Twin).name, c.job])),
+    };
+  }
+
+  /**
+   * Adds `jobs[ti]` to twin `ti` (after recording the pairing there): in one MULTI on one
+   * Redis, else to each twin in parallel, a twin that fails or does not answer within
+   * `addTimeoutMs` making it a `PartialAddError`. Returns, per twin and job, what BullMQ answered.
+   */
+  private async write(
+    jobs: Prepared<DataType, NameType>[][],
+    ids: string[],
+  ): Promise<Copy<DataType, ResultType, NameType>[][]> {
+    // Built up front: BullMQ checks its options here, before anything is written.
+    const built = jobs.map((list, ti) => list.map((job) => this.build(ti, job)));
+    if (this.flows !== undefined) {
+      const flows = this.flows;
+      await Promise.all(this.twinList.map((t) => this.record(t)));
+      const flat = built.flat();
+      await flows.waitUntilReady();
+      const replies = await flows.getBackend().addFlow(flat.map((b) => b.entry));
+      let n = 0;
+      return built.map((list, ti) =>
+        list.map(({ job }) => {
+          const [err, reply] = replies[n++] ?? [new Error('BullMQ gave no reply for this job'), ''];
+          return { job, answer: this.answerOf(ti, job, err ?? reply) };
+        }),
+      );
+    }
+    // The pairing first, on both: a conflicting one must stop the add before either copy lands.
+    const recorded = await Promise.allSettled(
+      this.twinList.map((t, ti) =>
+        (jobs[ti] ?? []).length === 0
+          ? Promise.resolve()
+          : withTimeout(this.record(t), this.addTimeoutMs),
       ),
     );
-    const byTwin: Record<string, Job<DataType, ResultType, NameType>[]> = {};
-    this.twinList.forEach((t, ti) => {
-      byTwin[t.name] = nodes
-        .slice(ti * prepared.length, (ti + 1) * prepared.length)
-        .map((n) => n.job as Job<DataType, ResultType, NameType>);
-    });
-    return byTwin;
-  }
-
-  private async addToEach(prepared: Required<PairedBulkJob<DataType, NameType>>[], ids: string[]) {
+    for (const result of recorded) {
+      if (result.status === 'rejected' && result.reason instanceof PairingMismatchError) {
+        throw result.reason;
+      }
+    }
     const settled = await Promise.allSettled(
-      this.twinList.map((t) => withTimeout(t.queue.addBulk(prepared), this.addTimeoutMs)),
+      this.twinList.map((t, ti) => {
+        const mine = jobs[ti] ?? [];
+        const record = recorded[ti] as PromiseSettledResult<void>;
+        if (record.status === 'rejected') return Promise.reject(record.reason);
+        return mine.length === 0
+          ? Promise.resolve([])
+          : withTimeout(t.queue.addBulk(mine), this.addTimeoutMs);
+      }),
     );
-    const byTwin: Record<string, Job<DataType, ResultType, NameType>[]> = {};
     const failed: Record<string, Error> = {};
-    settled.forEach((result, i) => {
-      const twin = (this.twinList[i] as Twin).name;
-      if (result.status === 'fulfilled')
-        byTwin[twin] = result.value as Job<DataType, ResultType, NameType>[];
-      else
+    const added: string[] = [];
+    settled.forEach((result, ti) => {
+      const twin = (this.twinList[ti] as Twin).name;
+      if (result.status === 'rejected') {
         failed[twin] =
           result.reason instanceof Error ? result.reason : new Error(String(result.reason));
+      } else if ((jobs[ti] ?? []).length > 0) {
+        added.push(twin);
+      }
     });
-    if (Object.keys(failed).length > 0) throw new PartialAddError(ids, Object.keys(byTwin), failed);
-    return byTwin;
+    if (Object.keys(failed).length > 0) throw new PartialAddError(ids, added, failed);
+    return settled.map((result, ti) =>
+      (result as PromiseFulfilledResult<Job[]>).value.map((job) => {
+        const typed = job as Job<DataType, ResultType, NameType>;
+        return { job: typed, answer: this.answerOf(ti, typed, typed.id) };
+      }),
+    );
+  }
+
+  /** A copy as BullMQ's `Queue.add` builds it; its constructor and `toFlowEntry` check the options. */
+  private build(ti: number, job: Prepared<DataType, NameType>) {
+    const twin = this.twinList[ti] as Twin;
+    const copy = new Job<DataType, ResultType, NameType>(
+      twin.queue as unknown as JobQueue,
+      job.name,
+      job.data,
+      job.opts,
+      job.opts.jobId,
+    );
+    const entry = copy.toFlowEntry({
+      parentKey: copy.parentKey,
+      parentDependenciesKey: copy.parentKey ? `${copy.parentKey}:dependencies` : undefined,
+    });
+    return { job: copy, entry };
+  }
+
+  /** The id BullMQ returned for a copy, or the error it refused it with (a negative code, as `Queue.add` turns it). */
+  private answerOf(ti: number, job: Job, reply: unknown): string | Error {
+    if (reply instanceof Error) return reply;
+    const code = errorCode(reply);
+    if (code !== undefined) {
+      return (this.twinList[ti] as Twin).queue.getBackend().finishedErrors({
+        code,
+        jobId: job.opts.jobId as string,
+        ...(job.parentKey ? { parentKey: job.parentKey } : {}),
+        command: 'addJob',
+      });
+    }
+    if (typeof reply !== 'string' || reply === '') {
+      return new Error(`BullMQ answered the add of job "${job.opts.jobId}" with ${String(reply)}`);
+    }
+    job.id = reply;
+    return reply;
+  }
+
+  /** Writes the pairing to a twin's Redis once (again at the next add when it failed). */
+  private record(twin: Twin): Promise<void> {
+    let done = this.recorded.get(twin.name);
+    if (done === undefined) {
+      const record: PairingRecord = {
+        pairedQueue: this.name,
+        group: this.group,
+        twin: twin.name,
+        twins: Object.fromEntries(
+          this.twinList.map((t) => [t.name, { queue: t.queueName, prefix: t.prefix }]),
+        ),
+      };
+      done = writePairingRecord(twin.queue, record);
+      done.catch(() => this.recorded.delete(twin.name));
+      this.recorded.set(twin.name, done);
+    }
+    return done;
   }
 
   async close(): Promise<void> {

@@ -77,15 +77,14 @@ export class SiblingWatch {
     }
   }
 
-  /** Stops watching and leaves the set, so siblings do not mistake a clean exit for a death. */
-  async stop(): Promise<void> {
+  /**
+   * Stops watching. This process stays in the set: once its liveness channel is empty, its
+   * siblings adopt what it leaves parked (copies handed over on close, its parked shadows),
+   * which a clean exit leaves as much as a crash does; they then remove it.
+   */
+  stop(): void {
     this.stopped = true;
     clearInterval(this.timer);
     this.timer = undefined;
-    try {
-      await this.client.zrem(this.key, this.ownChannel);
-    } catch {
-      // Unreachable: the survivors see the channel empty and adopt, which is harmless.
-    }
   }
 }

@@ -14,6 +14,9 @@ const kit = twinsKit({ queueRedis: { eu: euRedis, us: usRedis }, lockRedis });
 const OUTAGE_MS = Number(process.env.OUTAGE_MS ?? 3_000);
 const JOB = { ms: 400 }; // long enough that us parks its copies instead of holding a slot
 const ADD_EVERY_MS = 50;
+// A completion the outage swallowed is BullMQ's to recover (stalled-job check): shortened to
+// fit the test (at defaults it takes 30-60 s).
+const FAST_STALL = { LOCK_DURATION: '2000', STALLED_INTERVAL: '1000' };
 
 interface Produced {
   ids: string[];
@@ -71,7 +74,7 @@ async function completePairs(queue: TestQueue, ids: Iterable<string>): Promise<v
 
 describe('a twin whose queue Redis is killed and comes back with AOF', () => {
   it('the other twin carries every job meanwhile; the returning copies complete from the records without running', async () => {
-    const [, us] = await Promise.all([kit.startWorker('eu'), kit.startWorker('us')]);
+    const [, us] = await Promise.all([kit.startWorker('eu'), kit.startWorker('us', FAST_STALL)]);
     const queue = kit.pairedQueue();
     const producer = produce(queue);
     await sleep(1_000);
@@ -130,5 +133,23 @@ describe('a twin whose queue Redis is killed and comes back with AOF', () => {
         `${survivors.length} us copies from before the kill completed from the records by ` +
         `+${lastSurvivorMs} ms after the restart; every us copy done by +${drainedMs} ms; 0 run twice`,
     );
+  });
+
+  it('a parked copy woken while its queue Redis is down completes once it is back, not after maxParkMs', async () => {
+    const eu = await kit.startWorker('eu');
+    const us = await kit.startWorker('us');
+    const queue = kit.pairedQueue();
+    const { id } = await queue.add('notify', { holdUntil: 'go:wake-down' }, { jobId: 'wake-down' });
+    await eu.next('started');
+    await us.next('shadowed'); // parked for maxParkMs (5 min): only a wake-up brings it back
+    await usRedis().kill();
+    await kit.release('go:wake-down'); // eu completes: the settle wakes us while its Redis is down
+    await copiesIn(queue, id, ['eu']);
+    await usRedis().restart(); // AOF kept the parked copy
+    // The wake-up's promote waits for the Redis (ioredis' offline queue, or our retry when
+    // the client gives up): the copy completes from the record instead of sleeping 5 min.
+    const { us: copy } = await copiesIn(queue, id, ['us'], 'completed', 30_000);
+    expect(copy.returnvalue).toEqual({ by: 'eu', fence: 1 });
+    expect(us.lines.some((l) => l.event === 'twinCompleted' && l.jobId === id)).toBe(true);
   });
 });

@@ -119,6 +119,7 @@ describe('PairedLock options', () => {
       livenessIntervalMs: 50,
       livenessGraceMs: 100,
       maxResultBytes: 65_536,
+      lockStoreTimeoutMs: 10_000,
     });
   });
 

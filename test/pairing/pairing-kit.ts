@@ -76,6 +76,7 @@ export function twinsKit(setup: TwinsSetup) {
         LOCK_URL: setup.lockRedis().url,
         LEDGER_URL: ledgerRedis().url,
         LEDGER: names.ledger,
+        HOLD_PREFIX: `${names.queue}:`,
         LOCK_PREFIX: names.lockPrefix,
         ...env,
       });
@@ -105,11 +106,11 @@ export function twinsKit(setup: TwinsSetup) {
       queues.push(queue);
       return queue;
     },
-    /** Lets runs holding until `key` finish. */
+    /** Lets runs holding until `key` finish (this test's key: under its unique prefix). */
     async release(key: string): Promise<void> {
       const client = new Redis(ledgerRedis().url);
       clients.push(client);
-      await client.set(key, '1', 'EX', 600);
+      await client.set(`${names.queue}:${key}`, '1', 'EX', 600);
     },
     /** Waits until `count` executions of `id` are in the ledger (a run writes it after its event). */
     async waitForExecutions(id: string, count: number): Promise<void> {
