@@ -39,7 +39,8 @@ function durableLock(member: string, prefix: string): PairedLock {
   return new PairedLock(primary.connect(), {
     member,
     prefix,
-    durability: { replicas: 1, timeoutMs: 200 },
+    // Generous: a loaded 2-core machine can take a while to schedule the replica.
+    durability: { replicas: 1, timeoutMs: 1_000 },
   });
 }
 
@@ -86,7 +87,7 @@ describe('durability: { replicas: 1 }', () => {
       await started.promise;
       replica.signal('SIGSTOP');
       finish.resolve();
-      await sleep(800); // a few WAITs time out meanwhile
+      await sleep(2_500); // two WAITs time out meanwhile
       let settled = false;
       void run.then(() => {
         settled = true;

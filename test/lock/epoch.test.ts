@@ -19,6 +19,28 @@ async function serverNow(client: ReturnType<ReturnType<typeof redis>['connect']>
   return Number(s) * 1000 + Math.floor(Number(us) / 1000);
 }
 
+/** The acquire of member 'us', a shadow of the record's owner 'eu', with the epoch key. */
+function askAsUs(
+  client: ReturnType<ReturnType<typeof redis>['connect']>,
+  address: ReturnType<typeof recordAddress>,
+  prefix: string,
+  overrides: { graceMs?: number; retentionMs?: number; warmupS?: number } = {},
+) {
+  return acquire(client, address, {
+    member: 'us',
+    token: 'us-token',
+    leaseMs: 60_000,
+    retentionMs: 120_000,
+    policy: 'takeover',
+    liveChannel: '',
+    graceMs: 100,
+    warmupS: WARMUP_S,
+    sessionKey: '',
+    epochKey: epochKey(prefix),
+    ...overrides,
+  });
+}
+
 /** A record running under an owner whose liveness channel has no subscriber. */
 async function setup() {
   const client = redis().connect();
@@ -40,19 +62,7 @@ async function setup() {
       live: `${prefix}:live:gone`,
     }),
   );
-  const ask = () =>
-    acquire(client, address, {
-      member: 'us',
-      token: 'us-token',
-      leaseMs: 60_000,
-      retentionMs: 120_000,
-      policy: 'takeover',
-      liveChannel: '',
-      graceMs: 0,
-      warmupS: WARMUP_S,
-      sessionKey: '',
-      epochKey: epochKey(prefix),
-    });
+  const ask = () => askAsUs(client, address, prefix, { graceMs: 0 });
   return { client, prefix, now, ask };
 }
 
@@ -132,18 +142,7 @@ describe('a record a failover left running under a live owner', () => {
       runId: runId ?? serverRunId,
       since: now - epochBeganMsAgo,
     });
-    return acquire(client, address, {
-      member: 'us',
-      token: 'us-token',
-      leaseMs: 60_000,
-      retentionMs: 120_000,
-      policy: 'takeover',
-      liveChannel: '',
-      graceMs: 100,
-      warmupS: WARMUP_S,
-      sessionKey: '',
-      epochKey: epochKey(prefix),
-    });
+    return askAsUs(client, address, prefix);
   }
 
   it('is taken over once the epoch is past the warm-up (before: the twin waited as long as the owner lived)', async () => {
@@ -182,19 +181,7 @@ describe('a live run refreshed after a failover', () => {
     expect(await heartbeat(client, address, grant, 600_000, 600_000, epochKey(prefix))).toEqual({
       kind: 'ok',
     });
-    const ask = () =>
-      acquire(client, address, {
-        member: 'us',
-        token: 'us-token',
-        leaseMs: 60_000,
-        retentionMs: 600_000,
-        policy: 'takeover',
-        liveChannel: '',
-        graceMs: 100,
-        warmupS: 1,
-        sessionKey: '',
-        epochKey: epochKey(prefix),
-      });
+    const ask = () => askAsUs(client, address, prefix, { retentionMs: 600_000, warmupS: 1 });
     // Two warm-ups later. Before the heartbeat stamped the epoch, a later acquire started it
     // after the refresh, and the live run looked older than its epoch: taken over, run twice.
     for (let i = 0; i < 3; i++) {
