@@ -1,9 +1,9 @@
 import type { Redis } from 'ioredis';
+import { hashIndexKey, recordHashPattern, recordKeyPattern } from '../lock/keys.js';
+import { readStoredRecord } from '../lock/record.js';
 import { countJobs, type QueueCounts } from './queues.js';
 import { type RedisPool, redactUrl } from './redis.js';
 import type { Target } from './target.js';
-
-const STATES = ['running', 'done', 'failed', 'released'] as const;
 
 export interface RecordCounts {
   running: number;
@@ -26,22 +26,12 @@ export interface StatsReport {
   queues: QueueCounts[];
 }
 
-/** Redis glob patterns treat `*?[]\` specially; a group or prefix must match literally. */
-function literal(text: string): string {
-  return text.replace(/[*?[\]\\]/g, '\\$&');
-}
-
 function tally(counts: RecordCounts, raw: string | null): void {
   if (raw === null) return; // deleted between SCAN and read
   counts.total++;
-  try {
-    const state = (JSON.parse(raw) as { state?: unknown }).state;
-    const known = STATES.find((s) => s === state);
-    if (known) counts[known]++;
-    else counts.corrupt++;
-  } catch {
-    counts.corrupt++;
-  }
+  const record = readStoredRecord(raw);
+  if (record === undefined) counts.corrupt++;
+  else counts[record.state]++;
 }
 
 /** SCAN in COUNT-sized batches: never KEYS, which blocks a live store. */
@@ -70,7 +60,7 @@ async function tallyHash(client: Redis, key: string, batch: number, counts: Reco
     cursor = next;
     const fields = flat.filter((_, i) => i % 2 === 0);
     if (fields.length === 0) continue;
-    const expiries = await client.zmscore(`${key}:expiry`, ...fields);
+    const expiries = await client.zmscore(hashIndexKey(key), ...fields);
     fields.forEach((_, i) => {
       const expiresAt = expiries[i];
       if (expiresAt == null || Number(expiresAt) > now) tally(counts, flat[2 * i + 1] ?? null);
@@ -91,22 +81,13 @@ export async function collectStats(
     corrupt: 0,
     total: 0,
   };
-  const prefix = literal(target.lockPrefix);
   const patterns: string[] = [];
-  if (target.hash === undefined) {
-    // PairedProcessor: `<prefix>:pair:{<group>:<jobId>}`; PairedLock: `<prefix>:pair:{<id>}`.
-    patterns.push(
-      target.group === undefined
-        ? `${prefix}:pair:{*}`
-        : `${prefix}:pair:{${literal(target.group)}:*}`,
-    );
-  }
+  // PairedProcessor's records are `recordId(group, jobId)`, PairedLock's the id as given.
+  if (target.hash === undefined) patterns.push(recordKeyPattern(target.lockPrefix, target.group));
   const hashPattern =
-    target.hash !== undefined
-      ? `${prefix}:pairs:{${literal(target.hash)}}`
-      : target.group === undefined
-        ? `${prefix}:pairs:{*}`
-        : undefined; // a group's records are PairedProcessor's: never in hash mode
+    target.hash !== undefined || target.group === undefined
+      ? recordHashPattern(target.lockPrefix, target.hash)
+      : undefined; // a group's records are PairedProcessor's: never in hash mode
   if (hashPattern !== undefined) patterns.push(hashPattern);
 
   await pool.use(target.lockUrl, async (client) => {

@@ -1,4 +1,4 @@
-import { type RecordAddress, recordAddress } from '../lock/keys.js';
+import { type RecordAddress, recordAddress, recordId } from '../lock/keys.js';
 import { usageError } from './exit-codes.js';
 import { redactUrl } from './redis.js';
 
@@ -122,6 +122,6 @@ export function resolveTarget(o: RawOptions): Target {
 
 /** The record of `jobId` exactly where `PairedProcessor` (or `PairedLock`) writes it. */
 export function addressOf(target: Target, jobId: string): RecordAddress {
-  const id = target.group === undefined ? jobId : `${target.group}:${jobId}`;
+  const id = target.group === undefined ? jobId : recordId(target.group, jobId);
   return recordAddress(target.lockPrefix, id, target.hash);
 }

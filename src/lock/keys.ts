@@ -1,6 +1,7 @@
 /**
- * The one place where pair-record key and channel names are built. Hash tags keep every
- * key one script touches in one cluster slot.
+ * The one place where pair-record ids, key and channel names, and the SCAN patterns that find
+ * them, are built: the lock, the pairing, the CLI and the tests all name them through here.
+ * Hash tags keep every key one script touches in one cluster slot.
  */
 export interface RecordAddress {
   /** Task id as the caller gave it. */
@@ -15,13 +16,33 @@ export interface RecordAddress {
   field: string;
 }
 
+/** The record id `PairedProcessor` gives a job: its group (by default its queue's name), then its id. */
+export function recordId(group: string, jobId: string): string {
+  return `${group}:${jobId}`;
+}
+
+/** Key mode: the record's own string key. */
+export function recordKey(prefix: string, id: string): string {
+  return `${prefix}:pair:{${id}}`;
+}
+
+/** Hash mode: the hash holding the records run with `{ hash }`, one field per id. */
+export function recordHashKey(prefix: string, hash: string): string {
+  return `${prefix}:pairs:{${hash}}`;
+}
+
+/** Hash mode: the sorted set holding each field's expiry time (Redis has no per-field TTL). */
+export function hashIndexKey(hashKey: string): string {
+  return `${hashKey}:expiry`;
+}
+
 export function recordAddress(prefix: string, id: string, hash?: string): RecordAddress {
   if (hash === undefined) {
-    const key = `${prefix}:pair:{${id}}`;
+    const key = recordKey(prefix, id);
     return { id, hash, key, index: key, field: '' };
   }
-  const key = `${prefix}:pairs:{${hash}}`;
-  return { id, hash, key, index: `${key}:expiry`, field: id };
+  const key = recordHashKey(prefix, hash);
+  return { id, hash, key, index: hashIndexKey(key), field: id };
 }
 
 /** Where settle notifications for every record under `prefix` are published. */
@@ -55,4 +76,30 @@ export function siblingsKey(prefix: string, twin: string, queue: string): string
  */
 export function epochKey(prefix: string): string {
   return `${prefix}:epoch`;
+}
+
+/** `text` matched literally by a Redis glob pattern (SCAN MATCH, PUBSUB CHANNELS, KEYS). */
+export function globLiteral(text: string): string {
+  return text.replace(/[*?[\]\\]/g, '\\$&');
+}
+
+/** SCAN pattern of key-mode records under `prefix`: all, or those of one `recordId` group. */
+export function recordKeyPattern(prefix: string, group?: string): string {
+  const ids = group === undefined ? '*' : `${globLiteral(recordId(group, ''))}*`;
+  return recordKey(globLiteral(prefix), ids);
+}
+
+/** SCAN pattern of the hash-mode record hashes under `prefix`: all, or the one `hash`. */
+export function recordHashPattern(prefix: string, hash?: string): string {
+  return recordHashKey(globLiteral(prefix), hash === undefined ? '*' : globLiteral(hash));
+}
+
+/** Pattern of every process's session key under `prefix`. */
+export function sessionKeyPattern(prefix: string): string {
+  return sessionKey(globLiteral(prefix), '*');
+}
+
+/** Pattern of every process's liveness channel under `prefix` (PUBSUB CHANNELS). */
+export function livenessChannelPattern(prefix: string): string {
+  return livenessChannel(globLiteral(prefix), '*');
 }

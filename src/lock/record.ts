@@ -2,7 +2,13 @@ import { CorruptRecordError, type PeerErrorInfo } from '../errors.js';
 import type { RecordAddress } from './keys.js';
 import type { AcquireReply, InspectReply, TakeoverReason } from './scripts.js';
 
-export type PairState = 'running' | 'done' | 'failed' | 'released';
+/** The states a pair record moves through: running, then one of the settled three. */
+export const PAIR_STATES = ['running', 'done', 'failed', 'released'] as const;
+export type PairState = (typeof PAIR_STATES)[number];
+
+export function isPairState(value: unknown): value is PairState {
+  return PAIR_STATES.some((state) => state === value);
+}
 
 /** A pair record as `inspect` returns it. Times are Redis server time in ms since the epoch. */
 export interface PairRecord {
@@ -30,20 +36,56 @@ export interface PairRecord {
   ownerLiveness: { channel: string; sessionKey: string };
 }
 
-interface StoredRecord {
+/**
+ * A pair record as the Lua scripts store it: one JSON object, the value of its own key (key
+ * mode) or a field of a hash (hash mode, see `recordAddress`). The one description of its
+ * fields; times are Redis server time in ms since the epoch.
+ */
+export interface StoredRecord {
   state: PairState;
+  /** Member that holds (running) or last held the record. */
   owner: string;
   fence: number;
+  /** The running owner's `run()` call: a retried acquire with it keeps its grant (running only). */
+  token?: string;
+  /** Grants so far (first run plus takeovers). */
   attempts?: number;
+  /** End of the record's own lease (running only; under a session the session key leases it). */
   leaseUntil?: number;
+  /** When the current grant was made: an owner granted before a restart gets a warm-up. */
+  grantedAt?: number;
   takeover?: TakeoverReason;
+  /** The executor's result, JSON (done). */
   result?: string;
+  /** What the last executor's failure left, JSON (failed). */
   error?: string;
   createdAt?: number;
   updatedAt?: number;
+  /** The owner's process liveness channel (running only). */
   live?: string;
+  /** The owner's process session key (running only). */
   skey?: string;
+  /** When the owner's liveness channel was first seen empty (running only). */
+  goneSince?: number;
+  /** A failure no member may run again (its result could not be stored). */
   final?: boolean;
+}
+
+/**
+ * The record in `raw`, or undefined when it is not one the scripts can read (they answer
+ * CORRUPT): JSON of an object with a numeric fence and a known state.
+ */
+export function readStoredRecord(raw: string): StoredRecord | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const record = value as Partial<StoredRecord>;
+  if (typeof record.fence !== 'number' || !isPairState(record.state)) return undefined;
+  return record as StoredRecord;
 }
 
 export function parseJson<T>(raw: string | null | undefined): T | undefined {
@@ -52,12 +94,8 @@ export function parseJson<T>(raw: string | null | undefined): T | undefined {
 
 export function toPairRecord(address: RecordAddress, reply: InspectReply): PairRecord | null {
   if (reply.raw === null) return null;
-  let stored: StoredRecord;
-  try {
-    stored = JSON.parse(reply.raw) as StoredRecord;
-  } catch {
-    throw new CorruptRecordError(address.key, address.field);
-  }
+  const stored = readStoredRecord(reply.raw);
+  if (stored === undefined) throw new CorruptRecordError(address.key, address.field);
   return {
     id: address.id,
     hash: address.hash,
@@ -91,12 +129,7 @@ export function settledReply(
   raw: string | null,
   policy: string,
 ): Extract<AcquireReply, { kind: 'done' | 'failed' }> | undefined {
-  let stored: StoredRecord | undefined;
-  try {
-    stored = parseJson<StoredRecord>(raw);
-  } catch {
-    return undefined;
-  }
+  const stored = raw === null ? undefined : readStoredRecord(raw);
   if (stored?.state === 'done') {
     return {
       kind: 'done',

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import { CorruptRecordError } from '../errors.js';
 import type { RecordAddress } from './keys.js';
-import { luaScripts } from './lua/scripts.generated.js';
+import { luaScripts, REPLY, REPLY_FIELDS } from './lua/scripts.generated.js';
 
 /** A connection the lock can run scripts on: a standalone client or a Cluster. */
 export type RedisConnection = Redis | Cluster;
@@ -50,6 +50,27 @@ async function runScript(
       ...args,
     )) as unknown[];
   }
+}
+
+type ReplyLayout = keyof typeof REPLY_FIELDS;
+/** A reply's fields by the names replies.json gives them; unknown until each parser checks it. */
+type ReplyFields<L extends ReplyLayout> = { [F in (typeof REPLY_FIELDS)[L][number]]: unknown };
+
+/**
+ * The one place a script's positional reply becomes named fields: `reply[from]` onwards, in
+ * the order of `REPLY_FIELDS[layout]` (replies.json). `from` is 1 past the reply code, 0 for
+ * the code-less INSPECT reply. Lua drops trailing nils, so a missing field is undefined.
+ */
+function replyFields<L extends ReplyLayout>(layout: L, reply: unknown[], from = 1): ReplyFields<L> {
+  const fields: Record<string, unknown> = {};
+  REPLY_FIELDS[layout].forEach((name: string, i: number) => {
+    fields[name] = reply[from + i];
+  });
+  return fields as ReplyFields<L>;
+}
+
+function stringOrNull(value: unknown): string | null {
+  return typeof value === 'string' ? value : null;
 }
 
 export type TakeoverReason = 'expired' | 'failed' | 'released' | 'disconnected';
@@ -116,32 +137,54 @@ export async function acquire(
     ],
     a.epochKey ? [a.epochKey] : [],
   );
-  const [code, fence, x, y, z, w] = reply as [number, number, unknown, unknown, unknown, unknown];
-  switch (code) {
-    case 1:
+  return acquireReply(address, reply);
+}
+
+function acquireReply(address: RecordAddress, reply: unknown[]): AcquireReply {
+  switch (reply[0]) {
+    case REPLY.GRANTED: {
+      const r = replyFields('GRANTED', reply);
       return {
         kind: 'granted',
-        fence,
-        takeover: x === '' ? undefined : (x as TakeoverReason),
-        attempts: Number(y),
-        idleMs: typeof z === 'number' && z >= 0 ? z : undefined,
+        fence: Number(r.fence),
+        takeover: r.takeover === '' ? undefined : (r.takeover as TakeoverReason),
+        attempts: Number(r.attempts),
+        // IDLE_UNKNOWN, or absent on a retried grant: unknown.
+        idleMs: typeof r.idleMs === 'number' && r.idleMs >= 0 ? r.idleMs : undefined,
       };
-    case 2:
+    }
+    case REPLY.BUSY: {
+      const r = replyFields('BUSY', reply);
       return {
         kind: 'busy',
-        fence,
-        owner: String(x),
-        recheckMs: Number(y),
-        ownerChannel: String(z),
-        ownerSessionKey: String(w ?? ''),
+        fence: Number(r.fence),
+        owner: String(r.owner),
+        recheckMs: Number(r.recheckMs),
+        ownerChannel: String(r.ownerChannel),
+        ownerSessionKey: String(r.ownerSessionKey ?? ''),
       };
-    case 3:
-      return { kind: 'done', fence, owner: String(x), result: typeof y === 'string' ? y : null };
-    case 4:
-      return { kind: 'failed', fence, owner: String(x), error: typeof y === 'string' ? y : null };
-    case 5:
+    }
+    case REPLY.DONE: {
+      const r = replyFields('DONE', reply);
+      return {
+        kind: 'done',
+        fence: Number(r.fence),
+        owner: String(r.owner),
+        result: stringOrNull(r.result),
+      };
+    }
+    case REPLY.FAILED: {
+      const r = replyFields('FAILED', reply);
+      return {
+        kind: 'failed',
+        fence: Number(r.fence),
+        owner: String(r.owner),
+        error: stringOrNull(r.error),
+      };
+    }
+    case REPLY.NO_SESSION:
       return { kind: 'noSession' };
-    default:
+    default: // REPLY.CORRUPT, or not a reply of ours
       return corrupt(address);
   }
 }
@@ -153,12 +196,23 @@ export type OwnerReply =
   | { kind: 'missing' };
 
 function ownerReply(address: RecordAddress, reply: unknown[]): OwnerReply {
-  const [code, state, fence, owner] = reply as [number, unknown, unknown, unknown];
-  if (code === 1) return { kind: 'ok' };
-  if (code === 0)
-    return { kind: 'stale', state: String(state), fence: Number(fence), owner: String(owner) };
-  if (code === -2) return { kind: 'missing' };
-  return corrupt(address);
+  switch (reply[0]) {
+    case REPLY.OK:
+      return { kind: 'ok' };
+    case REPLY.STALE: {
+      const r = replyFields('STALE', reply);
+      return {
+        kind: 'stale',
+        state: String(r.state),
+        fence: Number(r.fence),
+        owner: String(r.owner),
+      };
+    }
+    case REPLY.MISSING:
+      return { kind: 'missing' };
+    default: // REPLY.CORRUPT, or not a reply of ours
+      return corrupt(address);
+  }
 }
 
 export interface Grant {
@@ -220,18 +274,14 @@ export async function inspect(
   client: RedisConnection,
   address: RecordAddress,
 ): Promise<InspectReply> {
-  const [now, raw, left, sessionLeft] = (await runScript(client, 'inspect', address, [])) as [
-    number,
-    unknown,
-    number,
-    number,
-  ];
+  const r = replyFields('INSPECT', await runScript(client, 'inspect', address, []), 0);
+  const sessionLeft = Number(r.sessionLeftMs);
   return {
-    now,
-    raw: typeof raw === 'string' ? raw : null,
-    retentionLeftMs: left,
-    // -3: no session; -2: the session key is gone (its lease ran out).
-    sessionLeftMs: sessionLeft === -3 ? null : Math.max(sessionLeft, 0),
+    now: Number(r.now),
+    raw: stringOrNull(r.raw),
+    retentionLeftMs: Number(r.retentionLeftMs),
+    // PTTL of the owner's session: -2 once the key is gone (its lease ran out).
+    sessionLeftMs: sessionLeft === REPLY.NOT_UNDER_SESSION ? null : Math.max(sessionLeft, 0),
   };
 }
 

@@ -2,6 +2,7 @@ import { createServer, type Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import type { InspectReport } from '../../src/cli/inspect.js';
 import { PairedLock } from '../../src/index.js';
+import { recordKey } from '../../src/lock/keys.js';
 import { useRedis } from '../support/file-redis.js';
 import { freePort, startRedis, uniquePrefix } from '../support/redis.js';
 import { parseJson, runCli } from './run-cli.js';
@@ -115,7 +116,7 @@ describe('bullmq-paired exit codes', () => {
   it('exits 4 on a record this library did not write', async () => {
     const lockPrefix = uniquePrefix('corrupt');
     const client = redis().connect();
-    await client.set(`${lockPrefix}:pair:{junk-1}`, 'not json');
+    await client.set(recordKey(lockPrefix, 'junk-1'), 'not json');
     const run = await runCli([
       'inspect',
       '--redis',

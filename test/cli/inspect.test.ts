@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { InspectReport } from '../../src/cli/inspect.js';
 import type { StatsReport } from '../../src/cli/stats.js';
 import { PairedProcessor, PairedQueue, type PairInfo } from '../../src/index.js';
+import { recordId, recordKey, recordKeyPattern } from '../../src/lock/keys.js';
 import { useClosers } from '../support/closers.js';
 import { deferred } from '../support/deferred.js';
 import { useRedis } from '../support/file-redis.js';
@@ -106,7 +107,7 @@ describe('bullmq-paired inspect and stats', () => {
 
     expect(plain.recordId).toBe(`${base}:plain-1`);
     expect(plain.record).toMatchObject({
-      key: `${lockPrefix}:pair:{${base}:plain-1}`,
+      key: recordKey(lockPrefix, recordId(base, 'plain-1')),
       state: 'done',
       owner: 'a',
       fence: 1,
@@ -177,7 +178,7 @@ describe('bullmq-paired inspect and stats', () => {
       corrupt: 0,
       total: 3,
     });
-    expect(counts.patterns).toEqual([`${lockPrefix}:pair:{${base}:*}`]);
+    expect(counts.patterns).toEqual([recordKeyPattern(lockPrefix, base)]);
     expect(counts.queues.map((q) => q.queue)).toEqual([`${base}-a`, `${base}-b`]);
     expect(counts.queues[0]?.counts).toMatchObject({
       completed: 1,

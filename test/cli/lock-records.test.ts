@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { InspectReport } from '../../src/cli/inspect.js';
 import type { StatsReport } from '../../src/cli/stats.js';
 import { PairedLock } from '../../src/index.js';
+import { recordHashKey, recordHashPattern, recordKeyPattern } from '../../src/lock/keys.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 import { parseJson, runCli } from './run-cli.js';
@@ -54,7 +55,7 @@ describe('bullmq-paired on PairedLock records (key and hash mode)', () => {
       .poll(() => lock.inspect('h-old', { hash: 'h2' }), { timeout: 10_000, interval: 50 })
       .toBeNull();
     // Still stored (no write has pruned it since): only the expiry index says it is gone.
-    expect(await client.hexists(`${prefix}:pairs:{h2}`, 'h-old')).toBe(1);
+    expect(await client.hexists(recordHashKey(prefix, 'h2'), 'h-old')).toBe(1);
 
     const watched = [`${prefix}*`, `bull:${emptyQueue}*`];
     const before = await snapshot(client, watched);
@@ -73,7 +74,7 @@ describe('bullmq-paired on PairedLock records (key and hash mode)', () => {
     ).toEqual([0, 0, 0, 1, 0, 0, 0]);
 
     const stats = parseJson<StatsReport>(all);
-    expect(stats.patterns).toEqual([`${prefix}:pair:{*}`, `${prefix}:pairs:{*}`]);
+    expect(stats.patterns).toEqual([recordKeyPattern(prefix), recordHashPattern(prefix)]);
     expect(stats.records).toEqual({
       running: 0,
       done: 3,
@@ -88,7 +89,7 @@ describe('bullmq-paired on PairedLock records (key and hash mode)', () => {
     const hashed = parseJson<InspectReport>(field);
     expect(hashed.recordId).toBe('h-new');
     expect(hashed.record).toMatchObject({
-      key: `${prefix}:pairs:{h2}`,
+      key: recordHashKey(prefix, 'h2'),
       field: 'h-new',
       state: 'done',
       owner: 'eu',

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { InspectReport } from '../../src/cli/inspect.js';
 import type { StatsReport } from '../../src/cli/stats.js';
 import { PairedProcessor, PairedQueue } from '../../src/index.js';
+import { recordId, recordKey } from '../../src/lock/keys.js';
 import { useClosers } from '../support/closers.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
@@ -69,7 +70,7 @@ describe('bullmq-paired across two Redis servers', () => {
     const report = parseJson<InspectReport>(inspected);
     expect(report.lockStore).toBe(lockStore().url);
     expect(report.record).toMatchObject({
-      key: `${lockPrefix}:pair:{${name}:${id}}`,
+      key: recordKey(lockPrefix, recordId(name, id)),
       state: 'done',
       fence: 1,
       result: { sent: true },

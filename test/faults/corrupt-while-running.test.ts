@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { CorruptRecordError } from '../../src/index.js';
+import { recordKey } from '../../src/lock/keys.js';
 import { lockKit } from '../lock/lock-test-kit.js';
 import { deferred } from '../support/deferred.js';
 import { useRedis } from '../support/file-redis.js';
@@ -23,7 +24,7 @@ describe('a record overwritten by something else while its executor runs', () =>
       return 'sent';
     });
     await started.promise;
-    await redis().connect().set(`${prefix}:pair:{task-1}`, 'not json');
+    await redis().connect().set(recordKey(prefix, 'task-1'), 'not json');
     finish.resolve();
     const giveUp = new AbortController();
     const outcome = await Promise.race([

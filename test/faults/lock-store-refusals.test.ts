@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { PeerFailedError, SettleRetryError } from '../../src/index.js';
+import { sessionKeyPattern } from '../../src/lock/keys.js';
 import { heldRun, lockKit, taskId } from '../lock/lock-test-kit.js';
 import { deferred } from '../support/deferred.js';
 import { useRedis } from '../support/file-redis.js';
@@ -121,7 +122,7 @@ describe('a lease lost is never a failure', () => {
     const signal = await started.promise;
     // The process's session key vanishes (evicted): its next refresh finds it gone.
     const admin = redis().connect();
-    const sessions = await admin.keys(`${kit.prefix}:session:*`);
+    const sessions = await admin.keys(sessionKeyPattern(kit.prefix));
     expect(sessions.length).toBeGreaterThan(0);
     await admin.del(...sessions);
     await new Promise((resolve) => signal.addEventListener('abort', resolve));
@@ -144,7 +145,7 @@ describe('a lease lost is never a failure', () => {
     });
     await eu.run(taskId(), () => 'warm'); // the session exists
     const admin = redis().connect();
-    await admin.del(...(await admin.keys(`${kit.prefix}:session:*`)));
+    await admin.del(...(await admin.keys(sessionKeyPattern(kit.prefix))));
     const id = taskId();
     const held = heldRun(eu, id, 'sent');
     await held.signal;

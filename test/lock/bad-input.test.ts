@@ -5,6 +5,7 @@ import {
   ResultNotSerializableError,
   ResultTooLargeError,
 } from '../../src/index.js';
+import { recordKey } from '../../src/lock/keys.js';
 import { useRedis } from '../support/file-redis.js';
 import { lockKit, taskId } from './lock-test-kit.js';
 
@@ -76,11 +77,11 @@ describe('PairedLock with a record that is not one', () => {
   it('refuses to guess: CorruptRecordError names the key and the fix', async () => {
     const eu = kit.lock({ member: 'eu' }, kit.prefix);
     const id = taskId();
-    await redis().connect().set(`${kit.prefix}:pair:{${id}}`, 'not json');
+    await redis().connect().set(recordKey(kit.prefix, id), 'not json');
     const error = await eu.run(id, vi.fn()).catch((err: unknown) => err);
     expect(error).toBeInstanceOf(CorruptRecordError);
     expect((error as Error).message).toMatch(/is not a record bullmq-paired wrote; delete it/);
-    await redis().connect().del(`${kit.prefix}:pair:{${id}}`);
+    await redis().connect().del(recordKey(kit.prefix, id));
     expect(await eu.run(id, () => 'ran')).toMatchObject({ role: 'executor', result: 'ran' });
   });
 });

@@ -6,7 +6,7 @@
  * the epoch is LIVENESS_WARMUP_S old.
  */
 import { describe, expect, it } from 'vitest';
-import { epochKey, recordAddress } from '../../src/lock/keys.js';
+import { epochKey, livenessChannel, recordAddress } from '../../src/lock/keys.js';
 import { acquire, heartbeat } from '../../src/lock/scripts.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
@@ -59,7 +59,7 @@ async function setup() {
       grantedAt: now - 1_000,
       createdAt: now - 1_000,
       updatedAt: now - 1_000,
-      live: `${prefix}:live:gone`,
+      live: livenessChannel(prefix, 'gone'),
     }),
   );
   const ask = () => askAsUs(client, address, prefix, { graceMs: 0 });
@@ -118,7 +118,7 @@ describe('a record a failover left running under a live owner', () => {
     const subscriber = redis().connect();
     const prefix = uniquePrefix('orphan');
     const address = recordAddress(prefix, 'task');
-    const live = `${prefix}:live:eu`;
+    const live = livenessChannel(prefix, 'eu');
     await subscriber.subscribe(live);
     const now = await serverNow(client);
     await client.set(
@@ -166,7 +166,7 @@ describe('a live run refreshed after a failover', () => {
     const subscriber = redis().connect();
     const prefix = uniquePrefix('refreshed');
     const address = recordAddress(prefix, 'task');
-    const live = `${prefix}:live:eu`;
+    const live = livenessChannel(prefix, 'eu');
     await subscriber.subscribe(live);
     const now = await serverNow(client);
     const record = { state: 'running', owner: 'eu', token: 'eu-token', fence: 1, attempts: 1 };

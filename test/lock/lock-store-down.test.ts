@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { LeaseLostError, StaleFenceError } from '../../src/index.js';
+import { recordKey } from '../../src/lock/keys.js';
 import { aborted, deferred } from '../support/deferred.js';
 import { useRedis } from '../support/file-redis.js';
 import { heldRun, lockKit, taskId } from './lock-test-kit.js';
@@ -38,7 +39,7 @@ describe('PairedLock when the lock store goes away', () => {
       return 'late';
     });
     await started.promise;
-    await redis().connect().del(`${kit.prefix}:pair:{${id}}`);
+    await redis().connect().del(recordKey(kit.prefix, id));
     const error = await run.catch((err: unknown) => err);
     expect(error).toBeInstanceOf(StaleFenceError);
     expect(error).toMatchObject({ fence: 1, currentFence: undefined });

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it, vi } from 'vitest';
 import { ClosedError, LeaseLostError, PeerFailedError, StaleFenceError } from '../../src/index.js';
+import { sessionKey } from '../../src/lock/keys.js';
 import { aborted, deferred } from '../support/deferred.js';
 import { useRedis } from '../support/file-redis.js';
 import {
@@ -210,7 +211,7 @@ describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) 
     const signal = await held.signal;
     // As if the process had been frozen past its lease: its session key is gone.
     const sessions = (await keysUnder(redis().connect(), kit.prefix)).filter((k) =>
-      k.includes(':session:'),
+      k.startsWith(sessionKey(kit.prefix, '')),
     );
     expect(sessions).toHaveLength(1); // us has not started yet: this is eu's
     const record = await us.inspect(id, opts);

@@ -9,6 +9,7 @@ import type { Redis, RedisOptions } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ClosedError, LivenessSubscriberError, type PairedLock } from '../../src/index.js';
 import { PairCore } from '../../src/lock/core.js';
+import { livenessChannelPattern } from '../../src/lock/keys.js';
 import { NO_OWNER, type WakeReason } from '../../src/lock/notifier.js';
 import { resolveLockOptions } from '../../src/lock/options.js';
 import { aborted } from '../support/deferred.js';
@@ -71,7 +72,7 @@ async function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timed ou
 }
 
 async function liveChannels(prefix: string): Promise<string[]> {
-  return (await redis().connect().pubsub('CHANNELS', `${prefix}:live:*`)) as string[];
+  return (await redis().connect().pubsub('CHANNELS', livenessChannelPattern(prefix))) as string[];
 }
 
 async function subscribers(channel: string): Promise<number> {

@@ -1,9 +1,16 @@
 import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { appendFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+
+/** How long `next` waits for a line by default: well under the test timeout, so it names the line. */
+export const NEXT_TIMEOUT_MS = 30_000;
+
+/** How many of the child's last lines a `next` timeout quotes. */
+const QUOTED_LINES = 5;
 
 export interface ChildLine {
   event: string;
@@ -21,12 +28,15 @@ export class FixtureProcess {
     reject: (err: Error) => void;
   }[] = [];
   private stderr = '';
+  /** The fixture's name in messages: its file name. */
+  private readonly name: string;
 
   /** `fixture`: a file name under test/fixtures, or the URL of any TypeScript file. */
   constructor(fixture: string | URL, env: Record<string, string>) {
     const path = fileURLToPath(
       fixture instanceof URL ? fixture : new URL(`../fixtures/${fixture}`, import.meta.url),
     );
+    this.name = basename(path);
     this.child = spawn(process.execPath, ['--import', 'tsx', path], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -52,22 +62,63 @@ export class FixtureProcess {
 
   /**
    * The first line with this event (and matching `match`), already seen or still to come;
-   * rejects if the child exits first.
+   * rejects if the child exits first, or if no such line comes within `timeoutMs` (naming
+   * the awaited event and quoting the child's last lines, rather than letting the test time
+   * out without saying what it waited for).
    */
-  next(event: string, match: (line: ChildLine) => boolean = () => true): Promise<ChildLine> {
+  next(
+    event: string,
+    match: (line: ChildLine) => boolean = () => true,
+    timeoutMs = NEXT_TIMEOUT_MS,
+  ): Promise<ChildLine> {
     const seen = this.lines.find((line) => line.event === event && match(line));
     if (seen) return Promise.resolve(seen);
     if (this.child.exitCode !== null || this.child.signalCode !== null) {
       return Promise.reject(this.exitedBefore(event));
     }
     return new Promise((resolve, reject) => {
-      this.waiters.push({ event, match, resolve, reject });
+      const waiter = {
+        event,
+        match,
+        resolve: (line: ChildLine) => {
+          clearTimeout(timer);
+          resolve(line);
+        },
+        reject: (err: Error) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      };
+      const timer = setTimeout(() => {
+        const index = this.waiters.indexOf(waiter);
+        if (index >= 0) this.waiters.splice(index, 1);
+        reject(this.noLineWithin(event, timeoutMs));
+      }, timeoutMs);
+      this.waiters.push(waiter);
     });
   }
 
   private exitedBefore(event: string): Error {
     const how = this.child.exitCode ?? this.child.signalCode;
-    return new Error(`fixture exited (${how}) before "${event}":\n${this.stderr}`);
+    return new Error(
+      `child ${this.name} pid ${this.child.pid}: exited (${how}) before a '${event}' line; last lines: ${this.lastLines()}\n${this.stderr}`,
+    );
+  }
+
+  private noLineWithin(event: string, timeoutMs: number): Error {
+    const within = timeoutMs % 1000 === 0 ? `${timeoutMs / 1000} s` : `${timeoutMs} ms`;
+    const stderr = this.stderr === '' ? '' : `\nstderr:\n${this.stderr.slice(-2_000)}`;
+    return new Error(
+      `child ${this.name} pid ${this.child.pid}: no '${event}' line within ${within}; last lines: ${this.lastLines()}${stderr}`,
+    );
+  }
+
+  private lastLines(): string {
+    if (this.lines.length === 0) return '(none)';
+    return this.lines
+      .slice(-QUOTED_LINES)
+      .map((line) => JSON.stringify(line))
+      .join(' | ');
   }
 
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {

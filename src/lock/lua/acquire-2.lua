@@ -25,22 +25,25 @@
             being declared in KEYS, so sessions are for standalone Redis only (the client turns
             them off on a Cluster, where records fall back to leases of their own).
 
-  Output:
-    { 1, fence, takeoverReason ('' | 'expired' | 'failed' | 'released' | 'disconnected'), attempts,
-      idleMs (ms the job had no executor before a takeover; -1 when unknown or no takeover) }
-        granted: the caller is the executor
-    { 2, fence, owner, recheckMs, ownerLiveChannel, ownerSessionKey }
-        busy: another owner holds a valid lease
-    { 3, fence, owner, result | false }               done: the stored result
-    { 4, fence, owner, error | false }                failed, and the policy is 'respect' (or
+  Output (codes and field layouts: replies.json):
+    {GRANTED, fence, takeoverReason ('' | 'expired' | 'failed' | 'released' | 'disconnected'),
+      attempts, idleMs (ms the job had no executor before a takeover; IDLE_UNKNOWN when
+      unknown or no takeover)}
+        the caller is the executor
+    {BUSY, fence, owner, recheckMs, ownerLiveChannel, ownerSessionKey}
+        another owner holds the record (includes/owner: leased, connected, no orphan)
+    {DONE, fence, owner, result | false}              the stored result
+    {FAILED, fence, owner, error | false}             failed, and the policy is 'respect' (or
                                                       the failure is final: a result that could
                                                       not be stored must not run again)
-    { 5 }                                             the caller's session key is gone: no grant
+    {NO_SESSION}                                      the caller's session key is gone: no grant
                                                       (a shadow would take it for a dead owner's)
-    { -1 }                                            the record is unreadable
+    {CORRUPT}                                         the record is unreadable
 ]]
+--- @include "replies"
 --- @include "includes/record"
 --- @include "includes/epoch"
+--- @include "includes/owner"
 
 local key, indexKey = KEYS[1], KEYS[2]
 local field, member, token = ARGV[1], ARGV[2], ARGV[3]
@@ -50,22 +53,9 @@ local warmupS = tonumber(ARGV[9])
 local sessionKey = ARGV[10]
 local epochKey = KEYS[3]
 
--- After a restart or a failover, owners granted before it may not have reconnected yet (and
--- their session keys may have run out while the server was down): their absence proves
--- nothing until the epoch is warmupS old. Granted in this epoch means the owner's connection
--- and session were made here: their absence is real.
-local function restartedSinceGrant(rec, now)
-  local since = epochSince(epochKey, now, retentionMs)
-  local age = now - since
-  if age < warmupS * 1000 and (rec.grantedAt or 0) < since then
-    return warmupS * 1000 - age
-  end
-  return false
-end
-
 local now = nowMs()
 local rec = loadRecord(key, indexKey, field, now)
-if rec == false then return {-1} end
+if rec == false then return {REPLY.CORRUPT} end
 
 local reason = ''
 if rec then
@@ -75,90 +65,37 @@ if rec then
       -- The same call retried after a lost reply: keep its grant.
       rec.leaseUntil = now + leaseMs
       saveRecord(key, indexKey, field, rec, now, retentionMs)
-      return {1, rec.fence, rec.takeover or '', rec.attempts}
+      return {REPLY.GRANTED, rec.fence, rec.takeover or '', rec.attempts}
     end
-    local skey = rec.skey or ''
-    local leased
     local recheck
-    if skey ~= '' then
-      local left = redis.call('PTTL', skey)
-      leased = left > 0
-      recheck = left
-      if not leased then
-        local wait = restartedSinceGrant(rec, now)
-        if wait then
-          leased = true
-          recheck = wait
-        end
-      end
-    else
-      leased = rec.leaseUntil > now
-      recheck = rec.leaseUntil - now
-    end
-    if leased then
-      local live = rec.live or ''
-      if live ~= '' then
-        -- A dead process closes its connections at once, so an empty liveness channel
-        -- means the owner is gone long before its lease says so. The grace absorbs a
-        -- subscriber that is merely reconnecting.
-        local subscribers = redis.call('PUBSUB', 'NUMSUB', live)[2]
-        if subscribers == 0 then
-          local wait = restartedSinceGrant(rec, now)
-          if wait then
-            subscribers = 1
-            recheck = math.min(recheck, wait)
-          end
-        end
-        if subscribers == 0 then
-          if not rec.goneSince then
-            rec.goneSince = now
-            saveRecord(key, indexKey, field, rec, now, retentionMs)
-          end
-          if now - rec.goneSince >= graceMs then
-            reason = 'disconnected'
-          else
-            recheck = math.min(recheck, rec.goneSince + graceMs - now)
-          end
-        elseif rec.goneSince then
-          rec.goneSince = nil
-          saveRecord(key, indexKey, field, rec, now, retentionMs)
-        end
-      end
-      if reason == '' and epochKey and now - (rec.updatedAt or now) >= warmupS * 1000 then
-        -- A record last written before this server's epoch began, and not refreshed since
-        -- though its epoch is warmupS old, is an orphan: a failover undid its settle (the
-        -- replica had not received it) while its owner lives on. A live run is refreshed as
-        -- soon as its owner reconnects (a heartbeat), so only a finished one stays behind.
-        -- INFO is read only for records this old (the common job never pays for it).
-        local since = epochSince(epochKey, now, retentionMs)
-        if (rec.updatedAt or 0) < since and now - since >= warmupS * 1000 then
-          reason = 'expired'
-        end
-      end
-      if reason == '' then
-        return {2, rec.fence, rec.owner, recheck, live, skey}
-      end
-    else
-      reason = 'expired'
+    reason, recheck = ownerStatus(rec, now, {
+      epochKey = epochKey,
+      retentionMs = retentionMs,
+      warmupS = warmupS,
+      graceMs = graceMs,
+      save = function() saveRecord(key, indexKey, field, rec, now, retentionMs) end,
+    })
+    if reason == '' then
+      return {REPLY.BUSY, rec.fence, rec.owner, recheck, rec.live or '', rec.skey or ''}
     end
   elseif state == 'done' then
-    return {3, rec.fence, rec.owner, rec.result or false}
+    return {REPLY.DONE, rec.fence, rec.owner, rec.result or false}
   elseif state == 'failed' then
     if policy == 'respect' or rec.final then
-      return {4, rec.fence, rec.owner, rec.error or false}
+      return {REPLY.FAILED, rec.fence, rec.owner, rec.error or false}
     end
     reason = 'failed'
   elseif state == 'released' then
     reason = 'released'
   else
-    return {-1}
+    return {REPLY.CORRUPT}
   end
 end
 
 -- A grant under a session key that has vanished (evicted, expired while this process was
 -- frozen, lost in a failover) would look dead to the twin at once: refuse it, and let the
 -- caller make its session anew first.
-if sessionKey ~= '' and redis.call('EXISTS', sessionKey) == 0 then return {5} end
+if sessionKey ~= '' and redis.call('EXISTS', sessionKey) == 0 then return {REPLY.NO_SESSION} end
 
 local fence = 1
 local attempts = 1
@@ -182,8 +119,8 @@ if sessionKey ~= '' then granted.skey = sessionKey end
 -- How long the job had no executor before this takeover, as far as this store can tell:
 -- since the settle (failed, released), since the owner's channel was first seen empty
 -- (disconnected) or since its own lease ended (expired). A session that ran out leaves no
--- trace of when it did: -1, unknown.
-local idleMs = -1
+-- trace of when it did: unknown.
+local idleMs = REPLY.IDLE_UNKNOWN
 if reason == 'failed' or reason == 'released' then
   idleMs = now - (rec.updatedAt or now)
 elseif reason == 'disconnected' then
@@ -195,4 +132,4 @@ end
 -- replica that its epoch is new. Only when absent, so INFO is read once per server.
 if epochKey and redis.call('PEXPIRE', epochKey, retentionMs) == 0 then epochSince(epochKey, now, retentionMs) end
 saveRecord(key, indexKey, field, granted, now, retentionMs)
-return {1, fence, reason, attempts, idleMs}
+return {REPLY.GRANTED, fence, reason, attempts, idleMs}

@@ -13,12 +13,13 @@
     ARGV[7] '1' when the failure is final: the routine succeeded but its result cannot be
             stored, so no member may run the task again, whatever its peer-failure policy
 
-  Output:
-    { 1, fence }                  settled
-    { 0, state, fence, owner }    refused: the caller is not the current owner (stale fence)
-    { -2 }                        the record is gone (retention passed)
-    { -1 }                        the record is unreadable
+  Output (codes and field layouts: replies.json):
+    {OK, fence}                   settled
+    {STALE, state, fence, owner}  refused: the caller is not the current owner (stale fence)
+    {MISSING}                     the record is gone (retention passed)
+    {CORRUPT}                     the record is unreadable
 ]]
+--- @include "replies"
 --- @include "includes/record"
 --- @include "includes/settle"
 

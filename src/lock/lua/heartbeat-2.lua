@@ -13,12 +13,13 @@
     ARGV[4] lease in ms
     ARGV[5] retention in ms
 
-  Output:
-    { 1, fence }                  extended
-    { 0, state, fence, owner }    refused: the caller is not the current owner (stale fence)
-    { -2 }                        the record is gone (retention passed)
-    { -1 }                        the record is unreadable
+  Output (codes and field layouts: replies.json):
+    {OK, fence}                   extended
+    {STALE, state, fence, owner}  refused: the caller is not the current owner (stale fence)
+    {MISSING}                     the record is gone (retention passed)
+    {CORRUPT}                     the record is unreadable
 ]]
+--- @include "replies"
 --- @include "includes/record"
 --- @include "includes/epoch"
 
@@ -28,14 +29,14 @@ local leaseMs, retentionMs = tonumber(ARGV[4]), tonumber(ARGV[5])
 
 local now = nowMs()
 local rec = loadRecord(key, indexKey, field, now)
-if rec == nil then return {-2} end
-if rec == false then return {-1} end
+if rec == nil then return {REPLY.MISSING} end
+if rec == false then return {REPLY.CORRUPT} end
 if not isOwner(rec, token, fence) then
-  return {0, rec.state, rec.fence, rec.owner}
+  return {REPLY.STALE, rec.state, rec.fence, rec.owner}
 end
 -- Extending after the lease ran out is safe: the takeover scripts run atomically, so a
 -- record still naming this owner means nobody took it over.
 if KEYS[3] then epochSince(KEYS[3], now, retentionMs) end
 rec.leaseUntil = now + leaseMs
 saveRecord(key, indexKey, field, rec, now, retentionMs)
-return {1, rec.fence}
+return {REPLY.OK, rec.fence}

@@ -6,19 +6,21 @@
     KEYS[2] expiry index of the hash (hash mode; ignored in key mode)
     ARGV[1] field: the task id in hash mode, '' in key mode
 
-  Output:
-    { now, recordJson | false, retentionLeftMs, sessionLeftMs }
+  Output (field layout INSPECT: replies.json; no reply code):
+    {now, recordJson | false, retentionLeftMs, sessionLeftMs}
       sessionLeftMs: PTTL of the owner's session key when the record is running under a
-      session (its lease then lives there, not in the record); -3 when there is none.
+      session (its lease then lives there, not in the record); NOT_UNDER_SESSION when there is
+      none.
       The session key is read without being declared, like acquire does: standalone only.
 ]]
+--- @include "replies"
 --- @include "includes/record"
 
 local key, indexKey, field = KEYS[1], KEYS[2], ARGV[1]
 local now = nowMs()
 
 local function withSession(raw, retentionLeft)
-  local sessionLeft = -3
+  local sessionLeft = REPLY.NOT_UNDER_SESSION
   if raw then
     local ok, rec = pcall(cjson.decode, raw)
     if ok and type(rec) == 'table' and rec.state == 'running' and type(rec.skey) == 'string' then
@@ -33,6 +35,6 @@ if field == '' then
 end
 local expiresAt = redis.call('ZSCORE', indexKey, field)
 if not expiresAt or tonumber(expiresAt) <= now then
-  return {now, false, -2, -3}
+  return {now, false, -2, REPLY.NOT_UNDER_SESSION}
 end
 return withSession(redis.call('HGET', key, field), tonumber(expiresAt) - now)

@@ -11,12 +11,13 @@
     ARGV[5] settle channel to publish on
     (no payload)
 
-  Output:
-    { 1, fence }                  settled
-    { 0, state, fence, owner }    refused: the caller is not the current owner (stale fence)
-    { -2 }                        the record is gone (retention passed)
-    { -1 }                        the record is unreadable
+  Output (codes and field layouts: replies.json):
+    {OK, fence}                   settled
+    {STALE, state, fence, owner}  refused: the caller is not the current owner (stale fence)
+    {MISSING}                     the record is gone (retention passed)
+    {CORRUPT}                     the record is unreadable
 ]]
+--- @include "replies"
 --- @include "includes/record"
 --- @include "includes/settle"
 

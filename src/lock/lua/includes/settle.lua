@@ -1,20 +1,23 @@
 --[[
   Shared by complete / fail / release: the owner (token + fence) moves a running record
   to a settled state and announces it on the settle channel, so waiting shadows wake at once.
-  Return codes: 1 settled (or already settled so by this fence: a retry); 0 refused (stale: {0, state, fence, owner}); -2 record missing;
-  -1 record unreadable.
+  Replies (replies.json): {OK, fence} settled (or already settled so by this fence: a retry);
+  {STALE, state, fence, owner} refused; {MISSING} record gone; {CORRUPT} record unreadable.
 ]]
+--- @include "replies"
+--- @include "includes/record"
+
 local function settle(key, indexKey, field, token, fence, retentionMs, channel, state, payloadName, payload, final)
   local now = nowMs()
   local rec = loadRecord(key, indexKey, field, now)
-  if rec == nil then return {-2} end
-  if rec == false then return {-1} end
+  if rec == nil then return {REPLY.MISSING} end
+  if rec == false then return {REPLY.CORRUPT} end
   if not isOwner(rec, token, fence) then
     if rec.state == state and rec.fence == fence then
       -- The same settle again (its first reply was lost): it already took effect.
-      return {1, rec.fence}
+      return {REPLY.OK, rec.fence}
     end
-    return {0, rec.state, rec.fence, rec.owner}
+    return {REPLY.STALE, rec.state, rec.fence, rec.owner}
   end
   rec.state = state
   rec.leaseUntil = nil
@@ -26,5 +29,5 @@ local function settle(key, indexKey, field, token, fence, retentionMs, channel, 
   if final then rec.final = true end
   saveRecord(key, indexKey, field, rec, now, retentionMs)
   redis.call('PUBLISH', channel, cjson.encode({key, field}))
-  return {1, rec.fence}
+  return {REPLY.OK, rec.fence}
 end
