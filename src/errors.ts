@@ -23,7 +23,10 @@ export type PairedErrorCode =
   | 'ERR_PAIRED_MISCONFIGURED_GROUP'
   | 'ERR_PAIRED_MISCONFIGURED_TWIN'
   | 'ERR_PAIRED_ADD_REFUSED'
-  | 'ERR_PAIRED_DEDUPLICATION_MISMATCH';
+  | 'ERR_PAIRED_DEDUPLICATION_MISMATCH'
+  | 'ERR_PAIRED_SCHEDULER_NOT_PAIRED'
+  | 'ERR_PAIRED_PARTIAL_OPERATION'
+  | 'ERR_PAIRED_JOB_CANCELLED';
 
 /** Anything thrown, as an Error (for 'error' events, which take only Errors). */
 export function asError(err: unknown): Error {
@@ -473,4 +476,84 @@ export class DeduplicationMismatchError extends PairedError {
     this.deduplicationId = deduplicationId;
     this.ids = ids;
   }
+}
+
+/**
+ * A job scheduler (`PairedQueue.upsertJobScheduler`) whose iterations the twins could not be
+ * made to name alike: each twin's scheduler names an iteration `repeat:<schedulerId>:<millis>`,
+ * and only iterations with the same id on both twins pair (run once). `reason` says what
+ * stands in the way (an option, or twins whose next iterations stayed off the common grid).
+ */
+export class JobSchedulerNotPairedError extends PairedError {
+  readonly schedulerId: unknown;
+  readonly reason: string;
+
+  constructor(schedulerId: unknown, reason: string) {
+    super(
+      'ERR_PAIRED_SCHEDULER_NOT_PAIRED',
+      `job scheduler ${JSON.stringify(schedulerId) ?? String(schedulerId)} cannot be paired: ${reason}`,
+    );
+    this.schedulerId = schedulerId;
+    this.reason = reason;
+  }
+}
+
+/**
+ * An operation on both twins (a job scheduler's upsert or removal, a read of a job) that one
+ * twin's Redis refused or did not answer within `addTimeoutMs`. `done` lists the twins where
+ * it took effect; `failed` holds each other twin's error. Scheduler upserts and removals are
+ * idempotent: call again to complete them.
+ */
+export class PartialTwinOperationError extends PairedError {
+  readonly operation: string;
+  /** Twins where the operation took effect. */
+  readonly done: string[];
+  /** Twins that refused or did not answer, with their errors. */
+  readonly failed: Record<string, Error>;
+
+  constructor(operation: string, done: string[], failed: Record<string, Error>) {
+    const reasons = Object.entries(failed)
+      .map(([twin, err]) => `${twin}: ${err.message}`)
+      .join('; ');
+    super(
+      'ERR_PAIRED_PARTIAL_OPERATION',
+      `${operation} reached only twin(s) ${done.join(', ') || 'none'} (${reasons}); call it again once every twin's Redis answers`,
+      { cause: Object.values(failed)[0] },
+    );
+    this.operation = operation;
+    this.done = done;
+    this.failed = failed;
+  }
+}
+
+/**
+ * A paired job was cancelled (BullMQ's `worker.cancelJob(jobId, reason)`) while it executed,
+ * and its processor stopped by throwing. The pair record is failed for good: the executor's
+ * copy fails with this error and the twin's copy fails instead of running the job again.
+ * `reason` is the cancel's reason as text; `cause` is what the processor threw.
+ */
+export class JobCancelledError extends PairedError {
+  readonly jobId: string;
+  /** The twin whose execution was cancelled. */
+  readonly twin: string;
+  readonly reason: string;
+
+  constructor(jobId: string, twin: string, reason: unknown, cause?: unknown) {
+    const text = cancelReason(reason);
+    super(
+      'ERR_PAIRED_JOB_CANCELLED',
+      `job "${jobId}" was cancelled on twin ${twin} (${text}): neither twin runs it again`,
+      { cause },
+    );
+    this.jobId = jobId;
+    this.twin = twin;
+    this.reason = text;
+  }
+}
+
+/** A cancel's reason as short text: BullMQ passes the caller's value, or an AbortError. */
+function cancelReason(reason: unknown): string {
+  const text =
+    reason instanceof Error ? reason.message : reason === undefined ? 'no reason' : String(reason);
+  return text.length > 200 ? `${text.slice(0, 200)}…` : text;
 }

@@ -17,6 +17,8 @@ export {
   CorruptRecordError,
   DeduplicationMismatchError,
   InvalidJobIdError,
+  JobCancelledError,
+  JobSchedulerNotPairedError,
   type LeaseLossReason,
   LeaseLostError,
   LivenessSubscriberError,
@@ -29,6 +31,7 @@ export {
   type PairingMismatch,
   PairingMismatchError,
   PartialAddError,
+  PartialTwinOperationError,
   type PeerErrorInfo,
   PeerFailedError,
   ResultNotSerializableError,
@@ -49,12 +52,22 @@ export {
 export type { PairRecord, PairState } from './lock/record.js';
 export type { RedisConnection, TakeoverReason } from './lock/scripts.js';
 export type { PairedJobEvent, PairedProcessorEvents } from './pairing/events.js';
+export {
+  type PairedRepeatOptions,
+  SCHEDULER_START_GUARD_MS,
+} from './pairing/job-schedulers.js';
 export type { LockStoreDownPolicy, PairedProcessorOptions } from './pairing/options.js';
+export {
+  type PairedFlow,
+  type PairedFlowJob,
+  PairedFlowProducer,
+} from './pairing/paired-flow-producer.js';
 export {
   PairedProcessor,
   type PairedProcessorFunction,
   type PairInfo,
 } from './pairing/paired-processor.js';
+export type { PairedJobCopies, PairedJobTemplate } from './pairing/paired-queue.js';
 export {
   type PairedBulkJob,
   type PairedJob,
@@ -62,5 +75,10 @@ export {
   type PairedQueueOptions,
   type TwinQueueOptions,
 } from './pairing/paired-queue.js';
+export {
+  PairedQueueEvents,
+  type PairedQueueEventsListener,
+  type PairedQueueEventsOptions,
+} from './pairing/paired-queue-events.js';
 export { PairedWorker, type PairedWorkerOptions } from './pairing/paired-worker.js';
 export type { PairingRecord } from './pairing/pairing-record.js';

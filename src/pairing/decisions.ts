@@ -102,6 +102,19 @@ export class Decisions {
     );
   }
 
+  /** BullMQ cancelled the run (`worker.cancelJob`): the pair is failed for good. */
+  async cancelled(fence: number, reason: string): Promise<void> {
+    this.role('executor', fence);
+    this.trace.event('cancelled', { reason });
+    this.to.logger.info(
+      { ...this.base(fence), reason },
+      'bullmq-paired: execution cancelled, the twin will not run it',
+    );
+    await this.log(
+      `run on ${this.to.twin} (fence ${fence}) cancelled (${reason}); neither twin runs it again`,
+    );
+  }
+
   async handedOver(fence: number): Promise<void> {
     this.trace.event('handedOver');
     this.to.logger.info(

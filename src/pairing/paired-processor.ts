@@ -6,13 +6,14 @@ import {
   asError,
   ClosedError,
   InvalidJobIdError,
+  JobCancelledError,
   LeaseLostError,
   LockStoreUnavailableError,
   PairedError,
   type PeerErrorInfo,
   PeerFailedError,
 } from '../errors.js';
-import { type Acquired, PairCore } from '../lock/core.js';
+import { type Acquired, PairCore, type RunContext } from '../lock/core.js';
 import { type RecordAddress, siblingsKey } from '../lock/keys.js';
 import type { Ticket, WakeReason } from '../lock/notifier.js';
 import { misconfigured } from '../lock/preflight.js';
@@ -20,6 +21,7 @@ import { parseJson } from '../lock/record.js';
 import { backoffMs } from '../lock/reply-errors.js';
 import { type AcquireReply, ownerOf } from '../lock/scripts.js';
 import { traced, workerTelemetry } from '../observability/tracing.js';
+import { cancelledByBullMQ, cancelledCopyError, isCancel, storeCancel } from './cancel.js';
 import { Decisions, type Reporting } from './decisions.js';
 import type { PairedProcessorEvents } from './events.js';
 import {
@@ -28,6 +30,7 @@ import {
   resolveProcessorOptions,
 } from './options.js';
 import { PairingCheck } from './pairing-record.js';
+import { mirrorProgress, ProgressTracker, progressKey, saveProgress } from './progress.js';
 import { SiblingWatch } from './siblings.js';
 import type { PairedProcessorFunction, PairInfo } from './types.js';
 
@@ -310,16 +313,24 @@ export class PairedProcessor<
         }
         if (reply.kind === 'done') {
           await say.twinCompleted(reply.fence, reply.owner);
+          // The executor's last progress, stored before its result.
+          await mirrorProgress(
+            this.core.client,
+            progressKey(this.options.lock.prefix, address),
+            reply.fence,
+            job,
+            this.options.lock.lockStoreTimeoutMs,
+            (err) => this.report(err),
+          );
           return parseJson<ResultType>(reply.result) as ResultType;
         }
         if (reply.kind === 'failed') {
           say.peerFailed(reply.fence, reply.owner);
-          throw new PeerFailedError(
-            job.id,
-            reply.fence,
-            reply.owner,
-            parseJson<PeerErrorInfo>(reply.error),
-          );
+          const info = parseJson<PeerErrorInfo>(reply.error);
+          const error = new PeerFailedError(job.id, reply.fence, reply.owner, info);
+          // A cancelled pair: this copy fails for good too, without running.
+          if (isCancel(info)) throw cancelledCopyError(info.message, error);
+          throw error;
         }
         if (reply.recheckMs <= this.soonMs && round < SOON_ROUNDS) {
           // The owner's grace or lease ends within moments (its process was just seen gone):
@@ -391,7 +402,7 @@ export class PairedProcessor<
             const reason = ctx.signal.reason;
             if (reason instanceof LeaseLostError) say.leaseLost(reply.fence, reason.reason);
           });
-          return this.wrapped(job, token, ctx.signal, { ...pair, assertLease: ctx.assertLease });
+          return this.run(job, token, ctx, pair, bullSignal, address, acquired);
         },
         signal,
       );
@@ -426,11 +437,65 @@ export class PairedProcessor<
             cause: outcome.error,
           });
         default:
+          if (outcome.error instanceof JobCancelledError) {
+            // Cancelled: the pair is failed for good (the twin's copy fails too, unrun).
+            await say.cancelled(reply.fence, outcome.error.reason);
+            throw cancelledCopyError(outcome.error.message, outcome.error);
+          }
           await say.failed(reply.fence);
           throw outcome.error;
       }
     } finally {
       this.executions.delete(execution);
+    }
+  }
+
+  /**
+   * Runs the wrapped processor as the executor. Its last `job.updateProgress` is stored for
+   * the twin's copy before the result; a run that BullMQ cancelled (`worker.cancelJob`) and
+   * that then threw fails the pair for good before the core settles it, so the twin does not
+   * take the cancelled job over.
+   */
+  private async run(
+    job: Job<DataType, ResultType, NameType>,
+    token: string | undefined,
+    ctx: RunContext,
+    pair: Omit<PairInfo, 'assertLease'>,
+    bullSignal: AbortSignal | undefined,
+    address: RecordAddress,
+    acquired: Acquired,
+  ): Promise<ResultType> {
+    const progress = new ProgressTracker(job);
+    const grant = { token: acquired.token, fence: ctx.fence };
+    try {
+      const result = await this.wrapped(job, token, ctx.signal, {
+        ...pair,
+        assertLease: ctx.assertLease,
+      });
+      const reported = progress.reported;
+      if (reported !== undefined) {
+        await saveProgress(
+          this.core.client,
+          progressKey(this.options.lock.prefix, address),
+          { fence: ctx.fence, progress: reported.value },
+          this.options.lock.retentionMs,
+          this.options.lock.lockStoreTimeoutMs,
+          (err) => this.report(err),
+        );
+      }
+      return result;
+    } catch (err) {
+      if (!cancelledByBullMQ(bullSignal, ctx.signal)) throw err;
+      const cancelled = new JobCancelledError(
+        job.id as string,
+        this.options.twin,
+        ctx.signal.reason,
+        err,
+      );
+      await storeCancel(this.core, address, grant, cancelled, (e) => this.report(e));
+      throw cancelled;
+    } finally {
+      progress.stop();
     }
   }
 

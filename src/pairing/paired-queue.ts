@@ -1,14 +1,41 @@
-import { type ConnectionOptions, FlowProducer, Job, type JobsOptions, Queue } from 'bullmq';
+import {
+  type ConnectionOptions,
+  FlowProducer,
+  Job,
+  type JobSchedulerJson,
+  type JobSchedulerTemplateOptions,
+  type JobState,
+  type JobsOptions,
+  Queue,
+} from 'bullmq';
 import {
   AddRefusedError,
   DeduplicationMismatchError,
+  JobSchedulerNotPairedError,
   PairingMismatchError,
   PartialAddError,
+  PartialTwinOperationError,
 } from '../errors.js';
 import { assertKnownOptions, integerOption, optionError, stringOption } from '../validate.js';
 import { CONNECTION_EXPECTED, connectionProblem, redisIdentity } from './connection.js';
 import { pairableJobId } from './job-id.js';
-import { type PairingRecord, pairingGroup, writePairingRecord } from './pairing-record.js';
+import {
+  checkRepeatOptions,
+  type EveryPlan,
+  onGrid,
+  type PairedRepeatOptions,
+  pairableSchedulerId,
+  planEvery,
+  SCHEDULER_ROUNDS,
+  SCHEDULER_START_GUARD_MS,
+  startOf,
+} from './job-schedulers.js';
+import {
+  PAIRING_KEY,
+  type PairingRecord,
+  pairingGroup,
+  writePairingRecord,
+} from './pairing-record.js';
 
 export interface TwinQueueOptions {
   /**
@@ -51,6 +78,27 @@ export interface PairedJob<
   jobs: Record<string, Job<DataType, ResultType, NameType>>;
 }
 
+/**
+ * One job id looked up on both twins (`PairedQueue.getJob`): each twin's copy, `undefined`
+ * where that twin does not hold it (not added there, removed, or a scheduler iteration that
+ * twin skipped).
+ */
+export interface PairedJobCopies<
+  DataType = unknown,
+  ResultType = unknown,
+  NameType extends string = string,
+> {
+  id: string;
+  jobs: Record<string, Job<DataType, ResultType, NameType> | undefined>;
+}
+
+/** The template of a job scheduler's jobs, as for BullMQ's `Queue.upsertJobScheduler`. */
+export interface PairedJobTemplate<DataType, NameType extends string> {
+  name?: NameType;
+  data?: DataType;
+  opts?: JobSchedulerTemplateOptions;
+}
+
 export interface PairedBulkJob<DataType, NameType extends string> {
   name: NameType;
   data: DataType;
@@ -61,7 +109,18 @@ interface Twin {
   name: string;
   queueName: string;
   prefix: string;
+  connection: ConnectionOptions;
   queue: Queue;
+}
+
+/** One twin's side of a PairedQueue, for `PairedFlowProducer`. */
+export interface TwinTarget {
+  twin: string;
+  queueName: string;
+  prefix: string;
+  connection: ConnectionOptions;
+  /** Writes the pairing record to this twin's queue Redis (once; as before an add). */
+  record(): Promise<void>;
 }
 
 /** One job as an add writes it, its id checked (`opts.jobId` always set). */
@@ -79,12 +138,23 @@ type JobQueue = ConstructorParameters<typeof Job>[0];
 
 const OWNER = 'PairedQueue';
 
+interface RedisGet {
+  get(key: string): Promise<string | null>;
+}
+
+/** Options only BullMQ's job schedulers set on their jobs: an add with them would not repeat. */
+const SCHEDULER_OPTIONS = ['repeat', 'repeatJobKey', 'prevMillis'] as const;
+
 /** Rejects when `promise` has not settled after `ms`; the operation itself may still land later. */
-async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+export async function withTimeout<T>(
+  promise: Promise<T>,
+  ms: number,
+  what = 'the add',
+): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new Error(`no answer within ${ms} ms (the add may still land later)`)),
+      () => reject(new Error(`no answer within ${ms} ms (${what} may still land later)`)),
       ms,
     );
   });
@@ -254,6 +324,17 @@ export class PairedQueue<
     // Every id is checked before anything is written.
     const prepared: Prepared<DataType, NameType>[] = jobs.map((job) => {
       const opts = { ...this.defaultJobOptions, ...job.opts };
+      for (const internal of SCHEDULER_OPTIONS) {
+        const value = (opts as Record<string, unknown>)[internal];
+        if (value !== undefined) {
+          throw optionError(
+            OWNER,
+            `opts.${internal}`,
+            value,
+            'absent: BullMQ 6 repeats jobs through job schedulers; use PairedQueue.upsertJobScheduler, whose iterations pair on both twins',
+          );
+        }
+      }
       return {
         name: job.name,
         data: job.data,
@@ -261,6 +342,7 @@ export class PairedQueue<
       };
     });
     const ids = prepared.map((job) => job.opts.jobId);
+    await this.checkParents(prepared);
     const copies = await this.write(
       this.twinList.map(() => prepared),
       ids,
@@ -487,6 +569,254 @@ export class PairedQueue<
       this.recorded.set(twin.name, done);
     }
     return done;
+  }
+
+  /**
+   * Creates or updates a job scheduler on both twins, so that each iteration is one job id on
+   * both (`repeat:<schedulerId>:<millis>`, BullMQ's naming) and runs once. Takes BullMQ's
+   * arguments; resolves with the next job on each twin (`undefined` where BullMQ added none:
+   * its `limit` or `endDate` reached).
+   *
+   * An `every` scheduler's iterations are placed on one grid for both twins (`offset + k ×
+   * every`): the first slot at least `SCHEDULER_START_GUARD_MS` (1 s) ahead, or after
+   * `startDate`; the grid's phase is `offset`, else `startDate`'s, else that of the existing
+   * scheduler, so upserting again (e.g. at each deploy) keeps the slots. Schedulers found on
+   * another grid are replaced. A `pattern` (cron) scheduler's iterations are the pattern's own
+   * instants on both twins. Refused with `JobSchedulerNotPairedError`: an id with ':',
+   * `immediately`, and twins whose iterations stay off the grid after re-upserts. A twin that
+   * refuses or does not answer within `addTimeoutMs`: `PartialTwinOperationError` (call again).
+   */
+  async upsertJobScheduler(
+    schedulerId: string,
+    repeatOpts: PairedRepeatOptions,
+    template: PairedJobTemplate<DataType, NameType> = {},
+  ): Promise<Record<string, Job<DataType, ResultType, NameType> | undefined>> {
+    const id = pairableSchedulerId(schedulerId);
+    checkRepeatOptions(id, repeatOpts);
+    const operation = `upsertJobScheduler("${id}")`;
+    const jobTemplate = { ...template, opts: { ...this.defaultJobOptions, ...template.opts } };
+    type Next = Job<DataType, ResultType, NameType> | undefined;
+    const upsert = (twin: Twin, repeat: PairedRepeatOptions): Promise<Next> =>
+      twin.queue.upsertJobScheduler(id, repeat, jobTemplate) as Promise<Next>;
+    await this.onTwins(operation, (t) => this.record(t));
+    if (repeatOpts.every === undefined) {
+      return this.onTwins(operation, (t) => upsert(t, repeatOpts));
+    }
+    const existing = await this.onTwins(operation, (t) => t.queue.getJobScheduler(id));
+    const plan: EveryPlan = planEvery(repeatOpts, Object.values(existing));
+    if (plan.removeFirst) await this.onTwins(operation, (t) => t.queue.removeJobScheduler(id));
+    // Every twin's client connected first: BullMQ reads the clock for the upsert only then.
+    await this.onTwins(operation, (t) => t.queue.waitUntilReady());
+    const next: Record<string, Next> = {};
+    let targets = this.twinList;
+    for (let round = 0; ; round++) {
+      const { offset: _offset, startDate: _startDate, ...rest } = repeatOpts;
+      const startDate = startOf(plan, repeatOpts, Date.now(), round);
+      const repeat: PairedRepeatOptions = {
+        ...rest,
+        startDate,
+        // BullMQ takes an offset of 0 as none, and derives it from startDate: 0 again.
+        ...(plan.offset ? { offset: plan.offset } : {}),
+      };
+      Object.assign(next, await this.onTwins(operation, (t) => upsert(t, repeat), targets));
+      const off = targets.filter((t) => {
+        const job = next[t.name];
+        return job !== undefined && !onGrid(plan, id, job.id);
+      });
+      if (off.length === 0) return next;
+      if (round + 1 >= SCHEDULER_ROUNDS) {
+        throw new JobSchedulerNotPairedError(
+          id,
+          `after ${SCHEDULER_ROUNDS} upserts the next iteration of twin(s) ${off.map((t) => `${t.name} ("${next[t.name]?.id}")`).join(', ')} is still off the common grid (every ${plan.every} ms at offset ${plan.offset}): BullMQ read its clock after the start date given (${(SCHEDULER_START_GUARD_MS * 2 ** (SCHEDULER_ROUNDS - 1)) / 1_000} s ahead at last). Remove the scheduler (removeJobScheduler) and upsert it again`,
+        );
+      }
+      // BullMQ used its own clock (the start date had passed): start those twins anew, later.
+      await this.onTwins(operation, (t) => t.queue.removeJobScheduler(id), off);
+      targets = off;
+    }
+  }
+
+  /**
+   * Removes a job scheduler and its next job from both twins; per twin, whether it was there
+   * (BullMQ's answer). Iterations already waiting or running stay, and run paired.
+   */
+  async removeJobScheduler(schedulerId: string): Promise<Record<string, boolean>> {
+    return this.onTwins(`removeJobScheduler("${schedulerId}")`, (t) =>
+      t.queue.removeJobScheduler(schedulerId),
+    );
+  }
+
+  /** A job scheduler as each twin holds it (`undefined` where it does not). */
+  async getJobScheduler(
+    schedulerId: string,
+  ): Promise<Record<string, JobSchedulerJson<DataType> | undefined>> {
+    return this.onTwins(
+      `getJobScheduler("${schedulerId}")`,
+      (t) =>
+        t.queue.getJobScheduler(schedulerId) as Promise<JobSchedulerJson<DataType> | undefined>,
+    );
+  }
+
+  /**
+   * Both copies of a job, by id: `{ id, jobs: { [twin]: Job | undefined } }`, or `undefined`
+   * when no twin holds it (as BullMQ's `getJob`).
+   */
+  async getJob(
+    jobId: string,
+  ): Promise<PairedJobCopies<DataType, ResultType, NameType> | undefined> {
+    const jobs = await this.onTwins(
+      `getJob("${jobId}")`,
+      (t) => t.queue.getJob(jobId) as Promise<Job<DataType, ResultType, NameType> | undefined>,
+    );
+    return Object.values(jobs).some((job) => job !== undefined) ? { id: jobId, jobs } : undefined;
+  }
+
+  /** BullMQ's state of each twin's copy of a job (`'unknown'` where that twin has none). */
+  async getJobState(jobId: string): Promise<Record<string, JobState | 'unknown'>> {
+    return this.onTwins(`getJobState("${jobId}")`, (t) => t.queue.getJobState(jobId));
+  }
+
+  /**
+   * Pauses both twins' queues (BullMQ's `pause`): no worker of either picks up a copy until
+   * `resume`. To pause one twin only (its copies complete from the records after it resumes),
+   * use `queue(twin).pause()`.
+   */
+  async pause(): Promise<void> {
+    await this.onTwins('pause()', (t) => t.queue.pause());
+  }
+
+  /** Resumes both twins' queues. */
+  async resume(): Promise<void> {
+    await this.onTwins('resume()', (t) => t.queue.resume());
+  }
+
+  /** Whether each twin's queue is paused. */
+  async isPaused(): Promise<Record<string, boolean>> {
+    return this.onTwins('isPaused()', (t) => t.queue.isPaused());
+  }
+
+  /**
+   * BullMQ's `drain` on both twins: removes the waiting copies (and the delayed ones with
+   * `delayed`, parked shadow copies included); running copies finish.
+   */
+  async drain(delayed?: boolean): Promise<void> {
+    await this.onTwins('drain()', (t) => t.queue.drain(delayed), this.twinList, false);
+  }
+
+  /** BullMQ's `clean` on both twins; the ids removed on each. */
+  async clean(
+    grace: number,
+    limit: number,
+    type?: Parameters<Queue['clean']>[2],
+  ): Promise<Record<string, string[]>> {
+    return this.onTwins('clean()', (t) => t.queue.clean(grace, limit, type), this.twinList, false);
+  }
+
+  /**
+   * BullMQ's `obliterate` on both twins: removes each queue with its jobs and schedulers.
+   * BullMQ leaves the pairing recorded at `<prefix>:<queue>:paired`, so workers keep their
+   * group; pair records in the lock store stay until their retention ends.
+   */
+  async obliterate(opts?: Parameters<Queue['obliterate']>[0]): Promise<void> {
+    await this.onTwins('obliterate()', (t) => t.queue.obliterate(opts), this.twinList, false);
+  }
+
+  /**
+   * Refuses (TypeError, before anything is written) a job whose `opts.parent` is a copy that
+   * belongs to another twin than the copy being added there: with two queue names on one
+   * Redis, both copies would become children of the one twin's parent copy, and the other
+   * twin's parent copy, waiting for no child, could run first (it is the same pair). Each
+   * twin reads the pairing recorded for the parent's queue on its own Redis: on two Redis
+   * servers with one queue name, each copy's parent is its own twin's copy, as it should be.
+   */
+  private async checkParents(prepared: Prepared<DataType, NameType>[]): Promise<void> {
+    const parents = [
+      ...new Set(prepared.flatMap((job) => (job.opts.parent ? [job.opts.parent.queue] : []))),
+    ];
+    if (parents.length === 0) return;
+    const reads = await Promise.allSettled(
+      this.twinList.map(async (t) => {
+        // BullMQ 6 keeps the client on the queue's backend (as pairing-record.ts reads it).
+        const backend = t.queue.backend as unknown as { client: Promise<RedisGet> };
+        const client = await withTimeout(backend.client, this.addTimeoutMs, 'the read');
+        const raw = await withTimeout(
+          Promise.all(parents.map((queueKey) => client.get(`${queueKey}:${PAIRING_KEY}`))),
+          this.addTimeoutMs,
+          'the read',
+        );
+        return raw.map((r) => {
+          try {
+            return (JSON.parse(r ?? 'null') as Partial<PairingRecord> | null) ?? undefined;
+          } catch {
+            return undefined;
+          }
+        });
+      }),
+    );
+    reads.forEach((read, ti) => {
+      // Unreadable: the add itself reports that twin.
+      if (read.status === 'rejected') return;
+      const twin = this.twinList[ti] as Twin;
+      read.value.forEach((pairing, pi) => {
+        if (typeof pairing?.twin !== 'string' || pairing.twin === twin.name) return;
+        const job = prepared.find((j) => j.opts.parent?.queue === parents[pi]);
+        throw new TypeError(
+          `${OWNER}: option "opts.parent" of job "${job?.opts.jobId}" names ${parents[pi]}:${job?.opts.parent?.id}, twin ${pairing.twin}'s copy of a job of PairedQueue "${pairing.pairedQueue}"; twin ${twin.name}'s copy would become its child too, and twin ${twin.name}'s own parent copy would not wait for it. Add the parent and its children together with PairedFlowProducer, which gives each twin's children that twin's parent`,
+        );
+      });
+    });
+  }
+
+  /**
+   * Each twin's queue, prefix and connection, and a way to record the pairing there (for
+   * `PairedFlowProducer`, which adds trees of jobs across several PairedQueues).
+   * @internal
+   */
+  twinTargets(): TwinTarget[] {
+    return this.twinList.map((t) => ({
+      twin: t.name,
+      queueName: t.queueName,
+      prefix: t.prefix,
+      connection: t.connection,
+      record: () => this.record(t),
+    }));
+  }
+
+  /** `addTimeoutMs`, for `PairedFlowProducer`. @internal */
+  get twinTimeoutMs(): number {
+    return this.addTimeoutMs;
+  }
+
+  /**
+   * Runs `op` on each of `twins` in parallel, each bounded by `addTimeoutMs`; resolves per
+   * twin. A twin that fails: rejects with its own error when no twin succeeded (nothing took
+   * effect, as in BullMQ), else with `PartialTwinOperationError` naming where it did. A
+   * conflicting recorded pairing is thrown as is.
+   */
+  private async onTwins<T>(
+    operation: string,
+    op: (twin: Twin) => Promise<T>,
+    twins: readonly Twin[] = this.twinList,
+    bounded = true,
+  ): Promise<Record<string, T>> {
+    const settled = await Promise.allSettled(
+      twins.map((t) => (bounded ? withTimeout(op(t), this.addTimeoutMs, operation) : op(t))),
+    );
+    const done: Record<string, T> = {};
+    const failed: Record<string, Error> = {};
+    settled.forEach((result, i) => {
+      const twin = (twins[i] as Twin).name;
+      if (result.status === 'fulfilled') done[twin] = result.value;
+      else {
+        if (result.reason instanceof PairingMismatchError) throw result.reason;
+        failed[twin] =
+          result.reason instanceof Error ? result.reason : new Error(String(result.reason));
+      }
+    });
+    const errors = Object.values(failed);
+    if (errors.length === 0) return done;
+    if (Object.keys(done).length === 0) throw errors[0];
+    throw new PartialTwinOperationError(operation, Object.keys(done), failed);
   }
 
   async close(): Promise<void> {

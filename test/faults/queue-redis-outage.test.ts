@@ -139,8 +139,12 @@ describe('a twin whose queue Redis is killed and comes back with AOF', () => {
     const eu = await kit.startWorker('eu');
     const us = await kit.startWorker('us');
     const queue = kit.pairedQueue();
-    const { id } = await queue.add('notify', { holdUntil: 'go:wake-down' }, { jobId: 'wake-down' });
+    // The eu copy first, so eu executes; then the us copy (BullMQ's own queues, same job id).
+    const id = 'wake-down';
+    const data = { holdUntil: 'go:wake-down' };
+    await queue.queue('eu').add('notify', data, { jobId: id });
     await eu.next('started');
+    await queue.queue('us').add('notify', data, { jobId: id });
     await us.next('shadowed'); // parked for maxParkMs (5 min): only a wake-up brings it back
     await usRedis().kill();
     await kit.release('go:wake-down'); // eu completes: the settle wakes us while its Redis is down
