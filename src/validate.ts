@@ -2,15 +2,33 @@
  * Option validation shared by every public constructor: each problem is a TypeError that
  * names the option and the value received, thrown once at construction.
  */
-function show(value: unknown): string {
+/** A received value as an error message shows it: never "[object Object]" or "a object". */
+export function show(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value);
   if (typeof value === 'number' || typeof value === 'boolean' || value == null) {
     return String(value);
   }
   if (typeof value === 'bigint') return `${value}n`;
-  return typeof value === 'function'
-    ? 'a function'
-    : `a ${Array.isArray(value) ? 'array' : typeof value}`;
+  if (typeof value === 'function') return 'a function';
+  if (Array.isArray(value)) return 'an array';
+  const name = (value as { constructor?: { name?: unknown } }).constructor?.name;
+  return typeof name === 'string' && name !== '' && name !== 'Object'
+    ? `an object (${name})`
+    : 'an object';
+}
+
+/**
+ * Job data must survive JSON (BullMQ stores it so): refused before anything is written, so
+ * twins on two Redis fail alike with the reason instead of a partial add.
+ */
+export function assertJsonData(owner: string, data: unknown): void {
+  try {
+    JSON.stringify(data);
+  } catch (err) {
+    throw new TypeError(
+      `${owner}: job data cannot be stored as JSON (${err instanceof Error ? err.message : String(err)}); pass plain JSON data (no cycles, no BigInt)`,
+    );
+  }
 }
 
 export function optionError(

@@ -4,6 +4,7 @@ import {
   enumOption,
   integerOption,
   optionError,
+  show,
   stringOption,
 } from '../validate.js';
 import type { Durability } from './durability.js';
@@ -94,7 +95,7 @@ const DAY_MS = 86_400_000;
 export function resolveLockOptions(options: unknown, OWNER = 'PairedLock'): ResolvedLockOptions {
   if (typeof options !== 'object' || options === null) {
     throw new TypeError(
-      `${OWNER}: options must be an object with at least { member }, received ${String(options)}`,
+      `${OWNER}: options must be an object with at least { member }, received ${show(options)}`,
     );
   }
   assertKnownOptions(OWNER, options, LOCK_OPTION_NAMES);

@@ -7,7 +7,7 @@ import {
   type PeerErrorInfo,
   PeerFailedError,
 } from '../errors.js';
-import { assertKnownOptions, optionError } from '../validate.js';
+import { assertKnownOptions, optionError, show } from '../validate.js';
 import { PairCore, type RunContext } from './core.js';
 import type { RecordAddress } from './keys.js';
 import type { Ticket } from './notifier.js';
@@ -60,7 +60,7 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
     super();
     if (typeof client !== 'object' || client === null || typeof client.evalsha !== 'function') {
       throw new TypeError(
-        `PairedLock: the first argument must be an ioredis Redis or Cluster, received ${String(client)}`,
+        `PairedLock: the first argument must be an ioredis Redis or Cluster, received ${show(client)}`,
       );
     }
     this.options = Object.freeze(resolveLockOptions(options));
@@ -235,10 +235,10 @@ function checkTarget(
   known: readonly string[],
 ): void {
   if (typeof id !== 'string' || id.length === 0) {
-    throw new TypeError(`${owner}: id must be a non-empty string, received ${String(id)}`);
+    throw new TypeError(`${owner}: id must be a non-empty string, received ${show(id)}`);
   }
   if (typeof options !== 'object' || options === null) {
-    throw new TypeError(`${owner}: options must be an object, received ${String(options)}`);
+    throw new TypeError(`${owner}: options must be an object, received ${show(options)}`);
   }
   assertKnownOptions(owner, options, known);
   if (

@@ -1,5 +1,6 @@
 import type { JobSchedulerJson, RepeatOptions } from 'bullmq';
 import { JobSchedulerNotPairedError } from '../errors.js';
+import { show } from '../validate.js';
 
 /**
  * BullMQ's repeat options for `PairedQueue.upsertJobScheduler`, without `immediately`: an
@@ -62,7 +63,7 @@ export function checkRepeatOptions(schedulerId: string, repeat: unknown): void {
   ) {
     throw new JobSchedulerNotPairedError(
       schedulerId,
-      `repeatOpts.every must be an integer >= 1 (ms), received ${String(opts.every)}`,
+      `repeatOpts.every must be an integer >= 1 (ms), received ${show(opts.every)}`,
     );
   }
   if (
@@ -71,7 +72,7 @@ export function checkRepeatOptions(schedulerId: string, repeat: unknown): void {
   ) {
     throw new JobSchedulerNotPairedError(
       schedulerId,
-      `repeatOpts.offset must be an integer (ms), received ${String(opts.offset)}`,
+      `repeatOpts.offset must be an integer (ms), received ${show(opts.offset)}`,
     );
   }
 }

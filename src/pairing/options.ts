@@ -14,6 +14,7 @@ import {
   enumOption,
   integerOption,
   optionError,
+  show,
   stringOption,
 } from '../validate.js';
 
@@ -97,7 +98,7 @@ const OWN_OPTIONS = [
 export function resolveProcessorOptions(options: unknown): ResolvedProcessorOptions {
   if (typeof options !== 'object' || options === null) {
     throw new TypeError(
-      `${OWNER}: options must be an object with { twin, lockConnection }, received ${String(options)}`,
+      `${OWNER}: options must be an object with { twin, lockConnection }, received ${show(options)}`,
     );
   }
   assertKnownOptions(OWNER, options, [

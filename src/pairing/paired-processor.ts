@@ -21,6 +21,7 @@ import { parseJson } from '../lock/record.js';
 import { backoffMs } from '../lock/reply-errors.js';
 import { type AcquireReply, ownerOf } from '../lock/scripts.js';
 import { traced, workerTelemetry } from '../observability/tracing.js';
+import { show } from '../validate.js';
 import { cancelledByBullMQ, cancelledCopyError, isCancel, storeCancel } from './cancel.js';
 import { Decisions, type Reporting } from './decisions.js';
 import type { PairedProcessorEvents } from './events.js';
@@ -113,7 +114,7 @@ export class PairedProcessor<
     super();
     if (typeof wrapped !== 'function') {
       throw new TypeError(
-        `PairedProcessor: the first argument must be a processor function, received ${String(wrapped)}`,
+        `PairedProcessor: the first argument must be a processor function, received ${show(wrapped)}`,
       );
     }
     this.options = Object.freeze(resolveProcessorOptions(options));

@@ -4,7 +4,7 @@ import { asError } from '../errors.js';
 import { recordAddress } from '../lock/keys.js';
 import { toPairRecord } from '../lock/record.js';
 import { inspect, type RedisConnection } from '../lock/scripts.js';
-import { assertKnownOptions, integerOption, optionError, stringOption } from '../validate.js';
+import { assertKnownOptions, integerOption, optionError, show, stringOption } from '../validate.js';
 import { CONNECTION_EXPECTED, connectionProblem } from './connection.js';
 import type { TwinQueueOptions } from './paired-queue.js';
 import { pairingGroup } from './pairing-record.js';
@@ -140,7 +140,7 @@ export class PairedQueueEvents<ResultType = unknown> extends EventEmitter {
     this.name = stringOption(OWNER, 'name', name);
     if (typeof options !== 'object' || options === null) {
       throw new TypeError(
-        `${OWNER}: options must be an object with { twins }, received ${String(options)}`,
+        `${OWNER}: options must be an object with { twins }, received ${show(options)}`,
       );
     }
     assertKnownOptions(OWNER, options, [

@@ -16,7 +16,14 @@ import {
   PartialAddError,
   PartialTwinOperationError,
 } from '../errors.js';
-import { assertKnownOptions, integerOption, optionError, stringOption } from '../validate.js';
+import {
+  assertJsonData,
+  assertKnownOptions,
+  integerOption,
+  optionError,
+  show,
+  stringOption,
+} from '../validate.js';
 import { CONNECTION_EXPECTED, connectionProblem, redisIdentity } from './connection.js';
 import { pairableJobId } from './job-id.js';
 import {
@@ -207,7 +214,7 @@ export class PairedQueue<
     this.name = stringOption(OWNER, 'name', name);
     if (typeof options !== 'object' || options === null) {
       throw new TypeError(
-        `${OWNER}: options must be an object with { twins }, received ${String(options)}`,
+        `${OWNER}: options must be an object with { twins }, received ${show(options)}`,
       );
     }
     assertKnownOptions(OWNER, options, ['twins', 'defaultJobOptions', 'addTimeoutMs']);
@@ -335,6 +342,7 @@ export class PairedQueue<
           );
         }
       }
+      assertJsonData(`${OWNER}.add`, job.data);
       return {
         name: job.name,
         data: job.data,
