@@ -113,19 +113,6 @@ function subscriberOptions(client: Redis): Partial<RedisOptions> {
 const HEALTH_INTERVAL_MS = 1_000;
 const HEALTH_TIMEOUT_MS = 1_500;
 
-/** The first problem any check finds, or undefined once every check found none. */
-function firstProblem(checks: Promise<string | undefined>[]): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    let left = checks.length;
-    for (const check of checks) {
-      void check.then((problem) => {
-        if (problem !== undefined) resolve(problem);
-        else if (--left === 0) resolve(undefined);
-      });
-    }
-  });
-}
-
 /** Whether a raw pair record has settled (done, failed, released): what a settle message says. */
 function settledRaw(raw: string | null): boolean {
   if (raw === null) return false;
@@ -310,7 +297,11 @@ export class Notifier {
     this.checkingHealth = true;
     const generation = this.generation;
     try {
-      const problem = await firstProblem([this.pingProblem(), this.numsubProblem()]);
+      // Both answers are needed: a PING that times out while the main connection cannot get
+      // an answer either says the lock store is slow or away, not that the subscriber is bad;
+      // forcing a reconnect then would only empty our liveness channel (a takeover).
+      const [ping, numsub] = await Promise.all([this.pingProblem(), this.numsubProblem()]);
+      const problem = numsub.problem ?? (numsub.answered ? ping : undefined);
       // A close meanwhile is the 'close' path's business: away already, reconnecting.
       if (
         problem === undefined ||
@@ -340,17 +331,22 @@ export class Notifier {
     }
   }
 
-  private async numsubProblem(): Promise<string | undefined> {
-    if (this.liveChannel === undefined) return undefined;
+  /** Whether the lock store answered our liveness channel's count in time, and what it says. */
+  private async numsubProblem(): Promise<{ answered: boolean; problem?: string }> {
+    if (this.liveChannel === undefined) return { answered: true };
     try {
       const reply = await within(
         this.client.call('PUBSUB', 'NUMSUB', this.liveChannel) as Promise<(string | number)[]>,
         HEALTH_TIMEOUT_MS,
       );
-      if (reply === TIMED_OUT || Number(reply[1]) !== 0) return undefined;
-      return `the lock store lists no subscriber on this process's liveness channel ${this.liveChannel}`;
+      if (reply === TIMED_OUT) return { answered: false };
+      if (Number(reply[1]) !== 0) return { answered: true };
+      return {
+        answered: true,
+        problem: `the lock store lists no subscriber on this process's liveness channel ${this.liveChannel}`,
+      };
     } catch {
-      return undefined; // the lock store is unreachable: not the subscriber's problem
+      return { answered: false }; // the lock store is unreachable: not the subscriber's problem
     }
   }
 
