@@ -259,12 +259,21 @@ export class PairedQueue<
       this.name,
       configs.map((c) => c.queueName),
     );
-    this.twinList = configs.map((c) => ({
-      ...c,
-      queue: new Queue(c.queueName, { connection: c.connection, prefix: c.prefix }),
-    }));
+    // BullMQ may still refuse a queue (its own checks): close what was opened before it, so a
+    // caught error does not keep the process alive on open connections.
+    const opened: { close(): Promise<unknown> }[] = [];
+    try {
+      this.twinList = configs.map((c) => {
+        const queue = new Queue(c.queueName, { connection: c.connection, prefix: c.prefix });
+        opened.push(queue);
+        return { ...c, queue };
+      });
+      this.flows = sameRedis ? new FlowProducer({ connection: a.connection }) : undefined;
+    } catch (err) {
+      for (const resource of opened) void resource.close().catch(() => {});
+      throw err;
+    }
     this.twins = this.twinList.map((t) => t.name);
-    this.flows = sameRedis ? new FlowProducer({ connection: a.connection }) : undefined;
   }
 
   private twinConfig(twin: string, config: TwinQueueOptions) {

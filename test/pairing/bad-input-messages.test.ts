@@ -45,4 +45,23 @@ describe('error texts for bad input', () => {
       await queue.close();
     }
   });
+
+  it('closes what it opened when BullMQ refuses a twin queue at construction (before: the first stayed open)', async () => {
+    const admin = eu().connect();
+    const clients = async () =>
+      String(await admin.call('CLIENT', 'LIST'))
+        .split('\n')
+        .filter(Boolean).length;
+    const before = await clients();
+    const connection = { host: eu().host, port: eu().port };
+    expect(
+      () =>
+        new PairedQueue('refused', {
+          twins: { eu: { connection }, us: { connection, queue: 'bad:name' } },
+        }),
+    ).toThrow(/cannot contain :/);
+    // eu's queue had opened a connection: it is closed again, not left keeping the process up.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await expect.poll(clients, { timeout: 3_000 }).toBe(before);
+  });
 });
