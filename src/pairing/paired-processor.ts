@@ -14,7 +14,7 @@ import {
   PeerFailedError,
 } from '../errors.js';
 import { type Acquired, PairCore, type RunContext } from '../lock/core.js';
-import { type RecordAddress, siblingsKey } from '../lock/keys.js';
+import { type RecordAddress, recordId, siblingsKey } from '../lock/keys.js';
 import type { Ticket, WakeReason } from '../lock/notifier.js';
 import { misconfigured } from '../lock/preflight.js';
 import { parseJson } from '../lock/record.js';
@@ -246,7 +246,7 @@ export class PairedProcessor<
     if (group === undefined) return;
     for (const job of await queue.getDelayed(0, ADOPT_AT_MOST - 1)) {
       if (!job.id || this.closed) continue;
-      const address = this.core.address(`${group}:${job.id}`);
+      const address = this.core.address(recordId(group, job.id));
       if (this.parked.has(address.key)) continue;
       const record = await this.core.inspect(address);
       if (record === null) continue; // never paired: a delay of the user's own
@@ -287,7 +287,7 @@ export class PairedProcessor<
     if (!job.id) throw new InvalidJobIdError(job.id, 'is missing');
     // BullMQ builds a worker's jobs with the worker as their `queue`.
     const group = await this.pairing.groupOf((job as unknown as { queue: Worker }).queue);
-    const address = this.core.address(`${group}:${job.id}`);
+    const address = this.core.address(recordId(group, job.id));
     try {
       await this.core.ready();
     } catch (err) {

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { QueueEvents, type QueueEventsListener } from 'bullmq';
 import { asError } from '../errors.js';
-import { recordAddress } from '../lock/keys.js';
+import { recordAddress, recordId } from '../lock/keys.js';
 import { toPairRecord } from '../lock/record.js';
 import { inspect, type RedisConnection } from '../lock/scripts.js';
 import { assertKnownOptions, integerOption, optionError, show, stringOption } from '../validate.js';
@@ -358,7 +358,7 @@ export class PairedQueueEvents<ResultType = unknown> extends EventEmitter {
   /** The twin that executed the job, read from its pair record (with `lockConnection`). */
   private async executorOf(jobId: string): Promise<string | undefined> {
     if (this.lock === undefined) return undefined;
-    const address = recordAddress(this.lock.prefix, `${this.group}:${jobId}`);
+    const address = recordAddress(this.lock.prefix, recordId(this.group, jobId));
     try {
       return toPairRecord(address, await inspect(this.lock.client, address))?.owner;
     } catch (err) {
