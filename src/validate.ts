@@ -92,3 +92,17 @@ export function booleanOption(owner: string, option: string, value: unknown): bo
   if (typeof value !== 'boolean') throw optionError(owner, option, value, 'true or false');
   return value;
 }
+
+/** The `twins` option of PairedQueue and PairedQueueEvents: exactly two, by name. */
+export function twinEntries<T>(owner: string, twins: Record<string, T> | undefined): [string, T][] {
+  const entries = Object.entries(twins ?? {});
+  if (entries.length !== 2) {
+    throw optionError(
+      owner,
+      'twins',
+      twins,
+      'an object with exactly two twins, e.g. { eu: {...}, us: {...} }',
+    );
+  }
+  return entries;
+}

@@ -4,7 +4,14 @@ import { asError } from '../errors.js';
 import { recordAddress, recordId } from '../lock/keys.js';
 import { toPairRecord } from '../lock/record.js';
 import { inspect, type RedisConnection } from '../lock/scripts.js';
-import { assertKnownOptions, integerOption, optionError, show, stringOption } from '../validate.js';
+import {
+  assertKnownOptions,
+  integerOption,
+  optionError,
+  show,
+  stringOption,
+  twinEntries,
+} from '../validate.js';
 import { CONNECTION_EXPECTED, connectionProblem } from './connection.js';
 import type { TwinQueueOptions } from './paired-queue.js';
 import { pairingGroup } from './pairing-record.js';
@@ -152,15 +159,7 @@ export class PairedQueueEvents<ResultType = unknown> extends EventEmitter {
       'blockingTimeout',
       'lastEventId',
     ]);
-    const entries = Object.entries(options.twins ?? {});
-    if (entries.length !== 2) {
-      throw optionError(
-        OWNER,
-        'twins',
-        options.twins,
-        'an object with exactly two twins, e.g. { eu: {...}, us: {...} }',
-      );
-    }
+    const entries = twinEntries(OWNER, options.twins);
     const blockingTimeout =
       options.blockingTimeout === undefined
         ? undefined

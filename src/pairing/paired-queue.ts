@@ -23,6 +23,7 @@ import {
   optionError,
   show,
   stringOption,
+  twinEntries,
 } from '../validate.js';
 import { CONNECTION_EXPECTED, connectionProblem, redisIdentity } from './connection.js';
 import { pairableJobId } from './job-id.js';
@@ -221,15 +222,7 @@ export class PairedQueue<
     this.addTimeoutMs = integerOption(OWNER, 'addTimeoutMs', options.addTimeoutMs ?? 5_000, {
       min: 1,
     });
-    const entries = Object.entries(options.twins ?? {});
-    if (entries.length !== 2) {
-      throw optionError(
-        OWNER,
-        'twins',
-        options.twins,
-        'an object with exactly two twins, e.g. { eu: {...}, us: {...} }',
-      );
-    }
+    const entries = twinEntries(OWNER, options.twins);
     const defaults = options.defaultJobOptions ?? {};
     if (typeof defaults !== 'object' || Array.isArray(defaults)) {
       throw optionError(OWNER, 'defaultJobOptions', defaults, "BullMQ's JobsOptions (an object)");
