@@ -10,6 +10,7 @@ import { Redis } from 'ioredis';
 import { startRedis } from '../test/support/redis.js';
 import type { BenchOptions, ScenarioResult } from './lib/types.js';
 import { bytesPerPair, shadowIdle } from './scenarios/footprint.js';
+import { geoLatency, geoTakeoverKill, geoThroughput } from './scenarios/geo.js';
 import { lockStoreOutage } from './scenarios/lock-store-outage.js';
 import { takeoverFail, takeoverKill, takeoverKillHalfOpen } from './scenarios/takeover.js';
 import { commandsPerJob, lateTwinDrain, throughput } from './scenarios/throughput.js';
@@ -25,12 +26,15 @@ const ALL = [
   'late_twin_drain',
   'bytes_per_pair',
   'lock_store_outage',
+  'geo_throughput',
+  'geo_latency',
+  'geo_takeover_kill',
 ] as const;
 
 const program = new Command()
   .name('bench')
   .description('bullmq-paired vs plain BullMQ')
-  .option('--quick', 'every scenario but lock_store_outage, small (CI: under a minute)', false)
+  .option('--quick', 'every scenario but lock_store_outage, small (CI: about a minute)', false)
   .option('--only <ids>', `comma-separated subset of: ${ALL.join(', ')}`)
   .option('--out <file>', 'where to write the JSON results')
   .parse();
@@ -82,6 +86,9 @@ await run('shadow_idle', () => shadowIdle(options));
 if (noop) await run('late_twin_drain', () => lateTwinDrain(options, noop.bullmq));
 await run('bytes_per_pair', () => bytesPerPair(options));
 await run('lock_store_outage', () => lockStoreOutage(options));
+await run('geo_throughput', () => geoThroughput(options));
+await run('geo_latency', () => geoLatency(options));
+await run('geo_takeover_kill', () => geoTakeoverKill(options));
 
 const report = {
   date: new Date().toISOString(),
@@ -116,6 +123,9 @@ const fmt = (value: unknown): string => {
     return `lock store down ${v.outageMs} ms: first completion p50 ${first.p50} / max ${first.max} ms after the restart; 90 % throughput back p50 ${back.p50} / max ${back.max} ms after the kill; ${v.runTwice} run twice (n=${back.samples})`;
   }
   if ('steadyJobsPerSec' in v) return `${v.steadyJobsPerSec} jobs/s steady`;
+  if ('plainLocal' in v) return `local: ${fmt(v.plainLocal)}; stretched: ${fmt(v.stretched)}`;
+  if ('stretchedTuned' in v)
+    return `stretched, lockDuration 2 s + stalledInterval 1 s: ${fmt(v.stretchedTuned)}`;
   if ('defaults' in v)
     return `defaults: ${fmt(v.defaults)}; tuned: ${fmt(v.lockDuration2000_stalledInterval1000)}`;
   return JSON.stringify(v);
