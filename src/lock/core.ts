@@ -4,6 +4,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import {
   asError,
   ClosedError,
+  JobCancelledError,
   LeaseLostError,
   LockStoreUnavailableError,
   type PeerErrorInfo,
@@ -349,6 +350,8 @@ export class PairCore {
     sentAt: number,
     fn: (ctx: RunContext) => T | Promise<T>,
     signal: AbortSignal | undefined,
+    /** What to keep with the result for the shadows (a processor's last progress). */
+    progress?: () => unknown,
   ): Promise<Outcome<T>> {
     const keeper = new LeaseKeeper(
       this.client,
@@ -404,7 +407,12 @@ export class PairCore {
         new ResultTooLargeError(address.id, bytes, this.options.maxResultBytes),
       );
     }
-    const reply = await this.store(address, grant, { state: 'done', result: serialized });
+    const reported = progress?.();
+    const reply = await this.store(address, grant, {
+      state: 'done',
+      result: serialized,
+      ...(reported === undefined ? {} : { progress: JSON.stringify(reported) }),
+    });
     if (reply.kind === 'ok') return { kind: 'completed', result };
     return { kind: 'superseded', error: staleError(address, grant, reply) };
   }
@@ -422,10 +430,16 @@ export class PairCore {
   ): Promise<Outcome<never>> {
     const handover = stopReason instanceof ClosedError;
     const lost = stopReason instanceof LeaseLostError ? stopReason : undefined;
+    // A run its caller cancelled (BullMQ's cancelJob) is over for the pair: final, as an
+    // unstorable result is, so the twin fails it too instead of taking it over.
     const settlement: Settlement =
       handover || lost
         ? { state: 'released' }
-        : { state: 'failed', error: JSON.stringify(errorInfo(err)) };
+        : {
+            state: 'failed',
+            error: JSON.stringify(errorInfo(err)),
+            ...(err instanceof JobCancelledError ? { final: true } : {}),
+          };
     let reply: OwnerReply;
     try {
       reply = await this.store(address, grant, settlement);

@@ -57,6 +57,8 @@ export interface StoredRecord {
   takeover?: TakeoverReason;
   /** The executor's result, JSON (done). */
   result?: string;
+  /** The executor's last reported progress, JSON (done). */
+  progress?: string;
   /** What the last executor's failure left, JSON (failed). */
   error?: string;
   createdAt?: number;
@@ -136,6 +138,7 @@ export function settledReply(
       fence: stored.fence,
       owner: stored.owner,
       result: stored.result ?? null,
+      progress: stored.progress ?? null,
     };
   }
   if (stored?.state === 'failed' && (policy === 'respect' || stored.final === true)) {

@@ -92,7 +92,14 @@ export type AcquireReply =
       ownerChannel: string;
       ownerSessionKey: string;
     }
-  | { kind: 'done'; fence: number; owner: string; result: string | null }
+  | {
+      kind: 'done';
+      fence: number;
+      owner: string;
+      result: string | null;
+      /** The executor's last reported progress, as JSON (a processor's `job.updateProgress`). */
+      progress: string | null;
+    }
   | { kind: 'failed'; fence: number; owner: string; error: string | null }
   /** The caller's session key is gone: make it anew, then ask again. */
   | { kind: 'noSession' };
@@ -171,6 +178,7 @@ function acquireReply(address: RecordAddress, reply: unknown[]): AcquireReply {
         fence: Number(r.fence),
         owner: String(r.owner),
         result: stringOrNull(r.result),
+        progress: stringOrNull(r.progress),
       };
     }
     case REPLY.FAILED: {
@@ -235,7 +243,8 @@ export async function heartbeat(
 }
 
 export type Settlement =
-  | { state: 'done'; result: string }
+  /** `progress`: JSON kept with the result for the shadows ('' or absent: none). */
+  | { state: 'done'; result: string; progress?: string }
   /** `final`: no member may run the task again (a result that could not be stored). */
   | { state: 'failed'; error: string; final?: boolean }
   | { state: 'released' };
@@ -251,7 +260,11 @@ export async function settle(
   const base = [grant.token, grant.fence, retentionMs, channel];
   const reply =
     settlement.state === 'done'
-      ? await runScript(client, 'complete', address, [...base, settlement.result])
+      ? await runScript(client, 'complete', address, [
+          ...base,
+          settlement.result,
+          settlement.progress ?? '',
+        ])
       : settlement.state === 'failed'
         ? await runScript(client, 'fail', address, [
             ...base,

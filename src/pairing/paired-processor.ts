@@ -22,7 +22,7 @@ import { backoffMs } from '../lock/reply-errors.js';
 import { type AcquireReply, ownerOf } from '../lock/scripts.js';
 import { traced, workerTelemetry } from '../observability/tracing.js';
 import { show } from '../validate.js';
-import { cancelledByBullMQ, cancelledCopyError, isCancel, storeCancel } from './cancel.js';
+import { cancelledByBullMQ, cancelledCopyError, isCancel } from './cancel.js';
 import { Decisions, type Reporting } from './decisions.js';
 import type { PairedProcessorEvents } from './events.js';
 import {
@@ -31,7 +31,7 @@ import {
   resolveProcessorOptions,
 } from './options.js';
 import { PairingCheck } from './pairing-record.js';
-import { mirrorProgress, ProgressTracker, progressKey, saveProgress } from './progress.js';
+import { mirrorProgress, ProgressTracker } from './progress.js';
 import { SiblingWatch } from './siblings.js';
 import type { PairedProcessorFunction, PairInfo } from './types.js';
 
@@ -314,15 +314,8 @@ export class PairedProcessor<
         }
         if (reply.kind === 'done') {
           await say.twinCompleted(reply.fence, reply.owner);
-          // The executor's last progress, stored before its result.
-          await mirrorProgress(
-            this.core.client,
-            progressKey(this.options.lock.prefix, address),
-            reply.fence,
-            job,
-            this.options.lock.lockStoreTimeoutMs,
-            (err) => this.report(err),
-          );
+          // The executor's last progress came with its result, in the same reply.
+          await mirrorProgress(job, reply.progress, (err) => this.report(err));
           return parseJson<ResultType>(reply.result) as ResultType;
         }
         if (reply.kind === 'failed') {
@@ -392,6 +385,8 @@ export class PairedProcessor<
       coordinated: true,
     };
     const startedAt = performance.now();
+    // The processor's last job.updateProgress goes into the record with its result.
+    const progress = new ProgressTracker(job);
     try {
       const outcome = await this.core.execute(
         address,
@@ -403,9 +398,10 @@ export class PairedProcessor<
             const reason = ctx.signal.reason;
             if (reason instanceof LeaseLostError) say.leaseLost(reply.fence, reason.reason);
           });
-          return this.run(job, token, ctx, pair, bullSignal, address, acquired);
+          return this.run(job, token, ctx, pair, bullSignal);
         },
         signal,
+        () => progress.reported?.value,
       );
       switch (outcome.kind) {
         case 'completed': {
@@ -447,13 +443,13 @@ export class PairedProcessor<
           throw outcome.error;
       }
     } finally {
+      progress.stop();
       this.executions.delete(execution);
     }
   }
 
   /**
-   * Runs the wrapped processor as the executor. Its last `job.updateProgress` is stored for
-   * the twin's copy before the result; a run that BullMQ cancelled (`worker.cancelJob`) and
+   * Runs the wrapped processor as the executor. A run that BullMQ cancelled (`worker.cancelJob`) and
    * that then threw fails the pair for good before the core settles it, so the twin does not
    * take the cancelled job over.
    */
@@ -463,28 +459,12 @@ export class PairedProcessor<
     ctx: RunContext,
     pair: Omit<PairInfo, 'assertLease'>,
     bullSignal: AbortSignal | undefined,
-    address: RecordAddress,
-    acquired: Acquired,
   ): Promise<ResultType> {
-    const progress = new ProgressTracker(job);
-    const grant = { token: acquired.token, fence: ctx.fence };
     try {
-      const result = await this.wrapped(job, token, ctx.signal, {
+      return await this.wrapped(job, token, ctx.signal, {
         ...pair,
         assertLease: ctx.assertLease,
       });
-      const reported = progress.reported;
-      if (reported !== undefined) {
-        await saveProgress(
-          this.core.client,
-          progressKey(this.options.lock.prefix, address),
-          { fence: ctx.fence, progress: reported.value },
-          this.options.lock.retentionMs,
-          this.options.lock.lockStoreTimeoutMs,
-          (err) => this.report(err),
-        );
-      }
-      return result;
     } catch (err) {
       if (!cancelledByBullMQ(bullSignal, ctx.signal)) throw err;
       const cancelled = new JobCancelledError(
@@ -493,10 +473,7 @@ export class PairedProcessor<
         ctx.signal.reason,
         err,
       );
-      await storeCancel(this.core, address, grant, cancelled, (e) => this.report(e));
-      throw cancelled;
-    } finally {
-      progress.stop();
+      throw cancelled; // the core fails the pair for good with it
     }
   }
 

@@ -1,23 +1,13 @@
 import type { Job, JobProgress } from 'bullmq';
 import { asError } from '../errors.js';
-import type { RecordAddress } from '../lock/keys.js';
-import type { RedisConnection } from '../lock/scripts.js';
 
-/**
- * The executor's last `job.updateProgress` value, handed to the twin's copy when it completes
- * with the executor's result. Stored next to the pair record, under the same hash tag, with
- * the record's retention and the fence of the run that reported it: a copy takes it only
- * from the run whose result it completes with. Not live: a parked copy keeps its own progress
- * until it completes (watch both twins' `progress` events, e.g. with `PairedQueueEvents`).
+/*
+ * The executor's last `job.updateProgress` value travels with its result in the pair record
+ * (the complete script keeps it; the acquire that answers "done" returns it), so the twin's
+ * copy gets it without a lock-store read of its own. Not live: a parked copy keeps its own
+ * progress until it completes (watch both twins' `progress` events, e.g. with
+ * `PairedQueueEvents`).
  */
-export function progressKey(prefix: string, address: RecordAddress): string {
-  return `${prefix}:progress:{${address.id}}`;
-}
-
-interface StoredProgress {
-  fence: number;
-  progress: JobProgress;
-}
 
 /**
  * Notes the progress the processor reports through this copy's `job.updateProgress` (once
@@ -49,58 +39,15 @@ export class ProgressTracker {
   }
 }
 
-/** A bounded, best-effort lock-store call: its failure or slowness never holds a job up. */
-async function bestEffort<T>(
-  work: Promise<T>,
-  ms: number,
-  report: (err: Error) => void,
-): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), ms);
-  });
-  try {
-    return await Promise.race([work, timeout]);
-  } catch (err) {
-    report(asError(err));
-    return undefined;
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** The executor stores its last progress before its result (so before the twin can complete). */
-export async function saveProgress(
-  client: RedisConnection,
-  key: string,
-  stored: StoredProgress,
-  retentionMs: number,
-  timeoutMs: number,
-  report: (err: Error) => void,
-): Promise<void> {
-  await bestEffort(client.set(key, JSON.stringify(stored), 'PX', retentionMs), timeoutMs, report);
-}
-
-/** The twin's copy, completing with the result of `fence`: takes that run's last progress. */
+/** The twin's copy, completing with the executor's result: takes that run's last progress. */
 export async function mirrorProgress(
-  client: RedisConnection,
-  key: string,
-  fence: number,
   job: Job,
-  timeoutMs: number,
+  progress: string | null,
   report: (err: Error) => void,
 ): Promise<void> {
-  const raw = await bestEffort(client.get(key), timeoutMs, report);
-  if (typeof raw !== 'string') return;
-  let stored: StoredProgress;
+  if (progress === null) return;
   try {
-    stored = JSON.parse(raw) as StoredProgress;
-  } catch {
-    return;
-  }
-  if (stored.fence !== fence || stored.progress === undefined) return;
-  try {
-    await job.updateProgress(stored.progress);
+    await job.updateProgress(JSON.parse(progress) as JobProgress);
   } catch (err) {
     report(asError(err));
   }

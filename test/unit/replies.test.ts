@@ -72,9 +72,16 @@ describe('acquire replies', () => {
       ],
       [
         [REPLY.DONE, 2, 'eu', '{"ok":true}'],
-        { kind: 'done', fence: 2, owner: 'eu', result: '{"ok":true}' },
+        { kind: 'done', fence: 2, owner: 'eu', result: '{"ok":true}', progress: null },
       ],
-      [[REPLY.DONE, 2, 'eu', null], { kind: 'done', fence: 2, owner: 'eu', result: null }],
+      [
+        [REPLY.DONE, 2, 'eu', null],
+        { kind: 'done', fence: 2, owner: 'eu', result: null, progress: null },
+      ],
+      [
+        [REPLY.DONE, 2, 'eu', '1', '{"sent":3}'],
+        { kind: 'done', fence: 2, owner: 'eu', result: '1', progress: '{"sent":3}' },
+      ],
       [[REPLY.FAILED, 2, 'eu', '{}'], { kind: 'failed', fence: 2, owner: 'eu', error: '{}' }],
       [[REPLY.NO_SESSION], { kind: 'noSession' }],
     ];

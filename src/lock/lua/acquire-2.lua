@@ -79,7 +79,7 @@ if rec then
       return {REPLY.BUSY, rec.fence, rec.owner, recheck, rec.live or '', rec.skey or ''}
     end
   elseif state == 'done' then
-    return {REPLY.DONE, rec.fence, rec.owner, rec.result or false}
+    return {REPLY.DONE, rec.fence, rec.owner, rec.result or false, rec.progress or false}
   elseif state == 'failed' then
     if policy == 'respect' or rec.final then
       return {REPLY.FAILED, rec.fence, rec.owner, rec.error or false}

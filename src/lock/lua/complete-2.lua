@@ -10,6 +10,8 @@
     ARGV[4] retention in ms
     ARGV[5] settle channel to publish on
     ARGV[6] result: a JSON string
+    ARGV[7] the executor's last reported progress as JSON, '' when none: kept in the record so
+            a shadow gets it with the result, without a read of its own
 
   Output (codes and field layouts: replies.json):
     {OK, fence}                   settled
@@ -22,4 +24,4 @@
 --- @include "includes/settle"
 
 return settle(KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5],
-  'done', 'result', ARGV[6])
+  'done', 'result', ARGV[6], false, ARGV[7])

@@ -7,7 +7,7 @@
 --- @include "replies"
 --- @include "includes/record"
 
-local function settle(key, indexKey, field, token, fence, retentionMs, channel, state, payloadName, payload, final)
+local function settle(key, indexKey, field, token, fence, retentionMs, channel, state, payloadName, payload, final, progress)
   local now = nowMs()
   local rec = loadRecord(key, indexKey, field, now)
   if rec == nil then return {REPLY.MISSING} end
@@ -27,6 +27,7 @@ local function settle(key, indexKey, field, token, fence, retentionMs, channel, 
   rec.goneSince = nil
   if payloadName ~= '' and payload ~= '' then rec[payloadName] = payload end
   if final then rec.final = true end
+  if progress and progress ~= '' then rec.progress = progress end
   saveRecord(key, indexKey, field, rec, now, retentionMs)
   redis.call('PUBLISH', channel, cjson.encode({key, field}))
   return {REPLY.OK, rec.fence}
