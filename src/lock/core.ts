@@ -137,6 +137,8 @@ export class PairCore {
   /** The lock store passed `preflight` once: later starts only subscribe. */
   private preflighted = false;
   private readonly running = new Set<LeaseKeeper>();
+  /** This lock store's epoch key ('' on a Cluster, where there is none). */
+  private readonly epochKey: string;
   /** Per record: the token of an acquire that ended in an error (its reply may be lost). */
   private readonly uncertainTokens = new Map<string, string>();
   /** WAITs after grants and settles (the `durability` option); undefined: off. */
@@ -148,6 +150,7 @@ export class PairCore {
     readonly options: Readonly<ResolvedLockOptions>,
     private readonly report: (err: Error) => void,
   ) {
+    this.epochKey = client.isCluster ? '' : epochKey(options.prefix);
     this.channel = settleChannel(options.prefix);
     if (options.durability !== undefined && client.isCluster) {
       // ioredis sends a keyless WAIT to any node, not to the one that took the write.
@@ -310,7 +313,7 @@ export class PairCore {
         graceMs: o.livenessGraceMs,
         warmupS: LIVENESS_WARMUP_S,
         sessionKey: this.session?.key ?? '',
-        epochKey: this.client.isCluster ? '' : epochKey(o.prefix),
+        epochKey: this.epochKey,
       });
       if (reply.kind === 'granted') await this.confirmGrant(address, { token, fence: reply.fence });
       if (reply.kind !== 'noSession') return { reply, sentAt, token };
@@ -360,7 +363,13 @@ export class PairCore {
       {
         ...this.options,
         perRecord: this.session === undefined,
-        epochKey: this.client.isCluster ? '' : epochKey(this.options.prefix),
+        // Per-record heartbeats come more often than the warm-up, which keeps a live record
+        // younger than any epoch that could orphan it: stamping the epoch (an INFO) each beat
+        // buys nothing. Under a session a record is refreshed every retention / 3: stamp then.
+        epochKey:
+          this.session === undefined && this.options.heartbeatMs < LIVENESS_WARMUP_S * 1000
+            ? ''
+            : this.epochKey,
       },
       sentAt,
       this.report,

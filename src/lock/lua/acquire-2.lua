@@ -130,6 +130,15 @@ elseif reason == 'expired' and (rec.skey or '') == '' then
 end
 -- Stamp this server's epoch before it is needed: replicated, it is what tells a promoted
 -- replica that its epoch is new. Only when absent, so INFO is read once per server.
-if epochKey and redis.call('PEXPIRE', epochKey, retentionMs) == 0 then epochSince(epochKey, now, retentionMs) end
+if epochKey then
+  -- Read-only in the common case: the key is stamped when absent and its retention renewed
+  -- once it is half spent, not written (and replicated) with every grant.
+  local left = redis.call('PTTL', epochKey)
+  if left == -2 then
+    epochSince(epochKey, now, retentionMs)
+  elseif left < retentionMs / 2 then
+    redis.call('PEXPIRE', epochKey, retentionMs)
+  end
+end
 saveRecord(key, indexKey, field, granted, now, retentionMs)
 return {REPLY.GRANTED, fence, reason, attempts, idleMs}
