@@ -2,6 +2,7 @@ import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import { asError, ClosedError, LivenessSubscriberError } from '../errors.js';
 import { CLOSE_TIMEOUT_MS, TIMED_OUT, within } from './bounded.js';
 import { addressTag } from './keys.js';
+import { readStoredRecord } from './record.js';
 import type { RedisConnection } from './scripts.js';
 
 /**
@@ -115,13 +116,8 @@ const HEALTH_TIMEOUT_MS = 1_500;
 
 /** Whether a raw pair record has settled (done, failed, released): what a settle message says. */
 function settledRaw(raw: string | null): boolean {
-  if (raw === null) return false;
-  try {
-    const state = (JSON.parse(raw) as { state?: unknown }).state;
-    return typeof state === 'string' && state !== 'running';
-  } catch {
-    return false;
-  }
+  const state = raw === null ? undefined : readStoredRecord(raw)?.state;
+  return state !== undefined && state !== 'running';
 }
 
 /**

@@ -3,10 +3,10 @@ import type { RecordAddress } from './keys.js';
 import type { AcquireReply, InspectReply, TakeoverReason } from './scripts.js';
 
 /** The states a pair record moves through: running, then one of the settled three. */
-export const PAIR_STATES = ['running', 'done', 'failed', 'released'] as const;
+const PAIR_STATES = ['running', 'done', 'failed', 'released'] as const;
 export type PairState = (typeof PAIR_STATES)[number];
 
-export function isPairState(value: unknown): value is PairState {
+function isPairState(value: unknown): value is PairState {
   return PAIR_STATES.some((state) => state === value);
 }
 

@@ -50,11 +50,8 @@ export class Session {
     try {
       const renewed = await this.client.set(this.key, '1', 'PX', this.leaseMs, 'XX');
       if (this.stopped) return;
-      if (renewed !== 'OK') {
-        this.onLost();
-        await this.client.set(this.key, '1', 'PX', this.leaseMs);
-      }
-      if (!this.stopped) this.arm(sentAt);
+      if (renewed !== 'OK') await this.restore();
+      else this.arm(sentAt);
     } catch (err) {
       // Unreachable: keep trying; the deadline fires if no refresh gets through in time.
       this.onError(asError(err));

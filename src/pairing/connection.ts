@@ -6,7 +6,7 @@ import type { ConnectionOptions } from 'bullmq';
  * `evalSha`), no `defineCommand` and no `status` string. Not `instanceof`: the application
  * may load another copy of ioredis than this package does.
  */
-export function isIoredisClient(value: unknown): boolean {
+function isIoredisClient(value: unknown): boolean {
   if (typeof value !== 'object' || value === null) return false;
   const v = value as Record<string, unknown>;
   return (
@@ -52,7 +52,7 @@ export const CONNECTION_EXPECTED = 'ioredis options or an ioredis Redis/Cluster 
  * host:port/db (or the socket path) a connection reaches, read from ioredis options or an
  * ioredis client's options; undefined for a Cluster or when it cannot be told.
  */
-export function redisIdentity(connection: ConnectionOptions): string | undefined {
+function redisIdentity(connection: ConnectionOptions): string | undefined {
   if ((connection as { isCluster?: boolean }).isCluster) return undefined;
   const options = isIoredisClient(connection)
     ? (connection as { options: unknown }).options
@@ -76,4 +76,9 @@ export function redisIdentity(connection: ConnectionOptions): string | undefined
     if (dbParam !== null && /^\d+$/.test(dbParam)) db = Number(dbParam);
   }
   return path ?? `${host ?? 'localhost'}:${port ?? 6379}/${db ?? 0}`;
+}
+
+export function sameRedis(a: ConnectionOptions, b: ConnectionOptions): boolean {
+  const id = redisIdentity(a);
+  return a === b || (id !== undefined && id === redisIdentity(b));
 }

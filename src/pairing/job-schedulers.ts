@@ -163,10 +163,7 @@ export function startOf(
 }
 
 /** The slot an iteration id `repeat:<schedulerId>:<millis>` names, if it is one. */
-export function iterationMillis(
-  schedulerId: string,
-  jobId: string | undefined,
-): number | undefined {
+function iterationMillis(schedulerId: string, jobId: string | undefined): number | undefined {
   const prefix = `repeat:${schedulerId}:`;
   if (jobId === undefined || !jobId.startsWith(prefix)) return undefined;
   const millis = Number(jobId.slice(prefix.length));

@@ -6,7 +6,7 @@ import {
   type JobsOptions,
 } from 'bullmq';
 import { ClosedError, PairingMismatchError, PartialAddError } from '../errors.js';
-import { redisIdentity } from './connection.js';
+import { sameRedis } from './connection.js';
 import { pairableJobId } from './job-id.js';
 import { PairedQueue, type TwinTarget, withTimeout } from './paired-queue.js';
 
@@ -31,11 +31,6 @@ export interface PairedFlowJob {
 export interface PairedFlow {
   id: string;
   nodes: Record<string, JobNode>;
-}
-
-function sameRedis(a: ConnectionOptions, b: ConnectionOptions): boolean {
-  const id = redisIdentity(a);
-  return a === b || (id !== undefined && id === redisIdentity(b));
 }
 
 /**

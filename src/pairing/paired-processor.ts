@@ -157,7 +157,6 @@ export class PairedProcessor<
     worker.on('closing', () => this.handOver((owner) => owner === worker));
     const siblings = this.siblingWatch(worker);
     if (siblings !== undefined) {
-      // A copy this worker parks is safe only once siblings know this process exists.
       // A copy this worker parks is safe only once siblings know this process exists. A
       // failure here is reported by the start-up checks and the watch itself.
       this.registered.set(

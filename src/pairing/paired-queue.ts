@@ -25,7 +25,7 @@ import {
   stringOption,
   twinEntries,
 } from '../validate.js';
-import { CONNECTION_EXPECTED, connectionProblem, redisIdentity } from './connection.js';
+import { CONNECTION_EXPECTED, connectionProblem, sameRedis } from './connection.js';
 import { pairableJobId } from './job-id.js';
 import {
   checkRepeatOptions,
@@ -235,12 +235,9 @@ export class PairedQueue<
     // Every twin is checked before any connection opens.
     const configs = entries.map(([twin, config]) => this.twinConfig(twin, config));
     const [a, b] = entries.map(([, config]) => config) as [TwinQueueOptions, TwinQueueOptions];
-    const sameRedis =
-      a.connection === b.connection ||
-      (redisIdentity(a.connection) !== undefined &&
-        redisIdentity(a.connection) === redisIdentity(b.connection));
+    const oneRedis = sameRedis(a.connection, b.connection);
     const [ca, cb] = configs as [(typeof configs)[0], (typeof configs)[0]];
-    if (sameRedis && ca.queueName === cb.queueName && ca.prefix === cb.prefix) {
+    if (oneRedis && ca.queueName === cb.queueName && ca.prefix === cb.prefix) {
       throw optionError(
         OWNER,
         'twins',
@@ -261,7 +258,7 @@ export class PairedQueue<
         opened.push(queue);
         return { ...c, queue };
       });
-      this.flows = sameRedis ? new FlowProducer({ connection: a.connection }) : undefined;
+      this.flows = oneRedis ? new FlowProducer({ connection: a.connection }) : undefined;
     } catch (err) {
       for (const resource of opened) void resource.close().catch(() => {});
       throw err;

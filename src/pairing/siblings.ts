@@ -2,7 +2,7 @@ import { asError } from '../errors.js';
 import type { RedisConnection } from '../lock/scripts.js';
 
 /** How often a process looks for siblings that died, in ms. */
-export const SIBLING_CHECK_MS = 500;
+const SIBLING_CHECK_MS = 500;
 /** How long a sibling's liveness channel must stay empty before it counts as dead, in ms. */
 const SIBLING_GRACE_MS = 1_000;
 /** An entry not refreshed for this long belongs to a process long gone: pruned without a word. */
