@@ -55,13 +55,6 @@ const SOON_ROUNDS = 10;
 /** Longest wait between two attempts to promote a woken copy its queue Redis refused. */
 const PROMOTE_RETRY_CAP_MS = 5_000;
 
-/** A park whose move to delayed may or may not have landed: its ticket stays open. */
-class ParkUncertainError extends Error {
-  constructor(cause: unknown) {
-    super('parking a copy failed; the move may have landed', { cause });
-  }
-}
-
 /** Marks a copy that was parked: BullMQ must not fail or complete it. */
 const PARKED = Symbol('parked');
 
@@ -338,15 +331,7 @@ export class PairedProcessor<
           // than parking (moveToDelayed, promote, a second pickup).
           if (await ticket.wait(ownerOf(reply), hold).then(() => ticket.woke)) continue;
         }
-        let parkedNow: boolean;
-        try {
-          parkedNow = await this.park(job, token, ticket, address, reply, round);
-        } catch (err) {
-          if (!(err instanceof ParkUncertainError)) throw err;
-          parked = true; // the ticket stays open: it promotes the copy if the move landed
-          throw err.cause;
-        }
-        if (parkedNow) {
+        if (await this.park(job, token, ticket, address, reply, round)) {
           parked = true;
           say.shadowed(reply.fence, reply.owner);
           throw new DelayedError();
@@ -514,21 +499,10 @@ export class PairedProcessor<
     // one, the copy must come back when the record's own lease would end.
     const delay =
       busy.ownerSessionKey !== '' ? this.options.maxParkMs : Math.max(busy.recheckMs, 0) + 5;
-    const watch = (): void => {
-      isParked = true;
-      this.parked.set(address.key, ticket);
-      if (woke !== undefined) this.promote(job, ticket, address, woke);
-    };
-    try {
-      await this.parkCopy(job, token, Math.min(delay, this.options.maxParkMs));
-    } catch (err) {
-      // The queue Redis may have taken the move and lost the reply (it died at that moment,
-      // AOF kept the move): the copy may be parked. Keep watching, so a wake-up promotes it
-      // (a promote of a copy that is not delayed ends at once).
-      watch();
-      throw new ParkUncertainError(err);
-    }
-    watch();
+    await this.parkCopy(job, token, Math.min(delay, this.options.maxParkMs));
+    isParked = true;
+    this.parked.set(address.key, ticket);
+    if (woke !== undefined) this.promote(job, ticket, address, woke);
     return true;
   }
 
