@@ -10,7 +10,13 @@ import { Redis } from 'ioredis';
 import { startRedis } from '../test/support/redis.js';
 import type { BenchOptions, ScenarioResult } from './lib/types.js';
 import { bytesPerPair, shadowIdle } from './scenarios/footprint.js';
-import { geoLatency, geoTakeoverKill, geoThroughput } from './scenarios/geo.js';
+import {
+  geoFalseTakeovers,
+  geoLatency,
+  geoRegionLoss,
+  geoTakeoverKill,
+  geoThroughput,
+} from './scenarios/geo.js';
 import { lockStoreOutage } from './scenarios/lock-store-outage.js';
 import { takeoverFail, takeoverKill, takeoverKillHalfOpen } from './scenarios/takeover.js';
 import { commandsPerJob, lateTwinDrain, throughput } from './scenarios/throughput.js';
@@ -21,6 +27,7 @@ const ALL = [
   'takeover_fail',
   'throughput_noop',
   'throughput_io20',
+  'throughput_io200',
   'commands_per_job',
   'shadow_idle',
   'late_twin_drain',
@@ -29,6 +36,8 @@ const ALL = [
   'geo_throughput',
   'geo_latency',
   'geo_takeover_kill',
+  'geo_region_loss',
+  'geo_false_takeovers',
 ] as const;
 
 const program = new Command()
@@ -82,6 +91,7 @@ if (noop) {
     results.commands_per_job = commandsPerJob(noop.paired, noop.bullmq);
 }
 await run('throughput_io20', async () => (await throughput(options, 'io20')).result);
+await run('throughput_io200', async () => (await throughput(options, 'io200')).result);
 await run('shadow_idle', () => shadowIdle(options));
 if (noop) await run('late_twin_drain', () => lateTwinDrain(options, noop.bullmq));
 await run('bytes_per_pair', () => bytesPerPair(options));
@@ -89,6 +99,8 @@ await run('lock_store_outage', () => lockStoreOutage(options));
 await run('geo_throughput', () => geoThroughput(options));
 await run('geo_latency', () => geoLatency(options));
 await run('geo_takeover_kill', () => geoTakeoverKill(options));
+await run('geo_region_loss', () => geoRegionLoss(options));
+await run('geo_false_takeovers', () => geoFalseTakeovers(options));
 
 const report = {
   date: new Date().toISOString(),
@@ -123,7 +135,16 @@ const fmt = (value: unknown): string => {
     return `lock store down ${v.outageMs} ms: first completion p50 ${first.p50} / max ${first.max} ms after the restart; 90 % throughput back p50 ${back.p50} / max ${back.max} ms after the kill; ${v.runTwice} run twice (n=${back.samples})`;
   }
   if ('steadyJobsPerSec' in v) return `${v.steadyJobsPerSec} jobs/s steady`;
+  if ('lostOnUs' in v) {
+    const after = v.killToUsStartMs as Record<string, number>;
+    return `${v.lostOnUs} lost of ${v.reachedUs} on us; eu's in-flight started on us p50 ${after.p50} / p99 ${after.p99} ms after the kill (n=${after.samples})`;
+  }
+  if ('takeovers' in v)
+    return `${v.takeovers} takeovers of live executors, ${v.ranTwice} run twice (${v.lockLinkResets} lock-link resets, ${v.jobs} jobs)`;
+  if ('completedBeforeKill' in v)
+    return `Redis died with eu: ${v.completedBeforeKill} completed, ${v.lost} lost, ${v.notAccepted} never accepted`;
   if ('plainLocal' in v) return `local: ${fmt(v.plainLocal)}; stretched: ${fmt(v.stretched)}`;
+  if ('stretched' in v) return `stretched: ${fmt(v.stretched)}`;
   if ('stretchedTuned' in v)
     return `stretched, lockDuration 2 s + stalledInterval 1 s: ${fmt(v.stretchedTuned)}`;
   if ('defaults' in v)

@@ -11,14 +11,15 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue } from 'bullmq';
-import { PairedQueue } from '../../src/index.js';
-import { FixtureProcess } from '../../test/support/child.js';
+import { PairedQueue, PartialAddError } from '../../src/index.js';
+import { type ChildLine, FixtureProcess } from '../../test/support/child.js';
 import { startRedis, type TestRedis, uniquePrefix } from '../../test/support/redis.js';
 import {
   REGIONS,
   type Region,
   startWanTopology,
   type WanTopology,
+  type WanTopologyOptions,
 } from '../../test/support/wan-topology.js';
 import { until } from '../lib/env.js';
 import { type LatencySummary, round, summarize } from '../lib/stats.js';
@@ -29,6 +30,8 @@ const CHUNK = 1_000;
 const WORKERS = { CONCURRENCY: '50', QUIET: '1' };
 
 type Mode = 'paired' | 'plainLocal' | 'stretched';
+/** Link settings a scenario may change (placement and purpose are the mode's). */
+type WanSettings = Omit<WanTopologyOptions, 'lockStore' | 'purpose'>;
 const MODES: readonly Mode[] = ['plainLocal', 'stretched', 'paired'];
 
 const hostPort = (url: string) => {
@@ -40,22 +43,32 @@ const hostPort = (url: string) => {
 class GeoEnv {
   readonly base = uniquePrefix('geo');
   readonly children: FixtureProcess[] = [];
+  /** The worker processes of each region. */
+  readonly workers: Record<Region, FixtureProcess[]> = { eu: [], us: [] };
   /** The observer's queues (direct, no delay), whose completed jobs are counted. */
   readonly observed: Queue[] = [];
+  /** Per region, the observer's queue on that region's Redis (paired: its twin's; else the one). */
+  readonly observedIn: Partial<Record<Region, Queue>> = {};
+  /** The WAN lab (absent in plainLocal), for faults: kills, resets, link changes. */
+  topology: WanTopology | undefined;
   private closers: (() => Promise<unknown>)[] = [];
   add!: (id: string, data: Record<string, unknown>) => Promise<unknown>;
   addBulk!: (count: number, data: Record<string, unknown>) => Promise<unknown>;
   private workerEnv!: (region: Region) => Record<string, string>;
 
-  private constructor(readonly mode: Mode) {}
+  private constructor(
+    readonly mode: Mode,
+    private readonly wan: WanSettings,
+  ) {}
 
   /** Starts the mode's servers and producer, then a worker process in each of `regions`. */
   static async start(
     mode: Mode,
     settings: Record<string, string> = {},
     regions: readonly Region[] = REGIONS,
+    wan: WanSettings = {},
   ): Promise<GeoEnv> {
-    const env = new GeoEnv(mode);
+    const env = new GeoEnv(mode, wan);
     try {
       await env.setUp();
       await Promise.all(regions.map((region) => env.worker(region, settings)));
@@ -75,9 +88,11 @@ class GeoEnv {
       return;
     }
     const topology: WanTopology = await startWanTopology({
+      ...this.wan,
       lockStore: this.mode === 'paired' ? 'third-site' : 'local',
       purpose: BENCH,
     });
+    this.topology = topology;
     this.closers.push(() => topology.stop());
     if (this.mode === 'stretched') {
       this.workerEnv = (region) => ({
@@ -85,7 +100,7 @@ class GeoEnv {
         // us reaches eu's Redis through the cross-region link.
         QUEUE_URL: topology.regions[region].queueUrlOf.eu,
       });
-      this.plainProducer(this.queue(`${this.base}-plain`, topology.queueRedis.eu.url));
+      this.plainProducer(this.queue(`${this.base}-plain`, topology.queueRedis.eu.url, 'eu'));
       return;
     }
     this.workerEnv = (region) => ({
@@ -100,7 +115,7 @@ class GeoEnv {
       LEDGER_URL: topology.queueRedis[region].url,
     });
     for (const region of REGIONS)
-      this.queue(`${this.base}-${region}`, topology.queueRedis[region].url);
+      this.queue(`${this.base}-${region}`, topology.queueRedis[region].url, region);
     // The producer runs in eu: eu's twin direct, us's through the cross-region link.
     const producer = new PairedQueue(this.base, {
       twins: {
@@ -108,6 +123,8 @@ class GeoEnv {
         us: { connection: hostPort(topology.regions.eu.remoteQueueUrl), queue: `${this.base}-us` },
       },
     });
+    // Expected once a scenario kills a region's Redis (the add itself reports it).
+    for (const region of REGIONS) producer.queue(region).on('error', () => {});
     this.closers.push(() => producer.close());
     this.add = (id, data) => producer.add('job', data, { jobId: id });
     this.addBulk = (count, data) =>
@@ -123,6 +140,7 @@ class GeoEnv {
       ...this.workerEnv(region),
     });
     this.children.push(child);
+    this.workers[region].push(child);
     await child.next('ready');
     return child;
   }
@@ -133,9 +151,11 @@ class GeoEnv {
       queue.addBulk(Array.from({ length: count }, () => ({ name: 'job', data })));
   }
 
-  private queue(name: string, url: string): Queue {
+  private queue(name: string, url: string, region?: Region): Queue {
     const queue = new Queue(name, { connection: hostPort(url) });
+    queue.on('error', () => {}); // expected once a scenario kills this Redis
     this.observed.push(queue);
+    if (region) this.observedIn[region] = queue;
     return queue;
   }
 
@@ -300,4 +320,270 @@ export async function geoTakeoverKill({ quick, log }: BenchOptions): Promise<Sce
     config:
       'SIGKILL of the executor in eu, us takes over; paired: lock store third-site, default lease 30 s, liveness on; stretched BullMQ (eu Redis, us worker 40 ms away): lockDuration 2 s, stalledInterval 1 s; ratio = paired p50 / stretched p50',
   };
+}
+
+/**
+ * Calls `addOne(n)` for n = 0 … count − 1 at `rate` a second without drift (every few ms, the
+ * calls due by now). `addOne` is awaited: it should only start its add, not wait for it.
+ */
+async function atSteadyRate(
+  count: number,
+  rate: number,
+  addOne: (n: number) => unknown,
+): Promise<void> {
+  const started = performance.now();
+  let n = 0;
+  while (n < count) {
+    const due = Math.min(count, Math.floor(((performance.now() - started) / 1000) * rate) + 1);
+    while (n < due) await addOne(n++);
+    await sleep(2);
+  }
+}
+
+/** Polls `done()` every 100 ms until it is true (then true) or `timeoutMs` passed (then false). */
+async function settles(done: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await done())) {
+    if (Date.now() > deadline) return false;
+    await sleep(100);
+  }
+  return true;
+}
+
+const ids = (lines: readonly ChildLine[], event: string, key: 'id' | 'jobId'): string[] =>
+  lines.filter((line) => line.event === event).map((line) => String(line[key]));
+
+/** The whole of region eu dies at once: every eu worker process and eu's queue Redis, SIGKILL. */
+async function killRegionEu(env: GeoEnv): Promise<number> {
+  const topology = env.topology as WanTopology;
+  const at = Date.now();
+  await Promise.all([
+    ...env.workers.eu.map((child) => child.kill('SIGKILL')),
+    topology.queueRedis.eu.kill(),
+  ]);
+  return at;
+}
+
+/** Brings eu's Redis back (empty) after a measurement, so every client left can quit. */
+async function reviveEu(env: GeoEnv): Promise<void> {
+  await env.topology?.queueRedis.eu.restart().catch(() => {});
+}
+
+const LOSS_DATA = { ms: 100 };
+const LOSS_RATE = 100;
+
+async function regionLossPaired(jobs: number, settleMs: number) {
+  const env = await GeoEnv.start('paired', VERBOSE);
+  const topology = env.topology as WanTopology;
+  const usQueue = env.observedIn.us as Queue;
+  // The producer that takes over in us: us's Redis direct, eu's through the cross-region link.
+  const usProducer = new PairedQueue(env.base, {
+    twins: {
+      eu: { connection: hostPort(topology.regions.us.remoteQueueUrl), queue: `${env.base}-eu` },
+      us: { connection: hostPort(topology.regions.us.queueUrl), queue: `${env.base}-us` },
+    },
+  });
+  for (const region of REGIONS) usProducer.queue(region).on('error', () => {});
+  let killed = false;
+  try {
+    const adds = { both: 0, usOnly: 0, refused: 0 };
+    const track = (add: Promise<unknown>): Promise<void> =>
+      add.then(
+        () => {
+          adds.both++;
+        },
+        (err: unknown) => {
+          if (err instanceof PartialAddError && err.added.includes('us')) adds.usOnly++;
+          else adds.refused++;
+        },
+      );
+    // Job 0 through the us producer while both regions are up: it records the pairing on both
+    // twins once (it would otherwise wait for eu's answer before every add after the kill).
+    await track(usProducer.add('job', LOSS_DATA, { jobId: 'r0' }));
+    const pending: Promise<void>[] = [];
+    const killAfter = Math.floor(jobs / 2);
+    let killedAt = 0;
+    await atSteadyRate(jobs - 1, LOSS_RATE, async (i) => {
+      const n = i + 1;
+      if (n === killAfter) {
+        killedAt = await killRegionEu(env);
+        killed = true;
+      }
+      const id = `r${n}`;
+      // Before the kill the producer in eu adds; after it, eu's producer is gone with eu and
+      // the one in us adds (eu's copy times out: a PartialAddError naming us as added).
+      pending.push(
+        track(killed ? usProducer.add('job', LOSS_DATA, { jobId: id }) : env.add(id, LOSS_DATA)),
+      );
+    });
+    await Promise.all(pending);
+    const total = async () => {
+      const counts = await usQueue.getJobCounts();
+      return Object.values(counts).reduce((sum, count) => sum + count, 0);
+    };
+    await settles(async () => (await usQueue.getCompletedCount()) >= (await total()), settleMs);
+    const reachedUs = await total();
+    const completedOnUs = await usQueue.getCompletedCount();
+    const eu = env.workers.eu.flatMap((child) => child.lines);
+    const us = env.workers.us.flatMap((child) => child.lines);
+    // eu's in-flight jobs at the kill: started on eu (every line eu wrote before its death is
+    // read from the pipe afterwards) and not executed there.
+    const executedOnEu = new Set(ids(eu, 'executed', 'jobId'));
+    const inFlight = [...new Set(ids(eu, 'started', 'id'))].filter((id) => !executedOnEu.has(id));
+    const usStarted = new Map<string, number>();
+    for (const line of us) {
+      if (line.event === 'started' && !usStarted.has(String(line.id)))
+        usStarted.set(String(line.id), Number(line.at));
+    }
+    const twinCompleted = new Set(ids(us, 'twinCompleted', 'jobId'));
+    const delays: number[] = [];
+    let settledByEu = 0;
+    let notStartedOnUs = 0;
+    let startedOnUsBeforeKill = 0;
+    for (const id of inFlight) {
+      const at = usStarted.get(id);
+      if (at !== undefined && at < killedAt) startedOnUsBeforeKill++;
+      else if (at !== undefined) delays.push(at - killedAt);
+      // eu stored its result before it died (its 'executed' line was not yet written).
+      else if (twinCompleted.has(id)) settledByEu++;
+      else notStartedOnUs++;
+    }
+    return {
+      jobs,
+      reachedUs,
+      completedOnUs,
+      lostOnUs: reachedUs - completedOnUs,
+      neverReachedUs: jobs - reachedUs,
+      adds,
+      euInFlightAtKill: inFlight.length,
+      settledByEuBeforeKill: settledByEu,
+      notStartedOnUs,
+      startedOnUsBeforeKill,
+      killToUsStartMs: summarize(delays),
+    };
+  } finally {
+    if (killed) await reviveEu(env);
+    await usProducer.close().catch(() => {});
+    await env.close();
+  }
+}
+
+async function regionLossStretched(jobs: number) {
+  const env = await GeoEnv.start('stretched');
+  const queue = env.observedIn.eu as Queue;
+  let killed = false;
+  try {
+    let attempted = 0;
+    let completedBeforeKill = 0;
+    const killAfter = Math.floor(jobs / 2);
+    const pending: Promise<unknown>[] = [];
+    await atSteadyRate(jobs, LOSS_RATE, async (n) => {
+      if (n === killAfter) {
+        completedBeforeKill = await queue.getCompletedCount();
+        await killRegionEu(env);
+        killed = true;
+      }
+      // The producer's only Redis died with eu: nothing can be added any more.
+      if (killed) return;
+      attempted++;
+      pending.push(env.add(`s${n}`, LOSS_DATA).catch(() => {}));
+    });
+    await Promise.race([Promise.all(pending), sleep(3_000)]);
+    return {
+      jobs,
+      added: attempted,
+      completedBeforeKill,
+      // Waiting and active jobs (and every result) were in eu's Redis.
+      lost: attempted - completedBeforeKill,
+      notAccepted: jobs - attempted,
+    };
+  } finally {
+    if (killed) await reviveEu(env);
+    await env.close();
+  }
+}
+
+export async function geoRegionLoss({ quick, log }: BenchOptions): Promise<ScenarioResult> {
+  const jobs = quick ? 200 : 1_000;
+  const settleMs = quick ? 30_000 : 60_000;
+  const paired = await regionLossPaired(jobs, settleMs);
+  const after = paired.killToUsStartMs;
+  log(
+    `  ${LABEL.paired}: ${paired.lostOnUs} lost of ${paired.reachedUs} on us; ${paired.euInFlightAtKill} in flight on eu at the kill: started on us p50 ${after.p50} / p99 ${after.p99} ms after it (n=${after.samples}), ${paired.settledByEuBeforeKill} settled by eu, ${paired.notStartedOnUs} never started`,
+  );
+  const stretched = await regionLossStretched(jobs);
+  log(
+    `  ${LABEL.stretched}: Redis died with eu: ${stretched.completedBeforeKill} completed, ${stretched.lost} lost, ${stretched.notAccepted} never accepted`,
+  );
+  return {
+    paired: { ...paired },
+    bullmq: { stretched: { ...stretched } },
+    ratio: null,
+    target: '0 lost and p99 <= 1000 ms',
+    met:
+      paired.lostOnUs === 0 &&
+      paired.notStartedOnUs === 0 &&
+      paired.startedOnUsBeforeKill === 0 &&
+      after.samples > 0 &&
+      after.p99 <= 1_000,
+    config: `${jobs} jobs awaiting 100 ms at ${LOSS_RATE} jobs/s; after job ${Math.floor(jobs / 2)} every eu worker process and eu's queue redis-server are SIGKILLed together. Paired (lock store third-site, default options, 1 worker process x concurrency 50 per region): the producer in eu adds until the kill, then a producer in us adds the rest (its eu copy times out: PartialAddError, us copy added; it added job 0 first, so the pairing is recorded on both twins); lost = jobs in us's queue not completed there; the delay is from the kill to us's 'started' line for each job eu had started and not executed. Stretched BullMQ (one queue on eu's Redis, plain workers in eu and us, defaults): the producer in eu stops at the kill; lost = added - completed just before the kill; notAccepted = jobs never added`,
+  };
+}
+
+export async function geoFalseTakeovers({ quick, log }: BenchOptions): Promise<ScenarioResult> {
+  const seconds = quick ? 30 : 600;
+  const rate = 20;
+  const jobs = seconds * rate;
+  const resetsPerSecond = 1 / 30;
+  const env = await GeoEnv.start('paired', VERBOSE, REGIONS, { jitterMs: 20 });
+  try {
+    const topology = env.topology as WanTopology;
+    const lockLinks = Object.values(topology.lockLinks);
+    // Only once every worker is up: a reset during start-up is another story.
+    for (const link of lockLinks) link.configure({ resetsPerSecond });
+    const pending: Promise<unknown>[] = [];
+    await atSteadyRate(jobs, rate, (n) => {
+      pending.push(env.add(`f${n}`, { ms: 2_000 }));
+    });
+    await Promise.all(pending);
+    const finished = await settles(async () => (await env.completed()) >= jobs, 60_000);
+    const completed = await env.completed();
+    const lockLinkResets = lockLinks.reduce((sum, link) => sum + link.randomResets, 0);
+    for (const link of lockLinks) link.configure({ resetsPerSecond: 0 });
+    const lines = env.children.flatMap((child) => child.lines);
+    const takeoverReasons: Record<string, number> = {};
+    for (const line of lines) {
+      if (line.event === 'takeover') {
+        const reason = String(line.reason);
+        takeoverReasons[reason] = (takeoverReasons[reason] ?? 0) + 1;
+      }
+    }
+    const starts = new Map<string, number>();
+    for (const id of ids(lines, 'started', 'id')) starts.set(id, (starts.get(id) ?? 0) + 1);
+    const measured = {
+      jobs,
+      seconds,
+      completed,
+      // No process dies and no job fails here: every takeover is of a live executor.
+      takeovers: Object.values(takeoverReasons).reduce((sum, count) => sum + count, 0),
+      takeoverReasons,
+      leaseLost: lines.filter((line) => line.event === 'leaseLost').length,
+      ranTwice: [...starts.values()].filter((count) => count > 1).length,
+      errorEvents: lines.filter((line) => line.event === 'error').length,
+      lockLinkResets,
+    };
+    log(
+      `  ${LABEL.paired}: ${measured.takeovers} takeovers of live executors ${JSON.stringify(takeoverReasons)}, ${measured.leaseLost} leases lost, ${measured.ranTwice} run twice, ${lockLinkResets} lock-link resets, ${completed}/${jobs} completed`,
+    );
+    return {
+      paired: measured,
+      bullmq: null,
+      ratio: null,
+      target: '0 takeovers of live executors',
+      met: finished && measured.takeovers === 0,
+      config: `paired, default options (lease 30 s, liveness on), lock store third-site; ${rate} jobs/s for ${seconds} s, each awaiting 2 s (about ${rate * 2} executions live at any time), producer in eu; 20 ms jitter on every WAN link; each lock-store connection of both regions' workers reset (RST) at random, ${round(resetsPerSecond, 4)} per second per connection (once every 30 s on average); takeovers counted from the workers' 'takeover' events`,
+    };
+  } finally {
+    await env.close();
+  }
 }
