@@ -2,14 +2,29 @@
  * `npm run demo`: push notifications served by identical worker deployments in two regions,
  * `eu` and `us`, each with its own Redis, sharing a lock store. Midway every `eu` worker
  * process is SIGKILLed, later restarted. A local push gateway counts what reached devices.
- *   npm run demo -- --count 2000 --kill-at 0.5 --restart-after 3000 --no-kill
+ *   npm run demo -- --count 2000 --kill-at 0.5 --restart-after 3000 --no-kill --rtt 80
+ *
+ * `--rtt <ms>` runs it over the WAN lab (test/support/wan-topology.ts) instead of loopback:
+ * `ms` is the round trip between eu and us (one way: ms / 2); the lock store is at a third
+ * site half that round trip away from each region (one way: ms / 4; `--rtt 80` is the lab's
+ * 40 ms / 20 ms). Each region's workers reach their own queue Redis directly and the lock
+ * store through their region's link; the producer runs in eu and adds us's copies through
+ * the cross-region link. The gateway (the provider, APNs/FCM) is reached directly from both.
+ * The summary then adds enqueue → delivered p50 / p99: from the producer's addBulk call to
+ * the gateway's delivery, so it includes the cross-region add, the lock store's round trips,
+ * the gateway's simulated 20-120 ms, and, for the notifications in flight at the kill, the
+ * takeover. Compare it with the same figure of a run without `--rtt` (runPushDemo's
+ * `enqueueToDeliveredP50Ms`), which the summary does not print.
  */
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Queue } from 'bullmq';
 import { Command } from 'commander';
 import * as hdr from 'hdr-histogram-js';
 import { PairedQueue } from '../../src/index.js';
-import { RedisUnavailableError, startRedis, type TestRedis } from '../../test/support/redis.js';
+import { RedisUnavailableError, startRedis } from '../../test/support/redis.js';
+import { startWanTopology } from '../../test/support/wan-topology.js';
 import { PushGateway } from './gateway.js';
 import { LiveView } from './live-view.js';
 import type { Notification } from './region-worker.js';
@@ -25,6 +40,11 @@ export interface PushDemoOptions {
   rate?: number;
   live?: boolean;
   timeoutMs?: number;
+  /**
+   * Run over the WAN lab: the round trip between eu and us, ms (the third-site lock store is
+   * half of it away from each region). Undefined: every Redis on loopback, as without --rtt.
+   */
+  rttMs?: number;
   log?: (line: string) => void;
 }
 
@@ -39,6 +59,11 @@ export interface PushDemoSummary {
   takeoverP50Ms: number | null;
   takeoverP99Ms: number | null;
   killedAtMs: number | null;
+  /** From the producer's addBulk call to the gateway's delivery, over delivered notifications. */
+  enqueueToDeliveredP50Ms: number | null;
+  enqueueToDeliveredP99Ms: number | null;
+  /** The WAN lab's round trip between the regions; null: no WAN (loopback). */
+  rttMs: number | null;
   seconds: number;
   /** A few lines of one worker's /metrics, as Prometheus would scrape them. */
   metrics: string[];
@@ -46,25 +71,98 @@ export interface PushDemoSummary {
 
 const DEMO = 'the demo (npm run demo)';
 
-export async function runPushDemo(options: PushDemoOptions): Promise<PushDemoSummary> {
-  const { count, killAt, restartAfterMs } = options;
-  const log = options.log ?? console.log;
-  const redis: Record<'eu' | 'us' | 'lock', TestRedis> = {
+type Site = 'eu' | 'us';
+interface Endpoint {
+  host: string;
+  port: number;
+}
+
+/** The demo's Redis servers and how each party reaches them. */
+interface DemoNetwork {
+  /** QUEUE_URL and LOCK_URL of each region's worker processes. */
+  workerEnv: Record<Site, { QUEUE_URL: string; LOCK_URL: string }>;
+  /** How the producer (in eu) reaches each twin's queue Redis. */
+  producer: Record<Site, Endpoint>;
+  /** Each queue Redis with no delay, to count copies off the WAN; absent: through the producer. */
+  observer?: Record<Site, Endpoint>;
+  /** One Redis serves all three (REDIS_URL): the regions need key prefixes of their own. */
+  shared: boolean;
+  /** The line logged once the regions are up. */
+  description: string;
+  stop(): Promise<void>;
+}
+
+/** Three Redis servers on loopback (or REDIS_URL): the demo without --rtt. */
+async function localNetwork(): Promise<DemoNetwork> {
+  const redis = {
     eu: await startRedis({ purpose: DEMO }),
     us: await startRedis({ purpose: DEMO }),
     lock: await startRedis({ purpose: DEMO }),
   };
+  return {
+    workerEnv: {
+      eu: { QUEUE_URL: redis.eu.url, LOCK_URL: redis.lock.url },
+      us: { QUEUE_URL: redis.us.url, LOCK_URL: redis.lock.url },
+    },
+    producer: {
+      eu: { host: redis.eu.host, port: redis.eu.port },
+      us: { host: redis.us.host, port: redis.us.port },
+    },
+    shared: redis.eu.url === redis.us.url,
+    description: `regions up: eu (Redis ${redis.eu.url}), us (Redis ${redis.us.url}); lock store ${redis.lock.url}`,
+    stop: async () => {
+      await Promise.all(Object.values(redis).map((r) => r.stop()));
+    },
+  };
+}
+
+/**
+ * The WAN lab: eu and us `rttMs` apart (one way rttMs / 2), the lock store at a third site
+ * rttMs / 4 one way from each region, the producer in eu.
+ */
+async function wanNetwork(rttMs: number): Promise<DemoNetwork> {
+  const wan = await startWanTopology({
+    lockStore: 'third-site',
+    crossRegionMs: rttMs / 2,
+    thirdSiteMs: rttMs / 4,
+    purpose: DEMO,
+  });
+  const at = (url: string): Endpoint => ({
+    host: new URL(url).hostname,
+    port: Number(new URL(url).port),
+  });
+  const { eu, us } = wan.regions;
+  return {
+    workerEnv: { eu: eu.workerEnv, us: us.workerEnv },
+    // The producer runs in eu: eu's twin directly, us's through eu's cross-region link.
+    producer: { eu: at(eu.queueUrl), us: at(eu.remoteQueueUrl) },
+    observer: { eu: at(wan.queueRedis.eu.url), us: at(wan.queueRedis.us.url) },
+    shared: false,
+    description:
+      `regions up over the WAN lab, rtt ${rttMs} ms: eu (Redis ${eu.queueUrl}), us (Redis ${us.queueUrl}), ` +
+      `${rttMs / 2} ms apart one way; lock store ${wan.lockRedis.url} at a third site ${rttMs / 4} ms ` +
+      `one way from each (eu via ${eu.lockUrl}, us via ${us.lockUrl}); the producer in eu adds ` +
+      `us's copies via ${eu.remoteQueueUrl}`,
+    stop: () => wan.stop(),
+  };
+}
+
+export async function runPushDemo(options: PushDemoOptions): Promise<PushDemoSummary> {
+  const { count, killAt, restartAfterMs } = options;
+  const log = options.log ?? console.log;
+  const rttMs = options.rttMs ?? null;
+  if (rttMs !== null && !(Number.isFinite(rttMs) && rttMs >= 0))
+    throw new TypeError(`rttMs must be a number of ms, 0 or more, received ${rttMs}`);
+  const network = rttMs === null ? await localNetwork() : await wanNetwork(rttMs);
   const gateway = new PushGateway();
   const gatewayUrl = await gateway.start();
-  // A REDIS_URL serves all three: then the regions need prefixes of their own.
-  const shared = redis.eu.url === redis.us.url;
+  const shared = network.shared;
   const run = randomBytes(3).toString('hex');
   const prefix = (region: string) => (shared ? `demo-${run}-${region}` : 'bull');
   const regions = (['eu', 'us'] as const).map(
     (name) =>
       new Region(name, options.processesPerRegion ?? 2, {
-        QUEUE_URL: redis[name].url,
-        LOCK_URL: redis.lock.url,
+        ...network.workerEnv[name],
         GATEWAY_URL: gatewayUrl,
         QUEUE: 'push',
         QUEUE_PREFIX: prefix(name),
@@ -73,22 +171,30 @@ export async function runPushDemo(options: PushDemoOptions): Promise<PushDemoSum
   const [eu, us] = regions as [Region, Region];
   const queue = new PairedQueue<Notification>('push', {
     twins: {
-      eu: { connection: { host: redis.eu.host, port: redis.eu.port }, prefix: prefix('eu') },
-      us: { connection: { host: redis.us.host, port: redis.us.port }, prefix: prefix('us') },
+      eu: { connection: network.producer.eu, prefix: prefix('eu') },
+      us: { connection: network.producer.us, prefix: prefix('us') },
     },
   });
+  // Over the WAN the copies are counted directly on each Redis, not through the producer's link.
+  const observers = network.observer
+    ? {
+        eu: new Queue('push', { connection: network.observer.eu, prefix: prefix('eu') }),
+        us: new Queue('push', { connection: network.observer.us, prefix: prefix('us') }),
+      }
+    : undefined;
+  const observed = (twin: string): Queue => observers?.[twin as Site] ?? queue.queue(twin);
   const view = new LiveView(count, regions, options.live ?? false);
+  /** When the producer called addBulk for each notification (performance.now()). */
+  const enqueuedAt = new Map<string, number>();
   const began = Date.now();
   let killedAt: number | null = null;
   try {
     await Promise.all(regions.map((r) => r.start()));
-    log(
-      `regions up: eu (Redis ${redis.eu.url}), us (Redis ${redis.us.url}); lock store ${redis.lock.url}`,
-    );
+    log(network.description);
     log(`metrics: ${[...eu.metricsUrls, ...us.metricsUrls].join('  ')}`);
-    const produced = produce(queue, count, options.rate ?? 400);
+    const produced = produce(queue, count, options.rate ?? 400, enqueuedAt);
     const copies = async (twin: string) =>
-      (await queue.queue(twin).getJobCounts('completed')).completed ?? 0;
+      (await observed(twin).getJobCounts('completed')).completed ?? 0;
     const deadline = began + (options.timeoutMs ?? 120_000);
     let restarted: Promise<void> | undefined;
     for (;;) {
@@ -128,8 +234,9 @@ export async function runPushDemo(options: PushDemoOptions): Promise<PushDemoSum
     view.stop();
     await Promise.all(regions.map((r) => r.kill('SIGTERM')));
     await queue.close();
+    await Promise.all(Object.values(observers ?? {}).map((q) => q.close()));
     await gateway.close();
-    await Promise.all(Object.values(redis).map((r) => r.stop()));
+    await network.stop();
   }
 
   async function summarize(): Promise<PushDemoSummary> {
@@ -140,10 +247,16 @@ export async function runPushDemo(options: PushDemoOptions): Promise<PushDemoSum
     for (const t of after) latency.recordValue(Math.max(1, Number(t.at) - (killedAt as number)));
     const regionSummary: PushDemoSummary['regions'] = {};
     for (const region of regions) {
-      const completed = (await queue.queue(region.name).getJobCounts('completed')).completed ?? 0;
+      const completed = (await observed(region.name).getJobCounts('completed')).completed ?? 0;
       regionSummary[region.name] = { ...region.counts, copiesCompleted: completed };
     }
     const metricsText = await fetch(us.metricsUrls[0] ?? '').then((r) => r.text());
+    const endToEnd = hdr.build();
+    for (const [id, deliveredAt] of gateway.deliveryTimes()) {
+      const from = enqueuedAt.get(id);
+      if (from !== undefined) endToEnd.recordValue(Math.max(1, Math.round(deliveredAt - from)));
+    }
+    const measured = endToEnd.totalCount > 0;
     const summary: PushDemoSummary = {
       notifications: count,
       ...stats,
@@ -153,29 +266,43 @@ export async function runPushDemo(options: PushDemoOptions): Promise<PushDemoSum
       takeoverP50Ms: after.length ? latency.getValueAtPercentile(50) : null,
       takeoverP99Ms: after.length ? latency.getValueAtPercentile(99) : null,
       killedAtMs: killedAt === null ? null : killedAt - began,
+      enqueueToDeliveredP50Ms: measured ? endToEnd.getValueAtPercentile(50) : null,
+      enqueueToDeliveredP99Ms: measured ? endToEnd.getValueAtPercentile(99) : null,
+      rttMs,
       seconds: (Date.now() - began) / 1000,
       metrics: metricsText
         .split('\n')
         .filter((l) => /^bullmq_paired_(executions|takeovers|twin_completions)_total\{/.test(l)),
     };
     latency.destroy();
+    endToEnd.destroy();
     return summary;
   }
 }
 
-/** Adds notifications at `rate` per second through PairedQueue, in the background. */
-function produce(queue: PairedQueue<Notification>, count: number, rate: number) {
+/**
+ * Adds notifications at `rate` per second through PairedQueue, in the background; notes in
+ * `enqueuedAt` when each one's addBulk was called.
+ */
+function produce(
+  queue: PairedQueue<Notification>,
+  count: number,
+  rate: number,
+  enqueuedAt: Map<string, number>,
+) {
   let added = 0;
   const batch = Math.max(1, Math.round(rate / 10));
   const running = (async () => {
     while (added < count) {
       const n = Math.min(batch, count - added);
-      await queue.addBulk(
+      const calledAt = performance.now();
+      const jobs = await queue.addBulk(
         Array.from({ length: n }, (_, i) => ({
           name: 'push',
           data: { device: `device-${(added + i) % 500}`, text: `hello #${added + i}` },
         })),
       );
+      for (const job of jobs) enqueuedAt.set(job.id, calledAt);
       added += n;
       await sleep(100);
     }
@@ -205,6 +332,17 @@ export function printSummary(s: PushDemoSummary, print = console.log): void {
       'takeover after the kill, p50 / p99',
       s.takeoverP50Ms === null ? '-' : `${s.takeoverP50Ms} ms / ${s.takeoverP99Ms} ms`,
     ],
+    // Only over the WAN (--rtt): without it the summary is the one it always was.
+    ...(s.rttMs === null
+      ? []
+      : [
+          [
+            `enqueue → delivered over rtt ${s.rttMs} ms, p50 / p99`,
+            s.enqueueToDeliveredP50Ms === null
+              ? '-'
+              : `${s.enqueueToDeliveredP50Ms} ms / ${s.enqueueToDeliveredP99Ms} ms`,
+          ] as [string, string],
+        ]),
     ['time', `${s.seconds.toFixed(1)} s`],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
@@ -221,19 +359,33 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     .option('--kill-at <share>', 'SIGKILL the eu region once this share is delivered', '0.5')
     .option('--restart-after <ms>', 'restart the eu region this long after the kill', '3000')
     .option('--no-kill', 'run without killing anything')
+    .option(
+      '--rtt <ms>',
+      'run over the WAN lab: eu-us round trip (lock store at a third site, half of it from each)',
+    )
     .parse()
-    .opts<{ count: string; killAt: string; restartAfter: string; kill: boolean }>();
+    .opts<{
+      count: string;
+      killAt: string;
+      restartAfter: string;
+      kill: boolean;
+      rtt?: string;
+    }>();
   const count = Number(flags.count);
   const killAt = Number(flags.killAt);
   if (!Number.isInteger(count) || count < 1)
     throw new TypeError(`--count must be a positive integer, received ${flags.count}`);
   if (!(killAt > 0 && killAt < 1))
     throw new TypeError(`--kill-at must be between 0 and 1, received ${flags.killAt}`);
+  const rttMs = flags.rtt === undefined ? undefined : Number(flags.rtt);
+  if (rttMs !== undefined && !(Number.isFinite(rttMs) && rttMs >= 0))
+    throw new TypeError(`--rtt must be a number of ms, 0 or more, received ${flags.rtt}`);
   const summary = await runPushDemo({
     count,
     killAt: flags.kill ? killAt : null,
     restartAfterMs: Number(flags.restartAfter),
     live: process.stdout.isTTY === true,
+    ...(rttMs === undefined ? {} : { rttMs }),
   }).catch((err: unknown) => {
     // No Redis to be had: the message says what to install; a stack trace would not help.
     if (!(err instanceof RedisUnavailableError)) throw err;

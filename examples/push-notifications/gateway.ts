@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 /** What a worker sends for one notification: the pair's fence travels with it. */
@@ -37,6 +38,8 @@ export class PushGateway {
   private readonly fences = new Map<string, number>();
   /** The highest fence each notification's runs have claimed. */
   private readonly claims = new Map<string, number>();
+  /** When each notification reached its device (performance.now() of this process). */
+  private readonly deliveredAt = new Map<string, number>();
   private readonly counts: GatewayStats = {
     delivered: 0,
     duplicatesSuppressed: 0,
@@ -69,6 +72,11 @@ export class PushGateway {
     return new Set(this.fences.keys());
   }
 
+  /** When each delivered notification reached its device, as `performance.now()` here. */
+  deliveryTimes(): ReadonlyMap<string, number> {
+    return new Map(this.deliveredAt);
+  }
+
   async close(): Promise<void> {
     this.server?.closeAllConnections();
     await new Promise((resolve) => this.server?.close(resolve) ?? resolve(undefined));
@@ -99,6 +107,7 @@ export class PushGateway {
       status = 'delivered';
       this.counts.delivered++;
       this.fences.set(push.id, push.fence);
+      this.deliveredAt.set(push.id, performance.now());
     } else if (push.fence > seen) {
       status = 'duplicate-suppressed';
       this.counts.duplicatesSuppressed++;

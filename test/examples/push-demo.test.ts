@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { runPushDemo } from '../../examples/push-notifications/demo.js';
+import { printSummary, runPushDemo } from '../../examples/push-notifications/demo.js';
 
 describe('npm run demo (push notifications in two regions)', () => {
   it('delivers every notification once when the eu region is SIGKILLed mid-run and restarted', async () => {
@@ -27,5 +27,44 @@ describe('npm run demo (push notifications in two regions)', () => {
         l.startsWith('bullmq_paired_executions_total{queue="push",twin="us"}'),
       ),
     ).toBe(true);
+    // Without --rtt there is no WAN, and the printed summary has no WAN line.
+    expect(summary.rttMs).toBeNull();
+    const printed: string[] = [];
+    printSummary(summary, (line) => printed.push(line));
+    expect(printed.some((l) => l.includes('enqueue → delivered'))).toBe(false);
   });
+
+  it('--rtt 80: the same over the WAN lab (lock store at a third site), eu killed and restarted', async () => {
+    const count = 120;
+    const lines: string[] = [];
+    const summary = await runPushDemo({
+      count,
+      killAt: 0.3,
+      restartAfterMs: 1_500,
+      rate: 300,
+      rttMs: 80,
+      timeoutMs: 150_000,
+      log: (line) => lines.push(line),
+    });
+    expect(lines[0]).toMatch(/over the WAN lab, rtt 80 ms/);
+    expect(summary.rttMs).toBe(80);
+    expect(summary.killedAtMs).not.toBeNull();
+    expect(summary.lost).toBe(0);
+    expect(summary.delivered).toBe(count);
+    expect(summary.regions.eu?.copiesCompleted).toBe(count);
+    expect(summary.regions.us?.copiesCompleted).toBe(count);
+    expect(summary.duplicatesSuppressed).toBeLessThanOrEqual(summary.takeovers);
+    expect(summary.staleRejected).toBe(0);
+    // Every delivery waited at least for the lock store's round trip (2 × 20 ms) and the
+    // gateway's 20 ms minimum: the WAN really is on the path.
+    expect(summary.enqueueToDeliveredP50Ms).toBeGreaterThanOrEqual(50);
+    expect(summary.enqueueToDeliveredP99Ms).toBeGreaterThanOrEqual(
+      summary.enqueueToDeliveredP50Ms ?? 0,
+    );
+    const printed: string[] = [];
+    printSummary(summary, (line) => printed.push(line));
+    expect(
+      printed.some((l) => /enqueue → delivered over rtt 80 ms, p50 \/ p99 +\d+ ms/.test(l)),
+    ).toBe(true);
+  }, 180_000);
 });
