@@ -52,6 +52,7 @@ export {
 export type { PairRecord, PairState } from './lock/record.js';
 export type { RedisConnection, TakeoverReason } from './lock/scripts.js';
 export type { PairedJobEvent, PairedProcessorEvents } from './pairing/events.js';
+export { EXECUTOR_OPTION, type ExecutorChoice } from './pairing/executor.js';
 export {
   type PairedRepeatOptions,
   SCHEDULER_START_GUARD_MS,

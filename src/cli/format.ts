@@ -119,8 +119,8 @@ export function formatStats(report: StatsReport): string {
   const lines = [
     `pair records on ${report.lockStore} (prefix ${report.lockPrefix}, ${scope})`,
     table([
-      ['running', 'done', 'failed', 'released', 'corrupt', 'total'],
-      [r.running, r.done, r.failed, r.released, r.corrupt, r.total].map(String),
+      ['waiting', 'running', 'done', 'failed', 'released', 'corrupt', 'total'],
+      [r.waiting, r.running, r.done, r.failed, r.released, r.corrupt, r.total].map(String),
     ]),
   ];
   if (report.queues.length > 0) {

@@ -6,6 +6,8 @@ import { type RedisPool, redactUrl } from './redis.js';
 import type { Target } from './target.js';
 
 export interface RecordCounts {
+  /** Marked by a standby twin, not yet claimed by the job's chosen executor. */
+  waiting: number;
   running: number;
   done: number;
   failed: number;
@@ -74,6 +76,7 @@ export async function collectStats(
   batch: number,
 ): Promise<StatsReport> {
   const counts: RecordCounts = {
+    waiting: 0,
     running: 0,
     done: 0,
     failed: 0,

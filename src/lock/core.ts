@@ -4,6 +4,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import {
   asError,
   ClosedError,
+  CorruptRecordError,
   JobCancelledError,
   LeaseLostError,
   LockStoreUnavailableError,
@@ -93,7 +94,7 @@ function staleError(
 }
 
 export interface Acquired {
-  reply: Exclude<AcquireReply, { kind: 'noSession' }>;
+  reply: Exclude<AcquireReply, { kind: 'noSession' | 'taken' }>;
   /** performance.now() when the acquire was sent: the lease cannot end on Redis before sentAt + lease. */
   sentAt: number;
   token: string;
@@ -104,6 +105,29 @@ export interface Acquired {
  * default back-off reaches 2 s), so empty liveness channels prove nothing for a while.
  */
 export const LIVENESS_WARMUP_S = 10;
+
+/** A claim's answer: granted (fence 1), or the record another grant holds or held. */
+export type ClaimReply = Extract<AcquireReply, { kind: 'granted' | 'taken' }>;
+
+/** What `execute` may be given beyond the grant. */
+export interface ExecuteExtras {
+  /** What to keep with the result for the shadows (a processor's last progress). */
+  progress?: () => unknown;
+  /**
+   * The run starts before its grant is answered (a job's chosen executor, fence 1): this
+   * claim decides. Refused (another grant holds or held the record), the routine's signal
+   * aborts with a `StaleFenceError` and the outcome is `superseded`; a claim that fails
+   * (lock store unreachable) aborts it with a `LeaseLostError` (`leaseLost`, released).
+   */
+  claim?: Promise<ClaimReply>;
+  /**
+   * Resolve `completed` as soon as the result is sent, without waiting for the lock store to
+   * store it: the settle goes on in the background, retried until stored, and `late` hears
+   * how it ended when that was not as stored (superseded, or given up at close). The store
+   * executes the claim, then the settle, in the order sent on the one connection.
+   */
+  pipeline?: (late: { error: Error }) => void;
+}
 
 /** Tokens of acquires whose replies were lost, kept at most (one per record in doubt). */
 const MAX_UNCERTAIN_TOKENS = 10_000;
@@ -137,6 +161,8 @@ export class PairCore {
   /** The lock store passed `preflight` once: later starts only subscribe. */
   private preflighted = false;
   private readonly running = new Set<LeaseKeeper>();
+  /** Settles sent without waiting (`ExecuteExtras.pipeline`): close() waits for them. */
+  private readonly settling = new Set<Promise<void>>();
   /** This lock store's epoch key ('' on a Cluster, where there is none). */
   private readonly epochKey: string;
   /** Per record: the token of an acquire that ended in an error (its reply may be lost). */
@@ -275,11 +301,48 @@ export class PairCore {
    * acquire that takes longer than `lockStoreTimeoutMs` rejects with
    * `LockStoreUnavailableError` and counts as such an error: its token is kept too.
    */
-  async acquire(address: RecordAddress, token?: string): Promise<Acquired> {
+  async acquire(address: RecordAddress, token?: string, minFence = 1): Promise<Acquired> {
+    const acquired = await this.ask(address, token, { minFence });
+    if (acquired.reply.kind === 'taken') throw new CorruptRecordError(address.key, address.field);
+    return acquired as Acquired;
+  }
+
+  /**
+   * Claims the record for a run that has already started with fence 1 (the job's chosen
+   * executor, see `ExecuteExtras.claim`): granted while nobody else holds it, else `taken`.
+   */
+  async claim(
+    address: RecordAddress,
+    token: string,
+  ): Promise<{ reply: ClaimReply; sentAt: number; token: string }> {
+    const asked = await this.ask(address, token, { minFence: 1, claim: true });
+    const { reply } = asked;
+    if (reply.kind === 'granted' || reply.kind === 'taken') return { ...asked, reply };
+    // A settled record (done, or failed for good) is someone else's run too.
+    return {
+      ...asked,
+      reply: { kind: 'taken', fence: reply.fence, state: reply.kind, owner: reply.owner },
+    };
+  }
+
+  /** Whether a grant can be used before its reply arrives (no `durability` WAIT to pass first). */
+  get speculative(): boolean {
+    return this.replication === undefined && this.isReady && this.notifier.healthy;
+  }
+
+  private async ask(
+    address: RecordAddress,
+    token: string | undefined,
+    how: { minFence: number; claim?: boolean },
+  ): Promise<{
+    reply: Exclude<AcquireReply, { kind: 'noSession' }>;
+    sentAt: number;
+    token: string;
+  }> {
     const tag = `${address.key}\n${address.field}`;
     const chosen = token ?? this.uncertainTokens.get(tag) ?? randomUUID();
     try {
-      const acquired = await this.bounded(this.acquireWith(address, chosen), address.id);
+      const acquired = await this.bounded(this.acquireWith(address, chosen, how), address.id);
       this.uncertainTokens.delete(tag);
       return acquired;
     } catch (err) {
@@ -293,7 +356,15 @@ export class PairCore {
     }
   }
 
-  private async acquireWith(address: RecordAddress, token: string): Promise<Acquired> {
+  private async acquireWith(
+    address: RecordAddress,
+    token: string,
+    how: { minFence: number; claim?: boolean },
+  ): Promise<{
+    reply: Exclude<AcquireReply, { kind: 'noSession' }>;
+    sentAt: number;
+    token: string;
+  }> {
     const o = this.options;
     for (let restored = 0; ; restored++) {
       // Never take a grant while our liveness channel is empty; a settled record can still be
@@ -314,6 +385,9 @@ export class PairCore {
         warmupS: LIVENESS_WARMUP_S,
         sessionKey: this.session?.key ?? '',
         epochKey: this.epochKey,
+        minFence: how.minFence,
+        claim: how.claim === true,
+        channel: this.channel,
       });
       if (reply.kind === 'granted') await this.confirmGrant(address, { token, fence: reply.fence });
       if (reply.kind !== 'noSession') return { reply, sentAt, token };
@@ -337,8 +411,14 @@ export class PairCore {
     );
   }
 
-  async inspect(address: RecordAddress): Promise<PairRecord | null> {
-    return toPairRecord(address, await inspect(this.client, address));
+  /**
+   * Reads the record. `markWaiting`: a standby twin's look (the job's chosen executor is the
+   * other twin): an absent record is marked 'waiting', and the executor's grant then
+   * announces itself on the settle channel.
+   */
+  async inspect(address: RecordAddress, markWaiting = false): Promise<PairRecord | null> {
+    const mark = markWaiting ? this.options.retentionMs : undefined;
+    return toPairRecord(address, await inspect(this.client, address, mark));
   }
 
   /**
@@ -353,9 +433,9 @@ export class PairCore {
     sentAt: number,
     fn: (ctx: RunContext) => T | Promise<T>,
     signal: AbortSignal | undefined,
-    /** What to keep with the result for the shadows (a processor's last progress). */
-    progress?: () => unknown,
+    extras: ExecuteExtras = {},
   ): Promise<Outcome<T>> {
+    const { progress, claim, pipeline } = extras;
     const keeper = new LeaseKeeper(
       this.client,
       address,
@@ -388,6 +468,23 @@ export class PairCore {
       const session = this.session;
       keeper.assert(session === undefined ? undefined : session.deadlineAt);
     };
+    // A run started before its grant: until the claim is answered the record may be another's.
+    let refused: StaleFenceError | undefined;
+    let claimed = claim === undefined;
+    claim?.then(
+      (reply) => {
+        claimed = true;
+        if (reply.kind === 'granted') return;
+        refused = new StaleFenceError(address.id, grant.fence, reply.fence, reply.state);
+        keeper.abort(refused);
+      },
+      (err: unknown) => {
+        claimed = true;
+        // Unanswered: the grant is unknown, so the run stops as after a lost lease (released).
+        const lost = new LeaseLostError(address.id, grant.fence, 'expired');
+        keeper.abort(Object.assign(lost, { cause: asError(err) }));
+      },
+    );
     let result: T;
     try {
       result = await fn({
@@ -399,9 +496,12 @@ export class PairCore {
       });
     } catch (err) {
       finish();
+      if (refused) return { kind: 'superseded', error: refused, thrown: err };
+      await claim?.catch(() => {}); // a release must not overtake its own claim
       return this.settleThrown(address, grant, keeper.signal.reason, err);
     }
     finish();
+    if (refused) return { kind: 'superseded', error: refused };
     let serialized: string;
     try {
       serialized = JSON.stringify(result) ?? '';
@@ -417,11 +517,25 @@ export class PairCore {
       );
     }
     const reported = progress?.();
-    const reply = await this.store(address, grant, {
+    const stored = this.store(address, grant, {
       state: 'done',
       result: serialized,
       ...(reported === undefined ? {} : { progress: JSON.stringify(reported) }),
     });
+    if (pipeline !== undefined && (claimed ? refused === undefined : true)) {
+      // Sent: the store runs it after the claim. A process that dies before it lands leaves
+      // the record running under a dead owner: the twin runs the job again, fenced higher.
+      const settling = stored.then(
+        (reply) => {
+          if (reply.kind !== 'ok') pipeline({ error: staleError(address, grant, reply) });
+        },
+        (err: unknown) => pipeline({ error: asError(err) }),
+      );
+      this.settling.add(settling);
+      void settling.finally(() => this.settling.delete(settling));
+      return { kind: 'completed', result };
+    }
+    const reply = await stored;
     if (reply.kind === 'ok') return { kind: 'completed', result };
     return { kind: 'superseded', error: staleError(address, grant, reply) };
   }
@@ -540,8 +654,23 @@ export class PairCore {
     this.notifier.wakeAll(); // waiting shadows see the close at once
   }
 
+  /**
+   * Waits for the settles sent without waiting (at most `lockStoreTimeoutMs`): a session
+   * that ended before its records were stored would hand finished jobs to the twin.
+   */
+  async flush(): Promise<void> {
+    if (this.settling.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, this.options.lockStoreTimeoutMs);
+    });
+    await Promise.race([Promise.allSettled([...this.settling]), bound]);
+    clearTimeout(timer);
+  }
+
   /** Ends the subscriber and the session; call once running routines have settled. */
   async close(): Promise<void> {
+    await this.flush();
     this.beginClose();
     await this.notifier.close();
     await this.session?.stop();

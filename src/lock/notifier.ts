@@ -117,7 +117,7 @@ const HEALTH_TIMEOUT_MS = 1_500;
 /** Whether a raw pair record has settled (done, failed, released): what a settle message says. */
 function settledRaw(raw: string | null): boolean {
   const state = raw === null ? undefined : readStoredRecord(raw)?.state;
-  return state !== undefined && state !== 'running';
+  return state !== undefined && state !== 'running' && state !== 'waiting';
 }
 
 /**
@@ -268,6 +268,11 @@ export class Notifier {
     this.onError(this.lost);
     this.away?.resolve(); // waiters wake and find `lost`
     this.onLost();
+  }
+
+  /** Subscribed and well: our liveness channel is held and settle messages arrive. */
+  get healthy(): boolean {
+    return this.away === undefined && this.lost === undefined;
   }
 
   /** Subscribes before any acquire, so neither a notification nor our liveness is missed. */

@@ -2,8 +2,11 @@ import { CorruptRecordError, type PeerErrorInfo } from '../errors.js';
 import type { RecordAddress } from './keys.js';
 import type { AcquireReply, InspectReply, TakeoverReason } from './scripts.js';
 
-/** The states a pair record moves through: running, then one of the settled three. */
-const PAIR_STATES = ['running', 'done', 'failed', 'released'] as const;
+/**
+ * The states a pair record moves through: running, then one of the settled three. 'waiting'
+ * comes first when a standby twin (not the job's chosen executor) looked before any claim.
+ */
+const PAIR_STATES = ['waiting', 'running', 'done', 'failed', 'released'] as const;
 export type PairState = (typeof PAIR_STATES)[number];
 
 function isPairState(value: unknown): value is PairState {
@@ -28,7 +31,11 @@ export interface PairRecord {
   result: unknown;
   /** What the last executor's failure left (state failed). */
   error: PeerErrorInfo | undefined;
+  /** The executor's last reported progress (state done), undefined if none. */
+  progress: unknown;
   createdAt: number;
+  /** How long ago the record was created, in ms (server time): a standby's wait so far. */
+  ageMs: number;
   updatedAt: number;
   /** Time left until the record is deleted by retention, in ms. */
   retentionLeftMs: number;
@@ -114,7 +121,9 @@ export function toPairRecord(address: RecordAddress, reply: InspectReply): PairR
     takeover: stored.takeover,
     result: parseJson(stored.result),
     error: parseJson<PeerErrorInfo>(stored.error),
+    progress: parseJson(stored.progress),
     createdAt: stored.createdAt ?? 0,
+    ageMs: reply.now - (stored.createdAt ?? reply.now),
     updatedAt: stored.updatedAt ?? 0,
     retentionLeftMs: reply.retentionLeftMs,
     ownerLiveness: { channel: stored.live ?? '', sessionKey: stored.skey ?? '' },

@@ -101,6 +101,8 @@ export type AcquireReply =
       progress: string | null;
     }
   | { kind: 'failed'; fence: number; owner: string; error: string | null }
+  /** A claim (`AcquireArgs.claim`) of a record another grant holds or held: no grant. */
+  | { kind: 'taken'; fence: number; state: string; owner: string }
   /** The caller's session key is gone: make it anew, then ask again. */
   | { kind: 'noSession' };
 
@@ -116,6 +118,12 @@ export interface AcquireArgs {
   sessionKey: string;
   /** The lock store's epoch key (KEYS[3]); absent or '' on a Cluster, where it would cross slots. */
   epochKey?: string;
+  /** Lowest fence a grant may carry: 2 for a twin that is not the job's chosen executor. */
+  minFence?: number;
+  /** A claim of a run already started with fence 1: granted only if nobody else holds the record. */
+  claim?: boolean;
+  /** Settle channel, to announce a grant that replaces a standby's mark. */
+  channel?: string;
 }
 
 function corrupt(address: RecordAddress): never {
@@ -141,6 +149,9 @@ export async function acquire(
       a.graceMs,
       a.warmupS,
       a.sessionKey,
+      a.minFence ?? 1,
+      a.claim ? '1' : '0',
+      a.channel ?? '',
     ],
     a.epochKey ? [a.epochKey] : [],
   );
@@ -188,6 +199,15 @@ function acquireReply(address: RecordAddress, reply: unknown[]): AcquireReply {
         fence: Number(r.fence),
         owner: String(r.owner),
         error: stringOrNull(r.error),
+      };
+    }
+    case REPLY.TAKEN: {
+      const r = replyFields('TAKEN', reply);
+      return {
+        kind: 'taken',
+        fence: Number(r.fence),
+        state: String(r.state),
+        owner: String(r.owner),
       };
     }
     case REPLY.NO_SESSION:
@@ -286,8 +306,11 @@ export interface InspectReply {
 export async function inspect(
   client: RedisConnection,
   address: RecordAddress,
+  /** A standby twin's look: an absent record is marked 'waiting', kept this long (ms). */
+  markWaitingMs?: number,
 ): Promise<InspectReply> {
-  const r = replyFields('INSPECT', await runScript(client, 'inspect', address, []), 0);
+  const args = markWaitingMs === undefined ? [] : [markWaitingMs];
+  const r = replyFields('INSPECT', await runScript(client, 'inspect', address, args), 0);
   const sessionLeft = Number(r.sessionLeftMs);
   return {
     now: Number(r.now),

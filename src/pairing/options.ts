@@ -52,6 +52,16 @@ export interface PairedProcessorOptions
    * Default 100.
    */
   shadowHoldMs?: number;
+  /**
+   * Jobs whose executor `PairedQueue` chose (its `executor` option): how long this twin's
+   * standby copy waits for the chosen twin to claim the job before running it itself, in
+   * ms. It covers the chosen twin's queue backlog; a job that twin already runs is taken over
+   * as soon as its process dies, whatever this says. The chosen twin starts a job before its
+   * claim is answered only while the job is younger than half of this, so the two never
+   * run it at once unless clocks differ by more than that. Both twins should use the same
+   * value. Default 10 000.
+   */
+  standbyGraceMs?: number;
   /** Write a `job.log` line for each paired decision (shows in Bull Board). Default true. */
   jobLogs?: boolean;
   /**
@@ -76,6 +86,7 @@ export interface ResolvedProcessorOptions {
   lockStoreRetryMs: number;
   maxParkMs: number;
   shadowHoldMs: number;
+  standbyGraceMs: number;
   jobLogs: boolean;
   logger: PairedLogger;
   telemetry: Telemetry | undefined;
@@ -90,6 +101,7 @@ const OWN_OPTIONS = [
   'lockStoreRetryMs',
   'maxParkMs',
   'shadowHoldMs',
+  'standbyGraceMs',
   'jobLogs',
   'logger',
   'telemetry',
@@ -115,6 +127,7 @@ export function resolveProcessorOptions(options: unknown): ResolvedProcessorOpti
     lockStoreRetryMs,
     maxParkMs,
     shadowHoldMs,
+    standbyGraceMs,
     jobLogs,
     logger,
     telemetry,
@@ -148,6 +161,9 @@ export function resolveProcessorOptions(options: unknown): ResolvedProcessorOpti
     }),
     maxParkMs: integerOption(OWNER, 'maxParkMs', maxParkMs ?? 10 * lock.leaseMs, { min: 10 }),
     shadowHoldMs: integerOption(OWNER, 'shadowHoldMs', shadowHoldMs ?? 100, { min: 0 }),
+    standbyGraceMs: integerOption(OWNER, 'standbyGraceMs', standbyGraceMs ?? 10_000, {
+      min: 10,
+    }),
     jobLogs: booleanOption(OWNER, 'jobLogs', jobLogs ?? true),
     logger: loggerOption(OWNER, logger),
     telemetry: telemetryOption(OWNER, telemetry),

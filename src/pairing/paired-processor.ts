@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -13,11 +14,17 @@ import {
   type PeerErrorInfo,
   PeerFailedError,
 } from '../errors.js';
-import { type Acquired, PairCore, type RunContext } from '../lock/core.js';
+import {
+  type Acquired,
+  type ClaimReply,
+  type ExecuteExtras,
+  PairCore,
+  type RunContext,
+} from '../lock/core.js';
 import { type RecordAddress, recordId, siblingsKey } from '../lock/keys.js';
-import type { Ticket, WakeReason } from '../lock/notifier.js';
+import { NO_OWNER, type Ticket, type WakeReason } from '../lock/notifier.js';
 import { misconfigured } from '../lock/preflight.js';
-import { parseJson } from '../lock/record.js';
+import { type PairRecord, parseJson } from '../lock/record.js';
 import { backoffMs } from '../lock/reply-errors.js';
 import { type AcquireReply, ownerOf } from '../lock/scripts.js';
 import { traced, workerTelemetry } from '../observability/tracing.js';
@@ -25,6 +32,7 @@ import { show } from '../validate.js';
 import { cancelledByBullMQ, cancelledCopyError, isCancel } from './cancel.js';
 import { Decisions, type Reporting } from './decisions.js';
 import type { PairedProcessorEvents } from './events.js';
+import { chosenExecutor } from './executor.js';
 import {
   type PairedProcessorOptions,
   type ResolvedProcessorOptions,
@@ -58,6 +66,29 @@ const PROMOTE_RETRY_CAP_MS = 5_000;
 /** Marks a copy that was parked: BullMQ must not fail or complete it. */
 const PARKED = Symbol('parked');
 
+/** Results a standby learned while its copy was parked, kept at most (oldest dropped first). */
+const MAX_STANDBY_RESULTS = 10_000;
+
+/** A settled pair as a standby learned it, for its copy's next pickup. */
+interface LearnedResult {
+  fence: number;
+  owner: string;
+  result: unknown;
+  /** The executor's last progress as JSON, null if none. */
+  progress: string | null;
+}
+
+/** How a granted run started: after its grant, or before (its claim decides). */
+interface Start {
+  token: string;
+  sentAt: number;
+  reply: Granted;
+  claim?: Promise<ClaimReply>;
+}
+
+/** BullMQ builds a worker's jobs with the worker as their (protected) `queue`. */
+const workerOf = (job: Job): unknown => (job as unknown as { queue: unknown }).queue;
+
 /**
  * Wraps a BullMQ processor so that the twin that picks a job up first executes it and the
  * other shadows it without holding a worker slot, completing with the executor's result,
@@ -80,6 +111,8 @@ export class PairedProcessor<
   private readonly pairing: PairingCheck;
   private readonly executions = new Set<Execution>();
   private readonly parked = new Map<string, Ticket>();
+  /** Per record: the pair's result, learned by a standby's watch before its copy came back. */
+  private readonly learned = new Map<string, LearnedResult>();
   /** Per attached worker: the queue that promotes the copies it adopts. */
   private readonly adopters = new Map<Worker, Queue>();
   private readonly siblings: SiblingWatch[] = [];
@@ -244,9 +277,11 @@ export class PairedProcessor<
       if (record === null) continue; // never paired: a delay of the user's own
       const ticket = this.core.ticket(address);
       this.parked.set(address.key, ticket);
-      const wake = (reason: WakeReason): void =>
-        this.promote(job as Job<DataType, ResultType, NameType>, ticket, address, reason);
-      if (record.state === 'running') ticket.onNextWake(record.ownerLiveness, wake);
+      const copy = job as Job<DataType, ResultType, NameType>;
+      const wake = (reason: WakeReason): void => this.promote(copy, ticket, address, reason);
+      // A standby of a job not claimed yet: watched as its own process would have.
+      if (record.state === 'waiting') this.watchStandby(copy, ticket, address);
+      else if (record.state === 'running') ticket.onNextWake(record.ownerLiveness, wake);
       else wake('settled');
     }
   }
@@ -286,20 +321,41 @@ export class PairedProcessor<
       return this.lockStoreDown(job, token, signal, err, say);
     }
     this.parked.get(address.key)?.close(); // an earlier park of this copy is over: it is here
+    const chosen = chosenExecutor(job.opts);
+    const learned = this.learned.get(address.key);
+    if (learned !== undefined) {
+      // A standby's watch read the pair's result while this copy was parked.
+      this.learned.delete(address.key);
+      await say.twinCompleted(learned.fence, learned.owner);
+      await mirrorProgress(job, learned.progress, (err) => this.report(err));
+      return learned.result as ResultType;
+    }
+    const first = job.attemptsMade === 0 && (job.attemptsStarted ?? 0) <= 1;
+    if (chosen !== undefined && first) {
+      if (chosen !== this.options.twin) return this.standby(job, token, address, chosen, say);
+      // Young enough that the standby's grace cannot have run out: see `runAtOnce`.
+      const availableAt = job.timestamp + (job.delay ?? 0);
+      if (this.core.speculative && Date.now() - availableAt < this.options.standbyGraceMs / 2) {
+        return this.runAtOnce(job, token, signal, address, say);
+      }
+    }
+    // A twin that was not chosen never takes fence 1: the chosen one may be running with it.
+    const minFence = chosen !== undefined && chosen !== this.options.twin ? 2 : 1;
     const ticket = this.core.ticket(address);
     let parked = false;
     try {
       for (let round = 0; ; round++) {
         let acquired: Acquired;
         try {
-          acquired = await this.core.acquire(address);
+          acquired = await this.core.acquire(address, undefined, minFence);
         } catch (err) {
           return await this.lockStoreDown(job, token, signal, err, say);
         }
         const { reply } = acquired;
         if (reply.kind === 'granted') {
           ticket.close();
-          const result = await this.execute(job, token, signal, address, acquired, reply, say);
+          const start = { token: acquired.token, sentAt: acquired.sentAt, reply };
+          const result = await this.execute(job, token, signal, address, start, say);
           if (result !== PARKED) return result;
           parked = true;
           throw new DelayedError();
@@ -342,15 +398,142 @@ export class PairedProcessor<
     }
   }
 
+  /**
+   * The chosen executor's first pickup: the processor starts now, with fence 1, and the claim
+   * travels meanwhile. The standby never takes fence 1 and waits `standbyGraceMs` for this
+   * claim, so the two overlap only if the claim loses (the standby ran it, fenced higher):
+   * then this run's signal aborts and its copy ends as the pair does. The result is stored
+   * after BullMQ completes the copy, not before.
+   */
+  private async runAtOnce(
+    job: Job<DataType, ResultType, NameType>,
+    token: string | undefined,
+    signal: AbortSignal | undefined,
+    address: RecordAddress,
+    say: Decisions,
+  ): Promise<ResultType> {
+    const claimToken = randomUUID();
+    const sentAt = performance.now();
+    const claim = this.core.claim(address, claimToken).then((claimed) => claimed.reply);
+    const reply: Granted = {
+      kind: 'granted',
+      fence: 1,
+      takeover: undefined,
+      attempts: 1,
+      idleMs: undefined,
+    };
+    const start: Start = { token: claimToken, sentAt, reply, claim };
+    const result = await this.execute(job, token, signal, address, start, say);
+    if (result !== PARKED) return result;
+    throw new DelayedError();
+  }
+
+  /**
+   * A copy whose job the other twin was chosen to run: parked at once (no slot held, no
+   * lock-store round trip), watched from here, and brought back when the pair settles, its
+   * executor is gone, or nobody claimed the job within `standbyGraceMs`.
+   */
+  private async standby(
+    job: Job<DataType, ResultType, NameType>,
+    token: string | undefined,
+    address: RecordAddress,
+    chosen: string,
+    say: Decisions,
+  ): Promise<never> {
+    await this.registered.get(workerOf(job));
+    const ticket = this.core.ticket(address);
+    try {
+      await this.parkCopy(job, token, this.options.maxParkMs);
+    } catch (err) {
+      ticket.close();
+      throw err;
+    }
+    this.parked.set(address.key, ticket);
+    say.shadowed(0, chosen);
+    this.watchStandby(job, ticket, address);
+    throw new DelayedError();
+  }
+
+  /** Follows a standby's record until its copy must come back (see `standby`). */
+  private watchStandby(
+    job: Job<DataType, ResultType, NameType>,
+    ticket: Ticket,
+    address: RecordAddress,
+  ): void {
+    const watching = (): boolean => !this.closed && this.parked.get(address.key) === ticket;
+    const later = (ms: number, then: () => void): NodeJS.Timeout => {
+      const timer = setTimeout(then, Math.max(ms, 1));
+      timer.unref();
+      return timer;
+    };
+    const look = async (): Promise<void> => {
+      if (!watching()) return;
+      let record: PairRecord | null;
+      try {
+        record = await this.core.inspect(address, true);
+      } catch (err) {
+        this.report(asError(err));
+        later(this.options.lockStoreRetryMs, () => void look());
+        return;
+      }
+      if (!watching()) return;
+      if (record === null || record.state === 'waiting') {
+        const left = this.options.standbyGraceMs - (record?.ageMs ?? 0);
+        // Unclaimed for the whole grace: the chosen twin is down or far behind; take it.
+        if (left <= 0) return this.promote(job, ticket, address, 'gone');
+        const timer = later(left, () => ticket.wake('recheck'));
+        ticket.onNextWake(NO_OWNER, () => {
+          clearTimeout(timer);
+          void look();
+        });
+        return;
+      }
+      if (record.state === 'running') {
+        const owner = record.ownerLiveness;
+        // Without a session the record's own lease says when its owner may be gone.
+        const timer =
+          owner.sessionKey === '' && record.leaseLeftMs !== null
+            ? later(record.leaseLeftMs + 5, () => ticket.wake('recheck'))
+            : undefined;
+        ticket.onNextWake(owner, (reason) => {
+          clearTimeout(timer);
+          if (reason === 'gone') this.promote(job, ticket, address, reason);
+          else void look();
+        });
+        return;
+      }
+      if (record.state === 'done') {
+        this.learn(address.key, {
+          fence: record.fence,
+          owner: record.owner,
+          result: record.result,
+          progress: record.progress === undefined ? null : JSON.stringify(record.progress),
+        });
+        return this.promote(job, ticket, address, 'settled');
+      }
+      // Failed or released: the copy asks in its slot whether to take over.
+      this.promote(job, ticket, address, 'gone');
+    };
+    void look();
+  }
+
+  private learn(key: string, result: LearnedResult): void {
+    this.learned.set(key, result);
+    if (this.learned.size > MAX_STANDBY_RESULTS) {
+      const oldest = this.learned.keys().next().value;
+      if (oldest !== undefined) this.learned.delete(oldest);
+    }
+  }
+
   private async execute(
     job: Job<DataType, ResultType, NameType>,
     token: string | undefined,
     bullSignal: AbortSignal | undefined,
     address: RecordAddress,
-    acquired: Acquired,
-    reply: Granted,
+    start: Start,
     say: Decisions,
   ): Promise<ResultType | typeof PARKED> {
+    const { reply } = start;
     const twin = this.options.twin;
     if (reply.takeover) say.takeover(reply.fence, reply.takeover, reply.idleMs);
     // BullMQ builds a worker's jobs with the worker as their (protected) `queue`: that tells
@@ -372,11 +555,21 @@ export class PairedProcessor<
     // The processor's last job.updateProgress goes into the record with its result.
     const progress = new ProgressTracker(job);
     try {
+      const extras: ExecuteExtras = {
+        progress: () => progress.reported?.value,
+        ...(start.claim === undefined
+          ? {}
+          : {
+              claim: start.claim,
+              // A result stored after the copy completed, or refused: reported, not lost.
+              pipeline: ({ error }) => this.report(error),
+            }),
+      };
       const outcome = await this.core.execute(
         address,
-        { token: acquired.token, fence: reply.fence },
+        { token: start.token, fence: reply.fence },
         { takeover: reply.takeover, attempts: reply.attempts },
-        acquired.sentAt,
+        start.sentAt,
         (ctx) => {
           ctx.signal.addEventListener('abort', () => {
             const reason = ctx.signal.reason;
@@ -385,7 +578,7 @@ export class PairedProcessor<
           return this.run(job, token, ctx, pair, bullSignal);
         },
         signal,
-        () => progress.reported?.value,
+        extras,
       );
       switch (outcome.kind) {
         case 'completed': {

@@ -171,6 +171,7 @@ describe('bullmq-paired inspect and stats', () => {
 
     const counts = parseJson<StatsReport>(stats);
     expect(counts.records).toEqual({
+      waiting: 0,
       running: 1,
       done: 2,
       failed: 0,
@@ -193,7 +194,7 @@ describe('bullmq-paired inspect and stats', () => {
       delayed: 1,
     });
     expect(statsHuman.stdout).toMatch(
-      /running\s+done\s+failed\s+released\s+corrupt\s+total\n\s+1\s+2\s+0\s+0\s+0\s+3\n/,
+      /waiting\s+running\s+done\s+failed\s+released\s+corrupt\s+total\n\s+0\s+1\s+2\s+0\s+0\s+0\s+3\n/,
     );
     expect(statsHuman.stdout).toContain(`group ${base}`);
 

@@ -76,6 +76,7 @@ describe('bullmq-paired on PairedLock records (key and hash mode)', () => {
     const stats = parseJson<StatsReport>(all);
     expect(stats.patterns).toEqual([recordKeyPattern(prefix), recordHashPattern(prefix)]);
     expect(stats.records).toEqual({
+      waiting: 0,
       running: 0,
       done: 3,
       failed: 1,

@@ -1,7 +1,7 @@
 import type { Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterEach, beforeEach, expect, vi } from 'vitest';
-import { PairedQueue } from '../../src/index.js';
+import { type ExecutorChoice, PairedQueue } from '../../src/index.js';
 import { FixtureProcess } from '../support/child.js';
 import type { TestRedis } from '../support/redis.js';
 import { uniquePrefix } from '../support/redis.js';
@@ -84,7 +84,8 @@ export function twinsKit(setup: TwinsSetup) {
       await child.next('ready');
       return child;
     },
-    pairedQueue(): TestQueue {
+    /** `executor`: PairedQueue's option of that name (default 'first'). */
+    pairedQueue(executor?: ExecutorChoice): TestQueue {
       // Fail fast rather than queue commands while a test has a Redis killed.
       const connection = (twin: Twin) => {
         const redis = setup.queueRedis[twin]();
@@ -97,6 +98,7 @@ export function twinsKit(setup: TwinsSetup) {
       };
       const queue: TestQueue = new PairedQueue(names.queue, {
         addTimeoutMs: 1_000,
+        ...(executor === undefined ? {} : { executor }),
         twins: {
           eu: { connection: connection('eu'), queue: queueName('eu') },
           us: { connection: connection('us'), queue: queueName('us') },

@@ -24,6 +24,14 @@
             process replaces a heartbeat per record. Read for the *owner* of a record without
             being declared in KEYS, so sessions are for standalone Redis only (the client turns
             them off on a Cluster, where records fall back to leases of their own).
+    ARGV[11] lowest fence this caller may be granted (default 1). A job's chosen executor
+            (PairedQueue's `executor` option) may start with fence 1 before its claim is
+            answered; every other twin asks with 2, so its first grant can never share that
+            fence, and a claim that arrives too late is refused (TAKEN).
+    ARGV[12] '1': a claim of a run that has already started with fence 1. Granted only while
+            the record is absent or waiting (fence 1); anything else answers TAKEN.
+    ARGV[13] settle channel: a grant that ends a standby's wait (state 'waiting') is announced
+            there, so the waiting twin learns who runs the job without asking again.
 
   Output (codes and field layouts: replies.json):
     {GRANTED, fence, takeoverReason ('' | 'expired' | 'failed' | 'released' | 'disconnected'),
@@ -36,6 +44,8 @@
     {FAILED, fence, owner, error | false}             failed, and the policy is 'respect' (or
                                                       the failure is final: a result that could
                                                       not be stored must not run again)
+    {TAKEN, fence, state, owner}                      a claim (ARGV[12]) of a record someone
+                                                      else already holds or held: no grant
     {NO_SESSION}                                      the caller's session key is gone: no grant
                                                       (a shadow would take it for a dead owner's)
     {CORRUPT}                                         the record is unreadable
@@ -51,6 +61,9 @@ local leaseMs, retentionMs = tonumber(ARGV[4]), tonumber(ARGV[5])
 local policy, liveChannel, graceMs = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local warmupS = tonumber(ARGV[9])
 local sessionKey = ARGV[10]
+local minFence = tonumber(ARGV[11]) or 1
+local claim = ARGV[12] == '1'
+local channel = ARGV[13] or ''
 local epochKey = KEYS[3]
 
 local now = nowMs()
@@ -58,6 +71,16 @@ local rec = loadRecord(key, indexKey, field, now)
 if rec == false then return {REPLY.CORRUPT} end
 
 local reason = ''
+local waiting = rec and rec.state == 'waiting'
+if rec and claim and not waiting and not (rec.state == 'running' and rec.token == token) then
+  return {REPLY.TAKEN, rec.fence, rec.state, rec.owner or ''}
+end
+local markedAt
+if waiting then
+  -- A standby twin's mark: nobody has run the job yet.
+  markedAt = rec.createdAt
+  rec = nil
+end
 if rec then
   local state = rec.state
   if state == 'running' then
@@ -97,10 +120,10 @@ end
 -- caller make its session anew first.
 if sessionKey ~= '' and redis.call('EXISTS', sessionKey) == 0 then return {REPLY.NO_SESSION} end
 
-local fence = 1
+local fence = minFence
 local attempts = 1
 if rec then
-  fence = rec.fence + 1
+  fence = math.max(rec.fence + 1, minFence)
   attempts = (rec.attempts or 0) + 1
 end
 local granted = {
@@ -111,7 +134,7 @@ local granted = {
   attempts = attempts,
   leaseUntil = now + leaseMs,
   grantedAt = now,
-  createdAt = rec and rec.createdAt or now,
+  createdAt = rec and rec.createdAt or markedAt or now,
 }
 if reason ~= '' then granted.takeover = reason end
 if liveChannel ~= '' then granted.live = liveChannel end
@@ -141,4 +164,5 @@ if epochKey then
   end
 end
 saveRecord(key, indexKey, field, granted, now, retentionMs)
+if waiting and channel ~= '' then redis.call('PUBLISH', channel, cjson.encode({key, field})) end
 return {REPLY.GRANTED, fence, reason, attempts, idleMs}

@@ -5,6 +5,11 @@
     KEYS[1] record key (key mode) or hash key (hash mode)
     KEYS[2] expiry index of the hash (hash mode; ignored in key mode)
     ARGV[1] field: the task id in hash mode, '' in key mode
+    ARGV[2] optional: retention in ms, given by a standby twin (a job whose chosen executor is
+            the other twin). An absent record is then marked {state = 'waiting', fence = 0},
+            and that mark is returned: the executor's grant replaces it and announces itself
+            on the settle channel, and the mark's createdAt tells how long the standby has
+            waited for a claim.
 
   Output (field layout INSPECT: replies.json; no reply code):
     {now, recordJson | false, retentionLeftMs, sessionLeftMs}
@@ -18,6 +23,11 @@
 
 local key, indexKey, field = KEYS[1], KEYS[2], ARGV[1]
 local now = nowMs()
+
+if ARGV[2] and loadRecord(key, indexKey, field, now) == nil then
+  saveRecord(key, indexKey, field, {state = 'waiting', fence = 0, owner = '', createdAt = now},
+    now, tonumber(ARGV[2]))
+end
 
 local function withSession(raw, retentionLeft)
   local sessionLeft = REPLY.NOT_UNDER_SESSION

@@ -1,0 +1,141 @@
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { EXECUTOR_OPTION } from '../../src/index.js';
+import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.js';
+import { useRedis } from '../support/file-redis.js';
+import type { TestRedis } from '../support/redis.js';
+import { copiesIn, executions, twinsKit } from './pairing-kit.js';
+
+/**
+ * PairedQueue's `executor` option: the chosen twin runs at once and claims the job while it
+ * runs (fence 1); the other twin's copy parks at once as a standby and takes over with a
+ * higher fence when needed.
+ */
+const redis = useRedis();
+const kit = twinsKit({ queueRedis: { eu: redis, us: redis }, lockRedis: redis });
+
+describe('PairedQueue executor: a twin chosen at add time', () => {
+  it("'balanced': each job runs once, on the twin its id hashes to, with fence 1, and both copies complete with its result", async () => {
+    await kit.startWorker('eu');
+    await kit.startWorker('us');
+    const queue = kit.pairedQueue('balanced');
+    const added = await queue.addBulk(
+      Array.from({ length: 24 }, (_, i) => ({
+        name: 'n',
+        data: { ms: 5 },
+        opts: { jobId: `b${i}` },
+      })),
+    );
+    const ledger = async () => executions(await kit.ledger());
+    for (const { id } of added) {
+      const copies = await copiesIn(queue, id);
+      const chosen = (copies.eu.opts as Record<string, unknown>)[EXECUTOR_OPTION];
+      expect((copies.us.opts as Record<string, unknown>)[EXECUTOR_OPTION]).toBe(chosen);
+      expect(copies.eu.returnvalue).toEqual({ by: chosen, fence: 1 });
+      expect(copies.us.returnvalue).toEqual({ by: chosen, fence: 1 });
+    }
+    const ran = await ledger();
+    expect(ran).toHaveLength(24);
+    expect(new Set(ran.map((e) => e.id)).size).toBe(24);
+    // Both twins were chosen for some jobs.
+    expect(new Set(ran.map((e) => e.twin))).toEqual(new Set(['eu', 'us']));
+  });
+
+  it('the standby runs the job (fence 2) when no worker of the chosen twin claims it within standbyGraceMs', async () => {
+    const us = await kit.startWorker('us', { STANDBY_GRACE_MS: '400' });
+    const queue = kit.pairedQueue('eu');
+    const { id } = await queue.add('n', { ms: 5 });
+    await us.next('shadowed', (l) => l.jobId === id);
+    const done = await copiesIn(queue, id, ['us']);
+    expect(done.us.returnvalue).toEqual({ by: 'us', fence: 2 });
+    expect(executions(await kit.ledger(), id).map((e) => [e.twin, e.fence])).toEqual([['us', 2]]);
+    // The chosen twin comes late (the same grace: the job is too old to start unclaimed): its
+    // copy completes from the record, without running.
+    await kit.startWorker('eu', { STANDBY_GRACE_MS: '400' });
+    const late = await copiesIn(queue, id, ['eu']);
+    expect(late.eu.returnvalue).toEqual({ by: 'us', fence: 2 });
+    expect(executions(await kit.ledger(), id)).toHaveLength(1);
+  });
+
+  it("a chosen twin's run that started before its claim lost is aborted, fenced lower, and its copy ends with the pair's result", async () => {
+    const us = await kit.startWorker('us', { STANDBY_GRACE_MS: '200' });
+    const queue = kit.pairedQueue('eu');
+    const { id } = await queue.add('n', { holdUntil: 'go:late' });
+    await us.next('started', (l) => l.id === id);
+    // eu believes the job young (a grace of 10 min), so it starts at once and claims meanwhile.
+    const eu = await kit.startWorker('eu', { STANDBY_GRACE_MS: '600000' });
+    await eu.next('started', (l) => l.id === id);
+    // Superseded by its claim's answer, eu's copy shadows us's run (parked) before the release.
+    await copiesIn(queue, id, ['eu'], 'delayed');
+    await kit.release('go:late');
+    const copies = await copiesIn(queue, id);
+    expect(copies.eu.returnvalue).toEqual({ by: 'us', fence: 2 });
+    expect(copies.us.returnvalue).toEqual({ by: 'us', fence: 2 });
+    const ledger = await kit.ledger();
+    expect(executions(ledger, id).map((e) => [e.twin, e.fence])).toEqual([
+      ['us', 2],
+      ['eu', 1],
+    ]);
+    // The superseded run never reached its end: its signal aborted it.
+    expect(ledger.filter((e) => e.id === id && e.phase === 'end').map((e) => e.twin)).toEqual([
+      'us',
+    ]);
+  });
+
+  it('the standby takes over at once (fence 2) when the chosen executor is SIGKILLed', async () => {
+    const eu = await kit.startWorker('eu');
+    const us = await kit.startWorker('us');
+    const queue = kit.pairedQueue('eu');
+    const { id } = await queue.add('n', { holdUntil: 'go:kill' });
+    await eu.next('started', (l) => l.id === id);
+    await us.next('shadowed', (l) => l.jobId === id);
+    // Its claim has reached the lock store (a process killed before that is waited for
+    // standbyGraceMs instead: nothing tells the standby it existed).
+    const lock = redis().connect();
+    const key = `${kit.names.lockPrefix}:pair:{${kit.names.queue}:${id}}`;
+    await vi.waitFor(async () => expect(await lock.get(key)).toContain('"running"'), {
+      timeout: 10_000,
+    });
+    await eu.kill('SIGKILL');
+    expect(await us.next('takeover', (l) => l.jobId === id)).toMatchObject({
+      reason: 'disconnected',
+      fence: 2,
+    });
+    await kit.release('go:kill');
+    const done = await copiesIn(queue, id, ['us']);
+    expect(done.us.returnvalue).toEqual({ by: 'us', fence: 2 });
+  });
+});
+
+describe('PairedQueue executor over a slow link to the lock store', () => {
+  let proxy: FaultProxy;
+  const ONE_WAY_MS = 400;
+  beforeAll(async () => {
+    proxy = await startFaultProxy(redis(), { delayMs: ONE_WAY_MS });
+  });
+  afterAll(async () => {
+    await proxy.close();
+  });
+  const slow = twinsKit({
+    queueRedis: { eu: redis, us: redis },
+    lockRedis: () => ({ url: proxy.url }) as TestRedis,
+    ledgerRedis: redis,
+  });
+
+  it('the chosen twin starts a job without waiting for the lock store, and its twin completes with its result', async () => {
+    const eu = await slow.startWorker('eu');
+    await slow.startWorker('us');
+    const queue = slow.pairedQueue('eu');
+    // The first job also waits for each process's start-up checks and subscription.
+    const warm = await queue.add('n', { ms: 5 });
+    await copiesIn(queue, warm.id);
+    const addedAt = Date.now();
+    const { id } = await queue.add('n', { ms: 5 });
+    const started = await eu.next('started', (l) => l.id === id);
+    // A grant first would take a round trip (2 x 400 ms) before the processor could start.
+    expect(Number(started.at) - addedAt).toBeLessThan(ONE_WAY_MS);
+    expect(started.fence).toBe(1);
+    const copies = await copiesIn(queue, id);
+    expect(copies.us.returnvalue).toEqual({ by: 'eu', fence: 1 });
+    expect(executions(await slow.ledger(), id)).toHaveLength(1);
+  });
+});
