@@ -11,7 +11,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue } from 'bullmq';
-import { PairedQueue, PartialAddError } from '../../src/index.js';
+import { type ExecutorChoice, PairedQueue, PartialAddError } from '../../src/index.js';
 import { type ChildLine, FixtureProcess } from '../../test/support/child.js';
 import { startRedis, type TestRedis, uniquePrefix } from '../../test/support/redis.js';
 import {
@@ -27,12 +27,21 @@ import type { BenchOptions, ScenarioResult } from '../lib/types.js';
 
 const BENCH = 'the geo benchmarks (npm run bench)';
 const CHUNK = 1_000;
-const WORKERS = { CONCURRENCY: '50', QUIET: '1' };
+/** WAIT_READY: paired workers pass the lock store's start-up checks before 'ready' (as a deployment would). */
+const WORKERS = { CONCURRENCY: '50', QUIET: '1', WAIT_READY: '1' };
 
-type Mode = 'paired' | 'plainLocal' | 'stretched';
+/**
+ * paired: PairedQueue's `executor` chosen at add time (`balanced` unless a scenario says);
+ * pairedFirst: `executor: 'first'` (the first twin to pick its copy up asks the lock store).
+ */
+type Mode = 'paired' | 'pairedFirst' | 'plainLocal' | 'stretched';
 /** Link settings a scenario may change (placement and purpose are the mode's). */
-type WanSettings = Omit<WanTopologyOptions, 'lockStore' | 'purpose'>;
-const MODES: readonly Mode[] = ['plainLocal', 'stretched', 'paired'];
+type WanSettings = Omit<WanTopologyOptions, 'lockStore' | 'purpose'> & {
+  /** PairedQueue's `executor` in mode 'paired'. Default 'balanced'. */
+  executor?: ExecutorChoice;
+};
+const MODES: readonly Mode[] = ['plainLocal', 'stretched', 'pairedFirst', 'paired'];
+const isPaired = (mode: Mode): boolean => mode === 'paired' || mode === 'pairedFirst';
 
 const hostPort = (url: string) => {
   const { hostname, port } = new URL(url);
@@ -89,7 +98,7 @@ class GeoEnv {
     }
     const topology: WanTopology = await startWanTopology({
       ...this.wan,
-      lockStore: this.mode === 'paired' ? 'third-site' : 'local',
+      lockStore: isPaired(this.mode) ? 'third-site' : 'local',
       purpose: BENCH,
     });
     this.topology = topology;
@@ -118,6 +127,7 @@ class GeoEnv {
       this.queue(`${this.base}-${region}`, topology.queueRedis[region].url, region);
     // The producer runs in eu: eu's twin direct, us's through the cross-region link.
     const producer = new PairedQueue(this.base, {
+      executor: this.mode === 'pairedFirst' ? 'first' : (this.wan.executor ?? 'balanced'),
       twins: {
         eu: { connection: hostPort(topology.regions.eu.queueUrl), queue: `${this.base}-eu` },
         us: { connection: hostPort(topology.regions.eu.remoteQueueUrl), queue: `${this.base}-us` },
@@ -126,6 +136,7 @@ class GeoEnv {
     // Expected once a scenario kills a region's Redis (the add itself reports it).
     for (const region of REGIONS) producer.queue(region).on('error', () => {});
     this.closers.push(() => producer.close());
+    await producer.waitUntilReady();
     this.add = (id, data) => producer.add('job', data, { jobId: id });
     this.addBulk = (count, data) =>
       producer.addBulk(Array.from({ length: count }, () => ({ name: 'job', data })));
@@ -133,7 +144,7 @@ class GeoEnv {
 
   /** A worker process of this mode in `region` (twin-worker if paired, else plain-worker). */
   async worker(region: Region, settings: Record<string, string> = {}): Promise<FixtureProcess> {
-    const fixture = this.mode === 'paired' ? 'twin-worker.ts' : 'plain-worker.ts';
+    const fixture = isPaired(this.mode) ? 'twin-worker.ts' : 'plain-worker.ts';
     const child = new FixtureProcess(fixture, {
       ...WORKERS,
       ...settings,
@@ -184,8 +195,12 @@ class GeoEnv {
   }
 }
 
-async function withGeo<T>(mode: Mode, fn: (env: GeoEnv) => Promise<T>): Promise<T> {
-  const env = await GeoEnv.start(mode);
+async function withGeo<T>(
+  mode: Mode,
+  fn: (env: GeoEnv) => Promise<T>,
+  wan: WanSettings = {},
+): Promise<T> {
+  const env = await GeoEnv.start(mode, {}, REGIONS, wan);
   try {
     return await fn(env);
   } finally {
@@ -194,7 +209,8 @@ async function withGeo<T>(mode: Mode, fn: (env: GeoEnv) => Promise<T>): Promise<
 }
 
 const LABEL: Record<Mode, string> = {
-  paired: 'paired (lock store third-site)',
+  paired: 'paired, executor chosen at add (lock store third-site)',
+  pairedFirst: "paired, executor 'first' (lock store third-site)",
   plainLocal: 'plain BullMQ, local Redis',
   stretched: 'stretched BullMQ (eu Redis, us 40 ms away)',
 };
@@ -223,7 +239,15 @@ export async function geoThroughput({ quick, log }: BenchOptions): Promise<Scena
   const ratio = round(runs.paired.jobsPerSec / runs.plainLocal.jobsPerSec, 3);
   const stretchedRatio = round(runs.stretched.jobsPerSec / runs.plainLocal.jobsPerSec, 3);
   return {
-    paired: { ...runs.paired, pairedOverStretched: round(ratio / stretchedRatio, 3) },
+    paired: {
+      ...runs.paired,
+      executor: 'balanced',
+      pairedOverStretched: round(ratio / stretchedRatio, 3),
+      executorFirst: {
+        ...runs.pairedFirst,
+        ratioToPlainLocal: round(runs.pairedFirst.jobsPerSec / runs.plainLocal.jobsPerSec, 3),
+      },
+    },
     bullmq: {
       plainLocal: { ...runs.plainLocal },
       stretched: { ...runs.stretched, ratioToPlainLocal: stretchedRatio },
@@ -242,33 +266,41 @@ export async function geoLatency({ quick, log }: BenchOptions): Promise<Scenario
   const data = { ms: 20 };
   const latency = {} as Record<Mode, LatencySummary>;
   for (const mode of MODES) {
-    latency[mode] = await withGeo(mode, async (env) => {
-      const addedAt = new Map<string, number>();
-      const adds: Promise<unknown>[] = [];
-      const started = performance.now();
-      // A steady rate: every few ms, add the jobs due by now (no drift from slow adds).
-      while (addedAt.size < jobs) {
-        const due = Math.min(jobs, Math.floor(((performance.now() - started) / 1000) * rate) + 1);
-        while (addedAt.size < due) {
-          const id = `g${addedAt.size}`;
-          addedAt.set(id, Date.now());
-          adds.push(env.add(id, data));
+    latency[mode] = await withGeo(
+      mode,
+      async (env) => {
+        const addedAt = new Map<string, number>();
+        const adds: Promise<unknown>[] = [];
+        const started = performance.now();
+        // A steady rate: every few ms, add the jobs due by now (no drift from slow adds).
+        while (addedAt.size < jobs) {
+          const due = Math.min(jobs, Math.floor(((performance.now() - started) / 1000) * rate) + 1);
+          while (addedAt.size < due) {
+            const id = `g${addedAt.size}`;
+            addedAt.set(id, Date.now());
+            adds.push(env.add(id, data));
+          }
+          await sleep(2);
         }
-        await sleep(2);
-      }
-      await Promise.all(adds);
-      await until(async () => (await env.completed()) >= jobs, 120_000, `${jobs} jobs (${mode})`);
-      const finished = await env.finishedAt();
-      const values = [...addedAt].map(([id, at]) => (finished.get(id) ?? Number.NaN) - at);
-      if (values.some(Number.isNaN))
-        throw new Error(`geo_latency: a job of ${mode} has no finishedOn`);
-      return summarize(values);
-    });
+        await Promise.all(adds);
+        await until(async () => (await env.completed()) >= jobs, 120_000, `${jobs} jobs (${mode})`);
+        const finished = await env.finishedAt();
+        const values = [...addedAt].map(([id, at]) => (finished.get(id) ?? Number.NaN) - at);
+        if (values.some(Number.isNaN))
+          throw new Error(`geo_latency: a job of ${mode} has no finishedOn`);
+        return summarize(values);
+      },
+      { executor: 'eu' },
+    );
     log(`  ${LABEL[mode]}: p50 ${latency[mode].p50} / p99 ${latency[mode].p99} ms`);
   }
-  const { paired, plainLocal, stretched } = latency;
+  const { paired, pairedFirst, plainLocal, stretched } = latency;
   return {
-    paired: { ...paired },
+    paired: {
+      ...paired,
+      executor: "'eu' (the producer's region)",
+      executorFirst: { ...pairedFirst },
+    },
     bullmq: { plainLocal: { ...plainLocal }, stretched: { ...stretched } },
     ratio: round(paired.p50 / Math.max(plainLocal.p50, 1), 3),
     target: 'paired p50 <= plain local p50 + 5 ms; paired p99 <= stretched p99',
@@ -282,7 +314,8 @@ const VERBOSE = { QUIET: '0' };
 
 /** Fresh servers and processes per sample: ms from the SIGKILL of eu's executor until us starts the job. */
 async function killSample(mode: 'paired' | 'stretched', settings: Record<string, string>) {
-  const env = await GeoEnv.start(mode, { ...VERBOSE, ...settings }, ['eu']);
+  // eu is chosen: us, started later, shadows eu's run as a standby.
+  const env = await GeoEnv.start(mode, { ...VERBOSE, ...settings }, ['eu'], { executor: 'eu' });
   try {
     const eu = env.children[0] as FixtureProcess;
     const id = 'long';

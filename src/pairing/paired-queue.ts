@@ -592,6 +592,18 @@ export class PairedQueue<
     return reply;
   }
 
+  /**
+   * Connects to both twins' Redis and records the pairing there, as the first add otherwise
+   * would: call it at start so the first jobs do not wait for it. Rejects like an add that
+   * reached a twin only (`PartialTwinOperationError`) or was refused (`PairingMismatchError`).
+   */
+  async waitUntilReady(): Promise<void> {
+    await this.onTwins('waitUntilReady()', async (t) => {
+      await t.queue.waitUntilReady();
+      await this.record(t);
+    });
+  }
+
   /** Writes the pairing to a twin's Redis once (again at the next add when it failed). */
   private record(twin: Twin): Promise<void> {
     let done = this.recorded.get(twin.name);
