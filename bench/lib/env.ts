@@ -1,6 +1,6 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { PairedQueue } from '../../src/index.js';
+import { type ExecutorChoice, PairedQueue } from '../../src/index.js';
 import { FixtureProcess } from '../../test/support/child.js';
 import { startRedis, type TestRedis, uniquePrefix } from '../../test/support/redis.js';
 
@@ -51,12 +51,16 @@ export class BenchEnv {
   }
 
   /** The PairedQueue feeding the twins started by `twin()` (each twin's queue on `on[twin]`). */
-  pairedQueue(on: Partial<Record<'eu' | 'us', TestRedis>> = {}): PairedQueue {
+  pairedQueue(
+    on: Partial<Record<'eu' | 'us', TestRedis>> = {},
+    executor: ExecutorChoice = 'first',
+  ): PairedQueue {
     const connection = (twin: 'eu' | 'us') => {
       const redis = on[twin] ?? this.redis;
       return { host: redis.host, port: redis.port };
     };
     const queue = new PairedQueue(this.base, {
+      executor,
       twins: {
         eu: { connection: connection('eu'), queue: `${this.base}-eu` },
         us: { connection: connection('us'), queue: `${this.base}-us` },

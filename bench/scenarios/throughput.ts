@@ -1,3 +1,4 @@
+import type { ExecutorChoice } from '../../src/index.js';
 import { type BenchEnv, until, withEnv } from '../lib/env.js';
 import { round } from '../lib/stats.js';
 import type { BenchOptions, ScenarioResult } from '../lib/types.js';
@@ -42,10 +43,14 @@ async function measure(
 }
 
 /** Paired: one worker process per twin (eu, us), each at concurrency 50; logical jobs. */
-export function pairedRun(jobs: number, data: Record<string, unknown>): Promise<Run> {
+export function pairedRun(
+  jobs: number,
+  data: Record<string, unknown>,
+  executor: ExecutorChoice = (process.env.BENCH_EXECUTOR as ExecutorChoice | undefined) ?? 'first',
+): Promise<Run> {
   return withEnv(async (env) => {
     await Promise.all([env.twin('eu', WORKERS), env.twin('us', WORKERS)]);
-    const queue = env.pairedQueue();
+    const queue = env.pairedQueue({}, executor);
     return measure(
       env,
       jobs,
