@@ -3,15 +3,17 @@ import { Command } from 'commander';
 import { startRedis } from '../support/redis.js';
 import { runSoak } from './soak.js';
 
-const { jobs } = new Command()
+const { jobs, executor } = new Command()
   .option('--jobs <n>', 'jobs to run', '20000')
+  .option('--executor <choice>', "PairedQueue's executor: first or balanced", 'first')
   .parse()
-  .opts<{ jobs: string }>();
+  .opts<{ jobs: string; executor: 'first' | 'balanced' }>();
 const redis = await startRedis({ purpose: 'the chaos run (npm run chaos)' });
 try {
   const report = await runSoak(redis, Number(jobs), {
     minMs: 20,
     maxMs: 200,
+    executor,
     log: (line) => console.log(line),
   });
   console.table(report);

@@ -5,16 +5,20 @@ import { runSoak } from './soak.js';
 const redis = useRedis();
 
 describe('chaos soak (CI size)', () => {
-  it('loses nothing while worker processes are SIGKILLed every ~2 s', {
-    timeout: 240_000,
-  }, async () => {
-    // Jobs of 200–600 ms keep the run long enough (about half a minute) for several kills.
-    const report = await runSoak(redis(), 1_000, { minMs: 200, maxMs: 600 });
-    console.info(`chaos: ${JSON.stringify(report)}`);
-    expect(report.kills).toBeGreaterThanOrEqual(3);
-    expect(report.lost).toBe(0);
-    expect(report.duplicates).toBeLessThanOrEqual(report.kills * 10); // at most a killed process's in-flight jobs (concurrency 10)
-    expect(report.fenceViolations).toBe(0);
-    expect(report.overlapsWithLiveOwner).toBe(0);
-  });
+  it.each(['first', 'balanced'] as const)(
+    'loses nothing while worker processes are SIGKILLed every ~2 s (executor %s)',
+    {
+      timeout: 240_000,
+    },
+    async (executor) => {
+      // Jobs of 200–600 ms keep the run long enough (about half a minute) for several kills.
+      const report = await runSoak(redis(), 1_000, { minMs: 200, maxMs: 600, executor });
+      console.info(`chaos: ${JSON.stringify(report)}`);
+      expect(report.kills).toBeGreaterThanOrEqual(3);
+      expect(report.lost).toBe(0);
+      expect(report.duplicates).toBeLessThanOrEqual(report.kills * 10); // at most a killed process's in-flight jobs (concurrency 10)
+      expect(report.fenceViolations).toBe(0);
+      expect(report.overlapsWithLiveOwner).toBe(0);
+    },
+  );
 });

@@ -6,9 +6,11 @@
  *   - duplicates <= kills (only a job in flight in a killed process runs again);
  *   - a repeated execution always has a higher fence than the one it repeats;
  *   - two executions of one job overlap only if the first one's process had been killed.
- * `npm run chaos` (20 000 jobs) or `runSoak()` from a test (small).
+ * `npm run chaos` (20 000 jobs; `-- --executor balanced` for jobs whose executor is chosen at
+ * add) or `runSoak()` from a test (small).
  */
 import { Redis } from 'ioredis';
+import type { ExecutorChoice } from '../../src/index.js';
 import type { FixtureProcess } from '../support/child.js';
 import type { TestRedis } from '../support/redis.js';
 import { uniquePrefix } from '../support/redis.js';
@@ -38,15 +40,26 @@ export interface SoakReport {
 export async function runSoak(
   redis: TestRedis,
   jobs: number,
-  options: { minMs?: number; maxMs?: number; log?: (line: string) => void } = {},
+  options: {
+    minMs?: number;
+    maxMs?: number;
+    log?: (line: string) => void;
+    /** PairedQueue's `executor`: 'balanced' starts each job on its chosen twin before its claim. */
+    executor?: ExecutorChoice;
+  } = {},
 ): Promise<SoakReport> {
-  const { minMs = 20, maxMs = 100, log = () => {} } = options;
-  const twins = new TwinProcesses(redis, uniquePrefix('chaos'), {
-    CONCURRENCY: '10',
-    LOCK_DURATION: '3000',
-    STALLED_INTERVAL: '1000',
-    MAX_STALLED: '1000',
-  });
+  const { minMs = 20, maxMs = 100, log = () => {}, executor = 'first' } = options;
+  const twins = new TwinProcesses(
+    redis,
+    uniquePrefix('chaos'),
+    {
+      CONCURRENCY: '10',
+      LOCK_DURATION: '3000',
+      STALLED_INTERVAL: '1000',
+      MAX_STALLED: '1000',
+    },
+    executor,
+  );
   const { queue } = twins;
   const processes: { twin: string; child: FixtureProcess }[] = [];
   const killed = new Map<number, number>(); // pid -> when it was killed

@@ -1,21 +1,24 @@
 /**
- * Model-based test of the pair-record scripts (fast-check): random interleavings of acquire,
- * heartbeat, complete, fail, release and lease expiry by three members, each checked against a
- * small model of the state machine. Per-record leases (no sessions), so expiry can be forced.
+ * Model-based test of the pair-record scripts (fast-check): random interleavings of acquire
+ * (as the chosen executor, lowest fence 1, or as another twin, lowest fence 2), a chosen
+ * executor's claim of a run already started with fence 1, a standby's mark ('waiting'),
+ * heartbeat, complete, fail, release and lease expiry by three members, each checked against
+ * a small model of the state machine; and every grant's fence above every earlier one.
+ * Per-record leases (no sessions), so expiry can be forced.
  */
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import type { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { type RecordAddress, recordAddress } from '../../src/lock/keys.js';
-import { acquire, heartbeat, type OwnerReply, settle } from '../../src/lock/scripts.js';
+import { acquire, heartbeat, inspect, type OwnerReply, settle } from '../../src/lock/scripts.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 import { expireLease } from './lock-test-kit.js';
 
 const redis = useRedis();
 type Member = 'a' | 'b' | 'c';
-type State = 'absent' | 'running' | 'done' | 'failed' | 'released';
+type State = 'absent' | 'waiting' | 'running' | 'done' | 'failed' | 'released';
 
 interface Model {
   state: State;
@@ -24,6 +27,17 @@ interface Model {
   expired: boolean;
   /** Each member's latest grant (possibly stale). */
   grants: Partial<Record<Member, { token: string; fence: number }>>;
+  /** The highest fence granted so far: a new grant must be above it. */
+  highest: number;
+}
+
+function granted(m: Model, member: Member, token: string): void {
+  expect(m.fence).toBeGreaterThan(m.highest);
+  m.highest = m.fence;
+  m.state = 'running';
+  m.ownerToken = token;
+  m.expired = false;
+  m.grants[member] = { token, fence: m.fence };
 }
 
 interface Real {
@@ -35,40 +49,42 @@ interface Real {
 const LEASE = 60_000;
 const RETENTION = 120_000;
 
+const BASE_ARGS = {
+  leaseMs: LEASE,
+  retentionMs: RETENTION,
+  liveChannel: '',
+  graceMs: 0,
+  warmupS: 0,
+  sessionKey: '',
+};
+
 class Acquire implements fc.AsyncCommand<Model, Real> {
   constructor(
     readonly member: Member,
     readonly policy: 'takeover' | 'respect',
+    /** 1: the job's chosen executor (or no choice); 2: the other twin. */
+    readonly minFence: 1 | 2,
   ) {}
   check = () => true;
   async run(m: Model, r: Real): Promise<void> {
     const token = randomUUID();
-    const args = {
+    const reply = await acquire(r.client, r.address, {
+      ...BASE_ARGS,
       member: this.member,
       token,
-      leaseMs: LEASE,
-      retentionMs: RETENTION,
       policy: this.policy,
-    };
-    const reply = await acquire(r.client, r.address, {
-      ...args,
-      liveChannel: '',
-      graceMs: 0,
-      warmupS: 0,
-      sessionKey: '',
+      minFence: this.minFence,
     });
+    const fresh = m.state === 'absent' || m.state === 'waiting';
     const grants =
-      m.state === 'absent' ||
+      fresh ||
       m.state === 'released' ||
       (m.state === 'running' && m.expired) ||
       (m.state === 'failed' && this.policy === 'takeover');
     if (grants) {
-      m.fence = m.state === 'absent' ? 1 : m.fence + 1;
+      m.fence = fresh ? this.minFence : Math.max(m.fence + 1, this.minFence);
       expect(reply).toMatchObject({ kind: 'granted', fence: m.fence });
-      m.state = 'running';
-      m.ownerToken = token;
-      m.expired = false;
-      m.grants[this.member] = { token, fence: m.fence };
+      granted(m, this.member, token);
     } else {
       const expected = { running: 'busy', done: 'done', failed: 'failed' }[
         m.state as 'running' | 'done' | 'failed'
@@ -76,7 +92,46 @@ class Acquire implements fc.AsyncCommand<Model, Real> {
       expect(reply).toMatchObject({ kind: expected, fence: m.fence });
     }
   }
-  toString = () => `acquire(${this.member}, ${this.policy})`;
+  toString = () => `acquire(${this.member}, ${this.policy}, min ${this.minFence})`;
+}
+
+/** The chosen executor's claim of a run it started with fence 1 before any answer. */
+class Claim implements fc.AsyncCommand<Model, Real> {
+  constructor(readonly member: Member) {}
+  check = () => true;
+  async run(m: Model, r: Real): Promise<void> {
+    const token = randomUUID();
+    const reply = await acquire(r.client, r.address, {
+      ...BASE_ARGS,
+      member: this.member,
+      token,
+      policy: 'takeover',
+      minFence: 1,
+      claim: true,
+    });
+    if (m.state === 'absent' || m.state === 'waiting') {
+      m.fence = 1;
+      expect(reply).toMatchObject({ kind: 'granted', fence: 1 });
+      granted(m, this.member, token);
+    } else {
+      expect(reply).toMatchObject({ kind: 'taken', fence: m.fence, state: m.state });
+    }
+  }
+  toString = () => `claim(${this.member})`;
+}
+
+/** A standby's look: an absent record is marked 'waiting'. */
+class Mark implements fc.AsyncCommand<Model, Real> {
+  check = () => true;
+  async run(m: Model, r: Real): Promise<void> {
+    const reply = await inspect(r.client, r.address, RETENTION);
+    if (m.state === 'absent') {
+      m.state = 'waiting';
+      m.fence = 0;
+    }
+    expect(JSON.parse(reply.raw ?? 'null')).toMatchObject({ state: m.state, fence: m.fence });
+  }
+  toString = () => 'mark()';
 }
 
 /** heartbeat, complete, fail or release by a member holding a (possibly stale) grant. */
@@ -147,8 +202,14 @@ describe('pair record scripts against a model', () => {
     const members = fc.constantFrom<Member>('a', 'b', 'c');
     const commands = [
       fc
-        .tuple(members, fc.constantFrom<'takeover' | 'respect'>('takeover', 'respect'))
-        .map(([m, p]) => new Acquire(m, p)),
+        .tuple(
+          members,
+          fc.constantFrom<'takeover' | 'respect'>('takeover', 'respect'),
+          fc.constantFrom<1 | 2>(1, 2),
+        )
+        .map(([m, p, min]) => new Acquire(m, p, min)),
+      members.map((m) => new Claim(m)),
+      fc.constant(new Mark()),
       fc
         .tuple(
           members,
@@ -170,6 +231,7 @@ describe('pair record scripts against a model', () => {
             ownerToken: undefined,
             expired: false,
             grants: {},
+            highest: 0,
           },
           real: { client, prefix, address: recordAddress(prefix, id) },
         });

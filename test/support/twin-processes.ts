@@ -1,4 +1,4 @@
-import { PairedQueue } from '../../src/index.js';
+import { type ExecutorChoice, PairedQueue } from '../../src/index.js';
 import { FixtureProcess } from './child.js';
 import type { TestRedis } from './redis.js';
 
@@ -13,9 +13,12 @@ export class TwinProcesses {
     private readonly redis: TestRedis,
     readonly base: string,
     private readonly settings: Record<string, string>,
+    /** PairedQueue's `executor` option. */
+    executor: ExecutorChoice = 'first',
   ) {
     const connection = { host: redis.host, port: redis.port };
     this.queue = new PairedQueue(base, {
+      executor,
       twins: { eu: { connection, queue: `${base}-eu` }, us: { connection, queue: `${base}-us` } },
     });
   }
