@@ -15,6 +15,7 @@ import { type ExecutorChoice, PairedQueue, PartialAddError } from '../../src/ind
 import { type ChildLine, FixtureProcess } from '../../test/support/child.js';
 import { startRedis, type TestRedis, uniquePrefix } from '../../test/support/redis.js';
 import {
+  type LockPlacement,
   REGIONS,
   type Region,
   startWanTopology,
@@ -36,7 +37,7 @@ const WORKERS = { CONCURRENCY: '50', QUIET: '1', WAIT_READY: '1' };
  */
 type Mode = 'paired' | 'pairedFirst' | 'plainLocal' | 'stretched';
 /** Link settings a scenario may change (placement and purpose are the mode's). */
-type WanSettings = Omit<WanTopologyOptions, 'lockStore' | 'purpose'> & {
+type WanSettings = Omit<WanTopologyOptions, 'purpose'> & {
   /** PairedQueue's `executor` in mode 'paired'. Default 'balanced'. */
   executor?: ExecutorChoice;
 };
@@ -98,7 +99,7 @@ class GeoEnv {
     }
     const topology: WanTopology = await startWanTopology({
       ...this.wan,
-      lockStore: isPaired(this.mode) ? 'third-site' : 'local',
+      lockStore: isPaired(this.mode) ? (this.wan.lockStore ?? 'third-site') : 'local',
       purpose: BENCH,
     });
     this.topology = topology;
@@ -315,7 +316,8 @@ const VERBOSE = { QUIET: '0' };
 /** Fresh servers and processes per sample: ms from the SIGKILL of eu's executor until us starts the job. */
 async function killSample(mode: 'paired' | 'stretched', settings: Record<string, string>) {
   // eu is chosen: us, started later, shadows eu's run as a standby.
-  const env = await GeoEnv.start(mode, { ...VERBOSE, ...settings }, ['eu'], { executor: 'eu' });
+  const executor = (process.env.GEO_KILL_EXECUTOR as ExecutorChoice | undefined) ?? 'eu';
+  const env = await GeoEnv.start(mode, { ...VERBOSE, ...settings }, ['eu'], { executor });
   try {
     const eu = env.children[0] as FixtureProcess;
     const id = 'long';
@@ -567,8 +569,11 @@ export async function geoFalseTakeovers({ quick, log }: BenchOptions): Promise<S
   const seconds = quick ? 30 : 600;
   const rate = 20;
   const jobs = seconds * rate;
-  const resetsPerSecond = 1 / 30;
-  const env = await GeoEnv.start('paired', VERBOSE, REGIONS, { jitterMs: 20 });
+  const resetsPerSecond = Number(process.env.GEO_RESETS_PER_SECOND ?? 1 / 30);
+  const env = await GeoEnv.start('paired', VERBOSE, REGIONS, {
+    jitterMs: 20,
+    lockStore: (process.env.GEO_LOCK_PLACEMENT as LockPlacement | undefined) ?? 'third-site',
+  });
   try {
     const topology = env.topology as WanTopology;
     const lockLinks = Object.values(topology.lockLinks);
@@ -587,7 +592,7 @@ export async function geoFalseTakeovers({ quick, log }: BenchOptions): Promise<S
     const takeoverReasons: Record<string, number> = {};
     for (const line of lines) {
       if (line.event === 'takeover') {
-        const reason = String(line.reason);
+        const reason = `${String(line.twin)} ${String(line.reason)}`;
         takeoverReasons[reason] = (takeoverReasons[reason] ?? 0) + 1;
       }
     }

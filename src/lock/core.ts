@@ -325,6 +325,20 @@ export class PairCore {
     };
   }
 
+  /**
+   * How long this process's liveness channel may stay empty before a twin takes its records
+   * over: `livenessGraceMs`, or longer when this process is far from the lock store. A
+   * dropped subscriber is back after a reconnect (TCP handshake, ready check, SUBSCRIBE:
+   * without a ready check: 1.5–2 round trips, measured 131–167 ms at 80 ms with 20 ms
+   * jitter), so the grace covers two measured round trips plus 50 ms (loopback: 51 ms, under
+   * the default 100; 80 ms away: 210 ms). Kept with each grant, so the twin applies the
+   * owner's own figure. At most a quarter of the lease.
+   */
+  ownGraceMs(): number {
+    const derived = Math.min(2 * this.notifier.rttMs + 50, this.options.leaseMs / 4);
+    return Math.ceil(Math.max(this.options.livenessGraceMs, derived));
+  }
+
   /** Whether a grant can be used before its reply arrives (no `durability` WAIT to pass first). */
   get speculative(): boolean {
     return this.replication === undefined && this.isReady && this.notifier.healthy;
@@ -388,6 +402,7 @@ export class PairCore {
         minFence: how.minFence,
         claim: how.claim === true,
         channel: this.channel,
+        ownGraceMs: this.ownGraceMs(),
       });
       if (reply.kind === 'granted') await this.confirmGrant(address, { token, fence: reply.fence });
       if (reply.kind !== 'noSession') return { reply, sentAt, token };

@@ -36,7 +36,11 @@ export interface PairedLockOptions {
   liveness?: boolean;
   /** How often a shadow checks its executors' liveness channels, in ms. Default 50. */
   livenessIntervalMs?: number;
-  /** How long an executor's channel must stay empty before a takeover, in ms. Default 100. */
+  /**
+   * How long an executor's channel must stay empty before a takeover, in ms, at least.
+   * Default 100. A process far from the lock store derives a longer one from its measured
+   * round trip (2 × round trip + 50 ms, at most `leaseMs / 4`) and keeps it with its grants.
+   */
   livenessGraceMs?: number;
   /** Largest result stored in a record, as JSON bytes; larger fails the run. Default 65 536. */
   maxResultBytes?: number;

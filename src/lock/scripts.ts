@@ -124,6 +124,8 @@ export interface AcquireArgs {
   claim?: boolean;
   /** Settle channel, to announce a grant that replaces a standby's mark. */
   channel?: string;
+  /** The caller's own liveness grace, kept with its grant (see `PairCore.ownGraceMs`). */
+  ownGraceMs?: number;
 }
 
 function corrupt(address: RecordAddress): never {
@@ -152,6 +154,7 @@ export async function acquire(
       a.minFence ?? 1,
       a.claim ? '1' : '0',
       a.channel ?? '',
+      a.ownGraceMs ?? 0,
     ],
     a.epochKey ? [a.epochKey] : [],
   );

@@ -57,6 +57,9 @@ interface Execution {
 /** How many delayed jobs a starting worker looks at for copies parked by a dead process. */
 const ADOPT_AT_MOST = 10_000;
 
+/** An owner whose end is this close (ms) is waited out in the slot rather than parked behind. */
+const SOON_MS = 250;
+
 /** Rounds a copy waits in its slot for an owner whose end is moments away, before parking. */
 const SOON_ROUNDS = 10;
 
@@ -121,12 +124,13 @@ export class PairedProcessor<
   /** What every copy's Decisions report to: the same for all of them. */
   private readonly reporting: Reporting;
   /**
-   * An owner whose grace or lease ends within this is waited out in the slot. Capped: with a
-   * large grace a healthy owner's session could look "soon" too, and hold slots for nothing.
+   * An owner whose grace or lease ends within this (ms) is waited out in the slot. Not the
+   * grace option itself: an owner far from the lock store keeps a longer grace of its own
+   * with its grant (see `PairCore.ownGraceMs`), and parking behind it cost a takeover about
+   * 85 ms (a second wake-up and pickup). Bounded, so a healthy owner's lease far from its end
+   * never holds a slot.
    */
-  private get soonMs(): number {
-    return Math.min(this.options.lock.livenessGraceMs, 250);
-  }
+  private readonly soonMs = SOON_MS;
   private closed = false;
   /** `untilReady()`'s loop, shared by every attached worker. */
   private startup: Promise<boolean> | undefined;
@@ -449,8 +453,8 @@ export class PairedProcessor<
       throw err;
     }
     this.parked.set(address.key, ticket);
-    say.shadowed(0, chosen);
-    this.watchStandby(job, ticket, address);
+    // Reported once the watch has read the record: with the executor's fence when it runs.
+    this.watchStandby(job, ticket, address, (fence, owner) => say.shadowed(fence, owner || chosen));
     throw new DelayedError();
   }
 
@@ -459,7 +463,15 @@ export class PairedProcessor<
     job: Job<DataType, ResultType, NameType>,
     ticket: Ticket,
     address: RecordAddress,
+    /** Called once, at the first look that finds the job waiting for its executor or run. */
+    onShadow: (fence: number, owner: string) => void = () => {},
   ): void {
+    let shadowing = false;
+    const shadow = (record: PairRecord | null): void => {
+      if (shadowing) return;
+      shadowing = true;
+      onShadow(record?.fence ?? 0, record?.owner ?? '');
+    };
     const watching = (): boolean => !this.closed && this.parked.get(address.key) === ticket;
     const later = (ms: number, then: () => void): NodeJS.Timeout => {
       const timer = setTimeout(then, Math.max(ms, 1));
@@ -478,6 +490,7 @@ export class PairedProcessor<
       }
       if (!watching()) return;
       if (record === null || record.state === 'waiting') {
+        shadow(record);
         const left = this.options.standbyGraceMs - (record?.ageMs ?? 0);
         // Unclaimed for the whole grace: the chosen twin is down or far behind; take it.
         if (left <= 0) return this.promote(job, ticket, address, 'gone');
@@ -489,6 +502,7 @@ export class PairedProcessor<
         return;
       }
       if (record.state === 'running') {
+        shadow(record);
         const owner = record.ownerLiveness;
         // Without a session the record's own lease says when its owner may be gone.
         const timer =

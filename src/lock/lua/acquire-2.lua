@@ -32,6 +32,11 @@
             the record is absent or waiting (fence 1); anything else answers TAKEN.
     ARGV[13] settle channel: a grant that ends a standby's wait (state 'waiting') is announced
             there, so the waiting twin learns who runs the job without asking again.
+    ARGV[14] the caller's own liveness grace in ms, kept with its grant: how long its
+            liveness channel may stay empty before a twin takes the record over. Derived by
+            the caller from its measured round trip and reconnect time (a process 80 ms away
+            from the store needs longer to resubscribe than one next to it); the grace a
+            twin applies is the larger of this and its own ARGV[8].
 
   Output (codes and field layouts: replies.json):
     {GRANTED, fence, takeoverReason ('' | 'expired' | 'failed' | 'released' | 'disconnected'),
@@ -64,6 +69,7 @@ local sessionKey = ARGV[10]
 local minFence = tonumber(ARGV[11]) or 1
 local claim = ARGV[12] == '1'
 local channel = ARGV[13] or ''
+local ownGraceMs = tonumber(ARGV[14]) or 0
 local epochKey = KEYS[3]
 
 local now = nowMs()
@@ -137,7 +143,10 @@ local granted = {
   createdAt = rec and rec.createdAt or markedAt or now,
 }
 if reason ~= '' then granted.takeover = reason end
-if liveChannel ~= '' then granted.live = liveChannel end
+if liveChannel ~= '' then
+  granted.live = liveChannel
+  if ownGraceMs > graceMs then granted.grace = ownGraceMs end
+end
 if sessionKey ~= '' then granted.skey = sessionKey end
 -- How long the job had no executor before this takeover, as far as this store can tell:
 -- since the settle (failed, released), since the owner's channel was first seen empty

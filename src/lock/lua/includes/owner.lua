@@ -72,8 +72,11 @@ local function ownerConnected(rec, now, o, recheck)
     rec.goneSince = now
     o.save()
   end
-  if now - rec.goneSince >= o.graceMs then return false, recheck end
-  return true, math.min(recheck, rec.goneSince + o.graceMs - now)
+  -- The owner's own grace (kept with its grant, from its round trip to this store) may be
+  -- longer than ours: a process far away takes longer to resubscribe.
+  local grace = math.max(o.graceMs, rec.grace or 0)
+  if now - rec.goneSince >= grace then return false, recheck end
+  return true, math.min(recheck, rec.goneSince + grace - now)
 end
 
 -- A record last written before this server's epoch began, and not refreshed since though its
