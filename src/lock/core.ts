@@ -330,12 +330,12 @@ export class PairCore {
    * over: `livenessGraceMs`, or longer when this process is far from the lock store. A
    * dropped subscriber is back after a reconnect (TCP handshake, ready check, SUBSCRIBE:
    * without a ready check: 1.5–2 round trips, measured 131–167 ms at 80 ms with 20 ms
-   * jitter), so the grace covers two measured round trips plus 50 ms (loopback: 51 ms, under
-   * the default 100; 80 ms away: 210 ms). Kept with each grant, so the twin applies the
+   * jitter), so the grace covers three measured round trips plus 50 ms, margin for a loaded
+   * CPU included (loopback: 51 ms, under the default 100; 80 ms away: 290 ms). Kept with each grant, so the twin applies the
    * owner's own figure. At most a quarter of the lease.
    */
   ownGraceMs(): number {
-    const derived = Math.min(2 * this.notifier.rttMs + 50, this.options.leaseMs / 4);
+    const derived = Math.min(3 * this.notifier.rttMs + 50, this.options.leaseMs / 4);
     return Math.ceil(Math.max(this.options.livenessGraceMs, derived));
   }
 

@@ -39,7 +39,7 @@ export interface PairedLockOptions {
   /**
    * How long an executor's channel must stay empty before a takeover, in ms, at least.
    * Default 100. A process far from the lock store derives a longer one from its measured
-   * round trip (2 × round trip + 50 ms, at most `leaseMs / 4`) and keeps it with its grants.
+   * round trip (3 × round trip + 50 ms, at most `leaseMs / 4`) and keeps it with its grants.
    */
   livenessGraceMs?: number;
   /** Largest result stored in a record, as JSON bytes; larger fails the run. Default 65 536. */

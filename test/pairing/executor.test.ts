@@ -13,6 +13,15 @@ import { copiesIn, executions, twinsKit } from './pairing-kit.js';
 const redis = useRedis();
 const kit = twinsKit({ queueRedis: { eu: redis, us: redis }, lockRedis: redis });
 
+/** Waits until job `id`'s record is running: its executor's claim reached the lock store. */
+async function claimed(id: string): Promise<void> {
+  const lock = redis().connect();
+  const key = `${kit.names.lockPrefix}:pair:{${kit.names.queue}:${id}}`;
+  await vi.waitFor(async () => expect(await lock.get(key)).toContain('"running"'), {
+    timeout: 10_000,
+  });
+}
+
 describe('PairedQueue executor: a twin chosen at add time', () => {
   it("'balanced': each job runs once, on the twin its id hashes to, with fence 1, and both copies complete with its result", async () => {
     await kit.startWorker('eu');
@@ -90,11 +99,7 @@ describe('PairedQueue executor: a twin chosen at add time', () => {
     await us.next('shadowed', (l) => l.jobId === id);
     // Its claim has reached the lock store (a process killed before that is waited for
     // standbyGraceMs instead: nothing tells the standby it existed).
-    const lock = redis().connect();
-    const key = `${kit.names.lockPrefix}:pair:{${kit.names.queue}:${id}}`;
-    await vi.waitFor(async () => expect(await lock.get(key)).toContain('"running"'), {
-      timeout: 10_000,
-    });
+    await claimed(id);
     await eu.kill('SIGKILL');
     expect(await us.next('takeover', (l) => l.jobId === id)).toMatchObject({
       reason: 'disconnected',
@@ -137,5 +142,37 @@ describe('PairedQueue executor over a slow link to the lock store', () => {
     const copies = await copiesIn(queue, id);
     expect(copies.us.returnvalue).toEqual({ by: 'eu', fence: 1 });
     expect(executions(await slow.ledger(), id)).toHaveLength(1);
+  });
+});
+
+describe('liveness across a slow link: a reconnecting executor is not taken for dead', () => {
+  let proxy: FaultProxy;
+  beforeAll(async () => {
+    // The executor (us) reaches the lock store 80 ms away; the standby (eu) sits next to it.
+    proxy = await startFaultProxy(redis(), { delayMs: 40 });
+  });
+  afterAll(async () => {
+    await proxy.close();
+  });
+
+  it("resets of the far executor's lock connections (subscriber included) cause no takeover", async () => {
+    const eu = await kit.startWorker('eu');
+    const us = await kit.startWorker('us', { LOCK_URL: proxy.url, WAIT_READY: '1' });
+    const queue = kit.pairedQueue('us');
+    const { id } = await queue.add('n', { holdUntil: 'go:far' });
+    await us.next('started', (l) => l.id === id);
+    await eu.next('shadowed', (l) => l.jobId === id);
+    await claimed(id);
+    for (let reset = 0; reset < 3; reset++) {
+      // Every connection through the link is reset; they reconnect at once, 80 ms away.
+      proxy.cut();
+      proxy.heal();
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+    }
+    await kit.release('go:far');
+    const copies = await copiesIn(queue, id);
+    expect(copies.eu.returnvalue).toEqual({ by: 'us', fence: 1 });
+    expect(executions(await kit.ledger(), id).map((e) => [e.twin, e.fence])).toEqual([['us', 1]]);
+    expect(eu.lines.filter((l) => l.event === 'takeover')).toEqual([]);
   });
 });
