@@ -45,7 +45,9 @@ export class Decisions {
   ): Promise<void> {
     this.role('executor', fence);
     const took = takeover ? `, took over: ${takeover}` : '';
-    await this.log(`executed on ${this.to.twin} (fence ${fence}${took})`);
+    // Not awaited: it is on the job's path, and BullMQ's completion, sent after it on the
+    // same connection, is executed after it anyway.
+    void this.log(`executed on ${this.to.twin} (fence ${fence}${took})`);
     const event = { ...this.base(fence), takeover, durationMs };
     this.to.logger.debug(event, 'bullmq-paired: executed');
     this.to.emitter.emit('executed', event);

@@ -57,8 +57,12 @@ interface Execution {
 /** How many delayed jobs a starting worker looks at for copies parked by a dead process. */
 const ADOPT_AT_MOST = 10_000;
 
-/** An owner whose end is this close (ms) is waited out in the slot rather than parked behind. */
-const SOON_MS = 250;
+/**
+ * An owner whose end is this close (ms) is waited out in the slot rather than parked behind:
+ * it covers a far owner's liveness grace (3 round trips + 50 ms: 290 ms at 80 ms), so the
+ * copy asks again when the grace ends, and a subscriber that is back by then is seen back.
+ */
+const SOON_MS = 1_000;
 
 /** Rounds a copy waits in its slot for an owner whose end is moments away, before parking. */
 const SOON_ROUNDS = 10;

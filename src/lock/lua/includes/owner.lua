@@ -64,17 +64,24 @@ local function ownerConnected(rec, now, o, recheck)
   if subscribers > 0 then
     if rec.goneSince then
       rec.goneSince = nil
+      rec.goneSeen = nil
       o.save()
     end
     return true, recheck
   end
-  if not rec.goneSince then
-    rec.goneSince = now
-    o.save()
-  end
   -- The owner's own grace (kept with its grant, from its round trip to this store) may be
   -- longer than ours: a process far away takes longer to resubscribe.
   local grace = math.max(o.graceMs, rec.grace or 0)
+  -- An absence noted long ago and not looked at since proves nothing about now: the channel
+  -- may have been back in between (a reconnect nobody saw), and counting from then would
+  -- turn the next blip into an instant takeover. A waiting twin asks again within the grace,
+  -- so a real absence is seen again well within grace + 1 s.
+  if rec.goneSince and now - (rec.goneSeen or rec.goneSince) > grace + 1000 then
+    rec.goneSince = nil
+  end
+  if not rec.goneSince then rec.goneSince = now end
+  rec.goneSeen = now
+  o.save()
   if now - rec.goneSince >= grace then return false, recheck end
   return true, math.min(recheck, rec.goneSince + grace - now)
 end
