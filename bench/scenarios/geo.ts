@@ -317,7 +317,11 @@ const VERBOSE = { QUIET: '0' };
 async function killSample(mode: 'paired' | 'stretched', settings: Record<string, string>) {
   // eu is chosen: us, started later, shadows eu's run as a standby.
   const executor = (process.env.GEO_KILL_EXECUTOR as ExecutorChoice | undefined) ?? 'eu';
-  const env = await GeoEnv.start(mode, { ...VERBOSE, ...settings }, ['eu'], { executor });
+  const lockStore = (process.env.GEO_KILL_PLACEMENT as LockPlacement | undefined) ?? 'third-site';
+  const env = await GeoEnv.start(mode, { ...VERBOSE, ...settings }, ['eu'], {
+    executor,
+    lockStore,
+  });
   try {
     const eu = env.children[0] as FixtureProcess;
     const id = 'long';
@@ -569,10 +573,14 @@ export async function geoFalseTakeovers({ quick, log }: BenchOptions): Promise<S
   const seconds = quick ? 30 : 600;
   const rate = 20;
   const jobs = seconds * rate;
+  // Overridable to stress it: GEO_RESETS_PER_SECOND=0.5 resets each connection every 2 s.
   const resetsPerSecond = Number(process.env.GEO_RESETS_PER_SECOND ?? 1 / 30);
+  const placement = (process.env.GEO_LOCK_PLACEMENT as LockPlacement | undefined) ?? 'eu';
   const env = await GeoEnv.start('paired', VERBOSE, REGIONS, {
     jitterMs: 20,
-    lockStore: (process.env.GEO_LOCK_PLACEMENT as LockPlacement | undefined) ?? 'third-site',
+    // In eu: us's workers are 80 ms (round trip) from it, eu's next to it: the hardest case for
+    // a reconnect (the far executor) watched by a twin that sees its absence at once.
+    lockStore: placement,
   });
   try {
     const topology = env.topology as WanTopology;
@@ -611,7 +619,7 @@ export async function geoFalseTakeovers({ quick, log }: BenchOptions): Promise<S
       lockLinkResets,
     };
     log(
-      `  ${LABEL.paired}: ${measured.takeovers} takeovers of live executors ${JSON.stringify(takeoverReasons)}, ${measured.leaseLost} leases lost, ${measured.ranTwice} run twice, ${lockLinkResets} lock-link resets, ${completed}/${jobs} completed`,
+      `  paired, lock store ${placement}: ${measured.takeovers} takeovers of live executors ${JSON.stringify(takeoverReasons)}, ${measured.leaseLost} leases lost, ${measured.ranTwice} run twice, ${lockLinkResets} lock-link resets, ${completed}/${jobs} completed`,
     );
     return {
       paired: measured,
@@ -619,7 +627,7 @@ export async function geoFalseTakeovers({ quick, log }: BenchOptions): Promise<S
       ratio: null,
       target: '0 takeovers of live executors',
       met: finished && measured.takeovers === 0,
-      config: `paired, default options (lease 30 s, liveness on), lock store third-site; ${rate} jobs/s for ${seconds} s, each awaiting 2 s (about ${rate * 2} executions live at any time), producer in eu; 20 ms jitter on every WAN link; each lock-store connection of both regions' workers reset (RST) at random, ${round(resetsPerSecond, 4)} per second per connection (once every 30 s on average); takeovers counted from the workers' 'takeover' events`,
+      config: `paired, default options (lease 30 s, liveness on), executor 'balanced', lock store in ${placement} (eu: us's workers 80 ms round trip from it); ${rate} jobs/s for ${seconds} s, each awaiting 2 s (about ${rate * 2} executions live at any time), producer in eu; 20 ms jitter on every WAN link; each lock-store connection of both regions' workers reset (RST) at random, ${round(resetsPerSecond, 4)} per second per connection (once every 30 s on average); takeovers counted from the workers' 'takeover' events`,
     };
   } finally {
     await env.close();
