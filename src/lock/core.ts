@@ -339,6 +339,11 @@ export class PairCore {
     return Math.ceil(Math.max(this.options.livenessGraceMs, derived));
   }
 
+  /** This process's measured round trip to the lock store, ms (0 until measured). */
+  get rttMs(): number {
+    return this.notifier.rttMs;
+  }
+
   /** Whether a grant can be used before its reply arrives (no `durability` WAIT to pass first). */
   get speculative(): boolean {
     return this.replication === undefined && this.isReady && this.notifier.healthy;

@@ -73,6 +73,12 @@ const PROMOTE_RETRY_CAP_MS = 5_000;
 /** Marks a copy that was parked: BullMQ must not fail or complete it. */
 const PARKED = Symbol('parked');
 
+/**
+ * A lock store this close (round trip, ms) costs a standby less in its slot than a park (a
+ * delayed move, a promote and a second pickup): it waits there, as a shadow does.
+ */
+const NEAR_STORE_MS = 5;
+
 /** Results a standby learned while its copy was parked, kept at most (oldest dropped first). */
 const MAX_STANDBY_RESULTS = 10_000;
 
@@ -340,7 +346,12 @@ export class PairedProcessor<
     }
     const first = job.attemptsMade === 0 && (job.attemptsStarted ?? 0) <= 1;
     if (chosen !== undefined && first) {
-      if (chosen !== this.options.twin) return this.standby(job, token, address, chosen, say);
+      if (chosen !== this.options.twin) {
+        const done =
+          this.core.rttMs < NEAR_STORE_MS ? await this.standbyInSlot(job, address, say) : undefined;
+        if (done !== undefined) return done.result;
+        return this.standby(job, token, address, chosen, say);
+      }
       // Young enough that the standby's grace cannot have run out: see `runAtOnce`.
       const availableAt = job.timestamp + (job.delay ?? 0);
       if (this.core.speculative && Date.now() - availableAt < this.options.standbyGraceMs / 2) {
@@ -460,6 +471,44 @@ export class PairedProcessor<
     // Reported once the watch has read the record: with the executor's fence when it runs.
     this.watchStandby(job, ticket, address, (fence, owner) => say.shadowed(fence, owner || chosen));
     throw new DelayedError();
+  }
+
+  /**
+   * A standby next to the lock store: reads the record (marking it 'waiting' if the executor
+   * has not claimed it yet) and waits in its slot for the settle, as long as a shadow would
+   * (`holdMs`). Returns the pair's result, or undefined to park as a standby after all.
+   */
+  private async standbyInSlot(
+    job: Job<DataType, ResultType, NameType>,
+    address: RecordAddress,
+    say: Decisions,
+  ): Promise<{ result: ResultType } | undefined> {
+    // Longer than a shadow's hold: a standby may look before its executor has even picked
+    // its own copy up (another queue, another process), so the wait includes that pickup.
+    const hold = this.holdMs() === 0 ? 0 : this.options.shadowHoldMs;
+    if (hold === 0) return undefined;
+    const ticket = this.core.ticket(address);
+    try {
+      for (let round = 0; round < 3; round++) {
+        const record = await this.core.inspect(address, true);
+        if (record?.state === 'done') {
+          await say.twinCompleted(record.fence, record.owner);
+          const progress = record.progress === undefined ? null : JSON.stringify(record.progress);
+          await mirrorProgress(job, progress, (err) => this.report(err));
+          return { result: record.result as ResultType };
+        }
+        // Failed or released: the parked standby's watch brings it back to take over.
+        if (record !== null && record.state !== 'waiting' && record.state !== 'running') break;
+        if (round === 2) break;
+        await ticket.wait(record?.state === 'running' ? record.ownerLiveness : NO_OWNER, hold);
+        if (!ticket.woke) break;
+      }
+    } catch {
+      // The lock store did not answer: the parked standby's watch retries and reports it.
+    } finally {
+      ticket.close();
+    }
+    return undefined;
   }
 
   /** Follows a standby's record until its copy must come back (see `standby`). */
