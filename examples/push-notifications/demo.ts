@@ -2,7 +2,7 @@
  * `npm run demo`: push notifications served by identical worker deployments in two regions,
  * `eu` and `us`, each with its own Redis, sharing a lock store. Midway every `eu` worker
  * process is SIGKILLed, later restarted. A local push gateway counts what reached devices.
- *   npm run demo -- --count 2000 --kill-at 0.5 --restart-after 3000 --no-kill --rtt 80
+ *   npm run demo -- --count 2000 --kill-at 0.5 --restart-after 3000 --no-kill --rtt 80 --executor balanced
  *
  * `--rtt <ms>` runs it over the WAN lab (test/support/wan-topology.ts) instead of loopback:
  * `ms` is the round trip between eu and us (one way: ms / 2); the lock store is at a third
@@ -10,6 +10,8 @@
  * 40 ms / 20 ms). Each region's workers reach their own queue Redis directly and the lock
  * store through their region's link; the producer runs in eu and adds us's copies through
  * the cross-region link. The gateway (the provider, APNs/FCM) is reached directly from both.
+ * `--executor balanced` (or `eu`, `us`) chooses each notification's executor when it is
+ * added (PairedQueue's `executor` option): no lock-store round trip on its path.
  * The summary then adds enqueue → delivered p50 / p99: from the producer's addBulk call to
  * the gateway's delivery, so it includes the cross-region add, the lock store's round trips,
  * the gateway's simulated 20-120 ms, and, for the notifications in flight at the kill, the
@@ -22,7 +24,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue } from 'bullmq';
 import { Command } from 'commander';
 import * as hdr from 'hdr-histogram-js';
-import { PairedQueue } from '../../src/index.js';
+import { type ExecutorChoice, PairedQueue } from '../../src/index.js';
 import { RedisUnavailableError, startRedis } from '../../test/support/redis.js';
 import { startWanTopology } from '../../test/support/wan-topology.js';
 import { PushGateway } from './gateway.js';
@@ -45,6 +47,8 @@ export interface PushDemoOptions {
    * half of it away from each region). Undefined: every Redis on loopback, as without --rtt.
    */
   rttMs?: number;
+  /** PairedQueue's `executor`: who runs each notification ('first' as the library's default). */
+  executor?: ExecutorChoice;
   log?: (line: string) => void;
 }
 
@@ -170,6 +174,7 @@ export async function runPushDemo(options: PushDemoOptions): Promise<PushDemoSum
   );
   const [eu, us] = regions as [Region, Region];
   const queue = new PairedQueue<Notification>('push', {
+    executor: options.executor ?? 'first',
     twins: {
       eu: { connection: network.producer.eu, prefix: prefix('eu') },
       us: { connection: network.producer.us, prefix: prefix('us') },
@@ -363,6 +368,11 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       '--rtt <ms>',
       'run over the WAN lab: eu-us round trip (lock store at a third site, half of it from each)',
     )
+    .option(
+      '--executor <choice>',
+      'who runs each notification: first (whichever twin picks it up first), balanced (by id), eu or us',
+      'first',
+    )
     .parse()
     .opts<{
       count: string;
@@ -370,7 +380,10 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       restartAfter: string;
       kill: boolean;
       rtt?: string;
+      executor: string;
     }>();
+  if (!['first', 'balanced', 'eu', 'us'].includes(flags.executor))
+    throw new TypeError(`--executor must be first, balanced, eu or us, received ${flags.executor}`);
   const count = Number(flags.count);
   const killAt = Number(flags.killAt);
   if (!Number.isInteger(count) || count < 1)
@@ -386,6 +399,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     restartAfterMs: Number(flags.restartAfter),
     live: process.stdout.isTTY === true,
     ...(rttMs === undefined ? {} : { rttMs }),
+    executor: flags.executor,
   }).catch((err: unknown) => {
     // No Redis to be had: the message says what to install; a stack trace would not help.
     if (!(err instanceof RedisUnavailableError)) throw err;

@@ -106,6 +106,13 @@ export interface Acquired {
  */
 export const LIVENESS_WARMUP_S = 10;
 
+/** What one acquire script call answered (a lost session already handled), and when it was sent. */
+interface Asked {
+  reply: Exclude<AcquireReply, { kind: 'noSession' }>;
+  sentAt: number;
+  token: string;
+}
+
 /** A claim's answer: granted (fence 1), or the record another grant holds or held. */
 export type ClaimReply = Extract<AcquireReply, { kind: 'granted' | 'taken' }>;
 
@@ -353,11 +360,7 @@ export class PairCore {
     address: RecordAddress,
     token: string | undefined,
     how: { minFence: number; claim?: boolean },
-  ): Promise<{
-    reply: Exclude<AcquireReply, { kind: 'noSession' }>;
-    sentAt: number;
-    token: string;
-  }> {
+  ): Promise<Asked> {
     const tag = `${address.key}\n${address.field}`;
     const chosen = token ?? this.uncertainTokens.get(tag) ?? randomUUID();
     try {
@@ -379,11 +382,7 @@ export class PairCore {
     address: RecordAddress,
     token: string,
     how: { minFence: number; claim?: boolean },
-  ): Promise<{
-    reply: Exclude<AcquireReply, { kind: 'noSession' }>;
-    sentAt: number;
-    token: string;
-  }> {
+  ): Promise<Asked> {
     const o = this.options;
     for (let restored = 0; ; restored++) {
       // Never take a grant while our liveness channel is empty; a settled record can still be
