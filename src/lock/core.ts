@@ -113,6 +113,13 @@ interface Asked {
   token: string;
 }
 
+/** How an acquire asks: lowest fence, a claim, how long a 'waiting' record is left to a claim. */
+interface AskHow {
+  minFence: number;
+  claim?: boolean;
+  waitForClaimMs?: number;
+}
+
 /** A claim's answer: granted (fence 1), or the record another grant holds or held. */
 export type ClaimReply = Extract<AcquireReply, { kind: 'granted' | 'taken' }>;
 
@@ -308,8 +315,12 @@ export class PairCore {
    * acquire that takes longer than `lockStoreTimeoutMs` rejects with
    * `LockStoreUnavailableError` and counts as such an error: its token is kept too.
    */
-  async acquire(address: RecordAddress, token?: string, minFence = 1): Promise<Acquired> {
-    const acquired = await this.ask(address, token, { minFence });
+  async acquire(
+    address: RecordAddress,
+    token?: string,
+    how: { minFence: number; waitForClaimMs?: number } = { minFence: 1 },
+  ): Promise<Acquired> {
+    const acquired = await this.ask(address, token, how);
     if (acquired.reply.kind === 'taken') throw new CorruptRecordError(address.key, address.field);
     return acquired as Acquired;
   }
@@ -359,7 +370,7 @@ export class PairCore {
   private async ask(
     address: RecordAddress,
     token: string | undefined,
-    how: { minFence: number; claim?: boolean },
+    how: AskHow,
   ): Promise<Asked> {
     const tag = `${address.key}\n${address.field}`;
     const chosen = token ?? this.uncertainTokens.get(tag) ?? randomUUID();
@@ -378,11 +389,7 @@ export class PairCore {
     }
   }
 
-  private async acquireWith(
-    address: RecordAddress,
-    token: string,
-    how: { minFence: number; claim?: boolean },
-  ): Promise<Asked> {
+  private async acquireWith(address: RecordAddress, token: string, how: AskHow): Promise<Asked> {
     const o = this.options;
     for (let restored = 0; ; restored++) {
       // Never take a grant while our liveness channel is empty; a settled record can still be
@@ -405,6 +412,7 @@ export class PairCore {
         epochKey: this.epochKey,
         minFence: how.minFence,
         claim: how.claim === true,
+        waitForClaimMs: how.waitForClaimMs ?? 0,
         channel: this.channel,
         ownGraceMs: this.ownGraceMs(),
       });
@@ -489,16 +497,13 @@ export class PairCore {
     };
     // A run started before its grant: until the claim is answered the record may be another's.
     let refused: StaleFenceError | undefined;
-    let claimed = claim === undefined;
     claim?.then(
       (reply) => {
-        claimed = true;
         if (reply.kind === 'granted') return;
         refused = new StaleFenceError(address.id, grant.fence, reply.fence, reply.state);
         keeper.abort(refused);
       },
       (err: unknown) => {
-        claimed = true;
         // Unanswered: the grant is unknown, so the run stops as after a lost lease (released).
         const lost = new LeaseLostError(address.id, grant.fence, 'expired');
         keeper.abort(Object.assign(lost, { cause: asError(err) }));
@@ -536,14 +541,26 @@ export class PairCore {
       );
     }
     const reported = progress?.();
-    const stored = this.store(address, grant, {
+    const settlement: Settlement = {
       state: 'done',
       result: serialized,
       ...(reported === undefined ? {} : { progress: JSON.stringify(reported) }),
-    });
-    if (pipeline !== undefined && (claimed ? refused === undefined : true)) {
-      // Sent: the store runs it after the claim. A process that dies before it lands leaves
-      // the record running under a dead owner: the twin runs the job again, fenced higher.
+    };
+    // After a claim, the result is stored only once the claim is granted: a claim re-sent
+    // (a lost session made anew, a reply lost) could otherwise land after the result was
+    // refused, leaving a grant nobody runs under a live process.
+    const stored: Promise<OwnerReply> =
+      claim === undefined
+        ? this.store(address, grant, settlement)
+        : this.claimAnswer(address, grant.token, claim).then((answer) =>
+            answer.kind === 'granted'
+              ? this.store(address, grant, settlement)
+              : { kind: 'stale', state: answer.state, fence: answer.fence, owner: answer.owner },
+          );
+    if (pipeline !== undefined) {
+      // Completed for BullMQ now; stored in the background. A process that dies before the
+      // result lands leaves the record running under a dead owner: the twin runs the job
+      // again, fenced higher.
       const settling = stored.then(
         (reply) => {
           if (reply.kind !== 'ok') pipeline({ error: staleError(address, grant, reply) });
@@ -557,6 +574,30 @@ export class PairCore {
     const reply = await stored;
     if (reply.kind === 'ok') return { kind: 'completed', result };
     return { kind: 'superseded', error: staleError(address, grant, reply) };
+  }
+
+  /**
+   * The claim's answer, asking again with the same token while it cannot be had (the script
+   * recognises its own token and keeps that grant). Throws only once the lock is closing, or
+   * on a refusal of ours.
+   */
+  private async claimAnswer(
+    address: RecordAddress,
+    token: string,
+    first: Promise<ClaimReply>,
+  ): Promise<ClaimReply> {
+    let pending = first;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await pending;
+      } catch (err) {
+        const error = asError(err);
+        if (this.closing || classifyError(error) === 'ours') throw error;
+        this.report(error);
+        await delay(backoffMs(attempt, SETTLE_RETRY_CAP_MS));
+        pending = this.claim(address, token).then((claimed) => claimed.reply);
+      }
+    }
   }
 
   /**

@@ -89,7 +89,11 @@ export class Ticket {
     });
   }
 
+  /** Set by `close()`: nothing wakes this ticket any more. */
+  closed = false;
+
   close(): void {
+    this.closed = true;
     this.listener = undefined;
     this.notifier.forget(this);
   }
@@ -118,6 +122,23 @@ function subscriberOptions(client: Redis): Partial<RedisOptions> {
  */
 const HEALTH_INTERVAL_MS = 1_000;
 const HEALTH_TIMEOUT_MS = 1_500;
+
+/**
+ * The ticket tag a settle message names. The scripts encode `[key, field]` with Redis' cjson,
+ * which escapes '/' as '\/' where `JSON.stringify` does not: decoded and encoded again, a
+ * key with a '/' (a job id, a queue name) still wakes its waiters.
+ */
+function settledTag(message: string): string {
+  try {
+    const parsed: unknown = JSON.parse(message);
+    if (Array.isArray(parsed) && parsed.length === 2) {
+      return addressTag(String(parsed[0]), String(parsed[1]));
+    }
+  } catch {
+    // not one of ours: matches no ticket
+  }
+  return message;
+}
 
 /** Whether a raw pair record has settled (done, failed, released): what a settle message says. */
 function settledRaw(raw: string | null): boolean {
@@ -220,7 +241,7 @@ export class Notifier {
       );
     });
     this.subscriber.on('message', (channel: string, message: string) => {
-      if (channel === this.settleChannel) this.wakeTag(message);
+      if (channel === this.settleChannel) this.wakeTag(settledTag(message));
     });
   }
 

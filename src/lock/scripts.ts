@@ -126,6 +126,8 @@ export interface AcquireArgs {
   channel?: string;
   /** The caller's own liveness grace, kept with its grant (see `PairCore.ownGraceMs`). */
   ownGraceMs?: number;
+  /** A twin that was not chosen: how long a 'waiting' record is left to the chosen one's claim. */
+  waitForClaimMs?: number;
 }
 
 function corrupt(address: RecordAddress): never {
@@ -155,6 +157,7 @@ export async function acquire(
       a.claim ? '1' : '0',
       a.channel ?? '',
       a.ownGraceMs ?? 0,
+      a.waitForClaimMs ?? 0,
     ],
     a.epochKey ? [a.epochKey] : [],
   );

@@ -84,6 +84,8 @@ const MAX_STANDBY_RESULTS = 10_000;
 
 /** A settled pair as a standby learned it, for its copy's next pickup. */
 interface LearnedResult {
+  /** The copy's `job.timestamp`: the result belongs to that job, not to a later one of its id. */
+  jobTimestamp: number;
   fence: number;
   owner: string;
   result: unknown;
@@ -289,6 +291,7 @@ export class PairedProcessor<
       if (this.parked.has(address.key)) continue;
       const record = await this.core.inspect(address);
       if (record === null) continue; // never paired: a delay of the user's own
+      if (this.parked.has(address.key)) continue; // parked by this process meanwhile
       const ticket = this.core.ticket(address);
       this.parked.set(address.key, ticket);
       const copy = job as Job<DataType, ResultType, NameType>;
@@ -334,10 +337,13 @@ export class PairedProcessor<
     } catch (err) {
       return this.lockStoreDown(job, token, signal, err, say);
     }
-    this.parked.get(address.key)?.close(); // an earlier park of this copy is over: it is here
+    // An earlier park of this copy is over: it is here. Its watch (a standby's) stops too.
+    this.parked.get(address.key)?.close();
+    this.parked.delete(address.key);
     const chosen = chosenExecutor(job.opts);
     const learned = this.learned.get(address.key);
-    if (learned !== undefined) {
+    // Only for this very job: a later job that reuses the id is not completed with it.
+    if (learned !== undefined && learned.jobTimestamp === job.timestamp) {
       // A standby's watch read the pair's result while this copy was parked.
       this.learned.delete(address.key);
       await say.twinCompleted(learned.fence, learned.owner);
@@ -358,15 +364,24 @@ export class PairedProcessor<
         return this.runAtOnce(job, token, signal, address, say);
       }
     }
-    // A twin that was not chosen never takes fence 1: the chosen one may be running with it.
-    const minFence = chosen !== undefined && chosen !== this.options.twin ? 2 : 1;
+    // With a chosen executor only its claim is granted fence 1: a run that started with it
+    // before its claim was answered never shares it with a later grant. A twin that was not
+    // chosen leaves the job to the chosen one's claim for standbyGraceMs, however its copy
+    // came back.
+    const ask =
+      chosen === undefined
+        ? { minFence: 1 }
+        : {
+            minFence: 2,
+            waitForClaimMs: chosen === this.options.twin ? 0 : this.options.standbyGraceMs,
+          };
     const ticket = this.core.ticket(address);
     let parked = false;
     try {
       for (let round = 0; ; round++) {
         let acquired: Acquired;
         try {
-          acquired = await this.core.acquire(address, undefined, minFence);
+          acquired = await this.core.acquire(address, undefined, ask);
         } catch (err) {
           return await this.lockStoreDown(job, token, signal, err, say);
         }
@@ -461,13 +476,15 @@ export class PairedProcessor<
   ): Promise<never> {
     await this.registered.get(workerOf(job));
     const ticket = this.core.ticket(address);
+    // Listed before the park: a worker adopting delayed copies meanwhile leaves this one be.
+    this.parked.set(address.key, ticket);
     try {
       await this.parkCopy(job, token, this.options.maxParkMs);
     } catch (err) {
       ticket.close();
+      if (this.parked.get(address.key) === ticket) this.parked.delete(address.key);
       throw err;
     }
-    this.parked.set(address.key, ticket);
     // Reported once the watch has read the record: with the executor's fence when it runs.
     this.watchStandby(job, ticket, address, (fence, owner) => say.shadowed(fence, owner || chosen));
     throw new DelayedError();
@@ -525,7 +542,8 @@ export class PairedProcessor<
       shadowing = true;
       onShadow(record?.fence ?? 0, record?.owner ?? '');
     };
-    const watching = (): boolean => !this.closed && this.parked.get(address.key) === ticket;
+    const watching = (): boolean =>
+      !this.closed && !ticket.closed && this.parked.get(address.key) === ticket;
     const later = (ms: number, then: () => void): NodeJS.Timeout => {
       const timer = setTimeout(then, Math.max(ms, 1));
       timer.unref();
@@ -571,6 +589,7 @@ export class PairedProcessor<
       }
       if (record.state === 'done') {
         this.learn(address.key, {
+          jobTimestamp: job.timestamp,
           fence: record.fence,
           owner: record.owner,
           result: record.result,

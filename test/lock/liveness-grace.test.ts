@@ -5,8 +5,9 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
+import { PairedLock } from '../../src/index.js';
 import { livenessChannel, recordAddress } from '../../src/lock/keys.js';
-import { acquire } from '../../src/lock/scripts.js';
+import { acquire, inspect } from '../../src/lock/scripts.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 
@@ -74,6 +75,69 @@ describe('liveness grace', () => {
     await sleep(150);
     // Gone for longer than the grace this time: taken over.
     expect(await askUs()).toMatchObject({ kind: 'granted', fence: 2, takeover: 'disconnected' });
+    await client.quit();
+  });
+});
+
+describe('settle messages', () => {
+  it("wake a shadow of a task whose id has a '/' (cjson escapes it), not only its poll", async () => {
+    const client = redis().connect();
+    const prefix = uniquePrefix('slash/prefix');
+    // A poll a minute apart: only the settle message can wake the shadow in time.
+    const eu = new PairedLock(client, { member: 'eu', prefix, pollIntervalMs: 60_000 });
+    const us = new PairedLock(redis().connect(), { member: 'us', prefix, pollIntervalMs: 60_000 });
+    try {
+      let release = (): void => {};
+      const held = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const executor = eu.run('push/device-1', async () => {
+        await held;
+        return 'sent';
+      });
+      await sleep(100);
+      const shadow = us.run('push/device-1', async () => 'ran twice');
+      await sleep(100);
+      const settledAt = Date.now();
+      release();
+      await executor;
+      const result = await shadow;
+      expect(result).toMatchObject({ role: 'shadow', result: 'sent' });
+      // Without the message, the shadow would wake only when it next asks: its poll (60 s)
+      // or the executor's lease (30 s).
+      expect(Date.now() - settledAt).toBeLessThan(10_000);
+    } finally {
+      await Promise.all([eu.close(), us.close()]);
+    }
+  });
+});
+
+describe("a standby's wait for the chosen executor's claim", () => {
+  it('is kept by the acquire script however the copy came back, then the standby takes fence 2', async () => {
+    const client = redis().connect();
+    const address = recordAddress(uniquePrefix('claim-wait'), 'job-1');
+    const ask = () =>
+      acquire(client, address, {
+        member: 'us',
+        token: 'us-token',
+        leaseMs: 60_000,
+        retentionMs: 120_000,
+        policy: 'takeover',
+        liveChannel: '',
+        graceMs: 100,
+        warmupS: 0,
+        sessionKey: '',
+        minFence: 2,
+        waitForClaimMs: 400,
+      });
+    // us's standby looked first: the record is marked 'waiting'.
+    await inspect(client, address, 120_000);
+    const early = await ask();
+    expect(early).toMatchObject({ kind: 'busy', owner: '' });
+    expect(early.kind === 'busy' && early.recheckMs).toBeGreaterThan(0);
+    await sleep(450);
+    // Nobody claimed it within the wait: the standby runs it, never with fence 1.
+    expect(await ask()).toMatchObject({ kind: 'granted', fence: 2 });
     await client.quit();
   });
 });

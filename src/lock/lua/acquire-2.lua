@@ -37,6 +37,10 @@
             the caller from its measured round trip and reconnect time (a process 80 ms away
             from the store needs longer to resubscribe than one next to it); the grace a
             twin applies is the larger of this and its own ARGV[8].
+    ARGV[15] ms a twin that was not chosen leaves a 'waiting' record to the chosen executor's
+            claim, counted from the mark (its standbyGraceMs); 0 or absent: no wait. Until
+            then it is answered BUSY (owner '', recheck: the time left), however its copy came
+            back (a park that ended early, a stalled job recovered).
 
   Output (codes and field layouts: replies.json):
     {GRANTED, fence, takeoverReason ('' | 'expired' | 'failed' | 'released' | 'disconnected'),
@@ -70,6 +74,7 @@ local minFence = tonumber(ARGV[11]) or 1
 local claim = ARGV[12] == '1'
 local channel = ARGV[13] or ''
 local ownGraceMs = tonumber(ARGV[14]) or 0
+local waitForClaimMs = tonumber(ARGV[15]) or 0
 local epochKey = KEYS[3]
 
 local now = nowMs()
@@ -85,6 +90,10 @@ local markedAt
 if waiting then
   -- A standby twin's mark: nobody has run the job yet.
   markedAt = rec.createdAt
+  local waited = now - (markedAt or now)
+  if waitForClaimMs > 0 and waited < waitForClaimMs then
+    return {REPLY.BUSY, 0, '', waitForClaimMs - waited, '', ''}
+  end
   rec = nil
 end
 if rec then
