@@ -1,5 +1,23 @@
 import { describe, expect, it } from 'vitest';
-import { printSummary, runPushDemo } from '../../examples/push-notifications/demo.js';
+import {
+  type PushDemoSummary,
+  printSummary,
+  runPushDemo,
+} from '../../examples/push-notifications/demo.js';
+
+/** eu was killed, and still: nothing lost, each notification delivered once, every copy completed. */
+function expectEveryNotificationOnce(summary: PushDemoSummary, count: number): void {
+  expect(summary.killedAtMs).not.toBeNull();
+  expect(summary.lost).toBe(0);
+  expect(summary.delivered).toBe(count);
+  // Both regions completed every copy: eu's after its restart, mostly with us's results.
+  expect(summary.regions.eu?.copiesCompleted).toBe(count);
+  expect(summary.regions.us?.copiesCompleted).toBe(count);
+  // A repeat reaches the gateway only from a takeover of a job whose executor died after
+  // sending; the gateway suppresses it by its fence.
+  expect(summary.duplicatesSuppressed).toBeLessThanOrEqual(summary.takeovers);
+  expect(summary.staleRejected).toBe(0);
+}
 
 describe('npm run demo (push notifications in two regions)', () => {
   it('delivers every notification once when the eu region is SIGKILLed mid-run and restarted', async () => {
@@ -11,16 +29,7 @@ describe('npm run demo (push notifications in two regions)', () => {
       rate: 300,
       log: () => {},
     });
-    expect(summary.killedAtMs).not.toBeNull();
-    expect(summary.lost).toBe(0);
-    expect(summary.delivered).toBe(count);
-    // Both regions completed every copy: eu's after its restart, mostly with us's results.
-    expect(summary.regions.eu?.copiesCompleted).toBe(count);
-    expect(summary.regions.us?.copiesCompleted).toBe(count);
-    // A repeat reaches the gateway only from a takeover of a job whose executor died after
-    // sending; the gateway suppresses it by its fence.
-    expect(summary.duplicatesSuppressed).toBeLessThanOrEqual(summary.takeovers);
-    expect(summary.staleRejected).toBe(0);
+    expectEveryNotificationOnce(summary, count);
     // The workers' /metrics count the same decisions.
     expect(
       summary.metrics.some((l) =>
@@ -49,13 +58,7 @@ describe('npm run demo (push notifications in two regions)', () => {
     });
     expect(lines[0]).toMatch(/over the WAN lab, rtt 80 ms/);
     expect(summary.rttMs).toBe(80);
-    expect(summary.killedAtMs).not.toBeNull();
-    expect(summary.lost).toBe(0);
-    expect(summary.delivered).toBe(count);
-    expect(summary.regions.eu?.copiesCompleted).toBe(count);
-    expect(summary.regions.us?.copiesCompleted).toBe(count);
-    expect(summary.duplicatesSuppressed).toBeLessThanOrEqual(summary.takeovers);
-    expect(summary.staleRejected).toBe(0);
+    expectEveryNotificationOnce(summary, count);
     // Each twin executed some (balanced), and half the notifications were added to us's queue
     // through the 40 ms cross-region link before us could run them: the WAN is in the lab.
     expect(summary.regions.eu?.executed).toBeGreaterThan(0);

@@ -58,6 +58,17 @@ const BASE_ARGS = {
   sessionKey: '',
 };
 
+/** One acquire script call by `member` with a fresh token. */
+async function ask(
+  r: Real,
+  member: Member,
+  how: { policy: 'takeover' | 'respect'; minFence: 1 | 2; claim?: boolean },
+) {
+  const token = randomUUID();
+  const reply = await acquire(r.client, r.address, { ...BASE_ARGS, member, token, ...how });
+  return { token, reply };
+}
+
 class Acquire implements fc.AsyncCommand<Model, Real> {
   constructor(
     readonly member: Member,
@@ -67,11 +78,7 @@ class Acquire implements fc.AsyncCommand<Model, Real> {
   ) {}
   check = () => true;
   async run(m: Model, r: Real): Promise<void> {
-    const token = randomUUID();
-    const reply = await acquire(r.client, r.address, {
-      ...BASE_ARGS,
-      member: this.member,
-      token,
+    const { token, reply } = await ask(r, this.member, {
       policy: this.policy,
       minFence: this.minFence,
     });
@@ -100,11 +107,7 @@ class Claim implements fc.AsyncCommand<Model, Real> {
   constructor(readonly member: Member) {}
   check = () => true;
   async run(m: Model, r: Real): Promise<void> {
-    const token = randomUUID();
-    const reply = await acquire(r.client, r.address, {
-      ...BASE_ARGS,
-      member: this.member,
-      token,
+    const { token, reply } = await ask(r, this.member, {
       policy: 'takeover',
       minFence: 1,
       claim: true,
