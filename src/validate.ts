@@ -94,15 +94,22 @@ export function booleanOption(owner: string, option: string, value: unknown): bo
 }
 
 /** The `twins` option of PairedQueue and PairedQueueEvents: exactly two, by name. */
-export function twinEntries<T>(owner: string, twins: Record<string, T> | undefined): [string, T][] {
+/**
+ * The twins of `owner`'s options: two, or (`upTo` more than 2: PairedQueue, PairedQueueEvents)
+ * as many as `upTo`, each region its own twin.
+ */
+export function twinEntries<T>(
+  owner: string,
+  twins: Record<string, T> | undefined,
+  upTo = 2,
+): [string, T][] {
   const entries = Object.entries(twins ?? {});
-  if (entries.length !== 2) {
-    throw optionError(
-      owner,
-      'twins',
-      twins,
-      'an object with exactly two twins, e.g. { eu: {...}, us: {...} }',
-    );
+  if (entries.length < 2 || entries.length > upTo) {
+    const expected =
+      upTo === 2
+        ? 'an object with exactly two twins, e.g. { eu: {...}, us: {...} }'
+        : 'an object with two or more twins, e.g. { eu: {...}, us: {...}, ap: {...} }';
+    throw optionError(owner, 'twins', twins, expected);
   }
   return entries;
 }

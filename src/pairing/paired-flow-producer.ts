@@ -55,6 +55,11 @@ export class PairedFlowProducer {
       throw new TypeError(`${OWNER}: the root job's "queue" must be a PairedQueue`);
     }
     const roots = flow.queue.twinTargets();
+    if (roots.length !== 2) {
+      throw new TypeError(
+        `${OWNER}: flows pair exactly two twins; the root's PairedQueue "${flow.queue.name}" has ${roots.length}. Add flows through a PairedQueue of two twins`,
+      );
+    }
     const ids: string[] = [];
     const queues = new Set<PairedQueue>();
     const trees = roots.map((): FlowJob[] => []);

@@ -159,7 +159,7 @@ export class PairedQueueEvents<ResultType = unknown> extends EventEmitter {
       'blockingTimeout',
       'lastEventId',
     ]);
-    const entries = twinEntries(OWNER, options.twins);
+    const entries = twinEntries(OWNER, options.twins, Number.POSITIVE_INFINITY);
     const blockingTimeout =
       options.blockingTimeout === undefined
         ? undefined

@@ -66,7 +66,11 @@ export interface TwinQueueOptions {
 }
 
 export interface PairedQueueOptions {
-  /** Exactly two twins, by name (the names `PairedProcessor`'s `twin` option uses). */
+  /**
+   * Two or more twins, by name (the names `PairedProcessor`'s `twin` option uses): one per
+   * region. With three, one twin executes and the other two shadow it; a takeover goes to
+   * exactly one of them (the first to acquire), with the fence one higher.
+   */
   twins: Record<string, TwinQueueOptions>;
   /** Job options applied to every add, under the per-call options. */
   defaultJobOptions?: JobsOptions;
@@ -244,7 +248,7 @@ export class PairedQueue<
     this.addTimeoutMs = integerOption(OWNER, 'addTimeoutMs', options.addTimeoutMs ?? 5_000, {
       min: 1,
     });
-    const entries = twinEntries(OWNER, options.twins);
+    const entries = twinEntries(OWNER, options.twins, Number.POSITIVE_INFINITY);
     this.executor = executorOption(
       OWNER,
       options.executor,
@@ -261,17 +265,26 @@ export class PairedQueue<
     this.defaultJobOptions = defaults;
     // Every twin is checked before any connection opens.
     const configs = entries.map(([twin, config]) => this.twinConfig(twin, config));
-    const [a, b] = entries.map(([, config]) => config) as [TwinQueueOptions, TwinQueueOptions];
-    const oneRedis = sameRedis(a.connection, b.connection);
-    const [ca, cb] = configs as [(typeof configs)[0], (typeof configs)[0]];
-    if (oneRedis && ca.queueName === cb.queueName && ca.prefix === cb.prefix) {
-      throw optionError(
-        OWNER,
-        'twins',
-        options.twins,
-        'two different queues: on one Redis give each twin its own `queue` name',
-      );
-    }
+    const connections = entries.map(([, config]) => config.connection);
+    // Twins that share a Redis need queues of their own there.
+    configs.forEach((ca, i) => {
+      configs.slice(i + 1).forEach((cb, n) => {
+        const shared = sameRedis(
+          connections[i] as ConnectionOptions,
+          connections[i + 1 + n] as ConnectionOptions,
+        );
+        if (shared && ca.queueName === cb.queueName && ca.prefix === cb.prefix) {
+          throw optionError(
+            OWNER,
+            'twins',
+            options.twins,
+            'different queues: on one Redis give each twin its own `queue` name',
+          );
+        }
+      });
+    });
+    const first = connections[0] as ConnectionOptions;
+    const oneRedis = connections.every((c) => sameRedis(first, c));
     this.group = pairingGroup(
       this.name,
       configs.map((c) => c.queueName),
@@ -285,7 +298,7 @@ export class PairedQueue<
         opened.push(queue);
         return { ...c, queue };
       });
-      this.flows = oneRedis ? new FlowProducer({ connection: a.connection }) : undefined;
+      this.flows = oneRedis ? new FlowProducer({ connection: first }) : undefined;
     } catch (err) {
       for (const resource of opened) void resource.close().catch(() => {});
       throw err;

@@ -101,12 +101,18 @@ describe('PairedQueue options and job ids', () => {
   const connection = () => ({ host: redis().host, port: redis().port });
 
   it.each<[string, unknown, RegExp]>([
-    ['no twins', {}, /option "twins" must be an object with exactly two twins/],
-    ['one twin', { twins: { eu: { connection: {} } } }, /exactly two twins/],
+    ['no twins', {}, /option "twins" must be an object with two or more twins/],
+    ['one twin', { twins: { eu: { connection: {} } } }, /two or more twins/],
     [
-      'three twins',
-      { twins: { a: { connection: {} }, b: { connection: {} }, c: { connection: {} } } },
-      /exactly two twins/,
+      'three twins, two sharing a queue on one Redis',
+      {
+        twins: {
+          a: { connection: { host: 'h', port: 1 }, queue: 'q' },
+          b: { connection: { host: 'h', port: 1 }, queue: 'q' },
+          c: { connection: { host: 'h', port: 1 }, queue: 'r' },
+        },
+      },
+      /different queues: on one Redis give each twin its own `queue` name/,
     ],
     [
       'a twin without connection',
@@ -116,7 +122,7 @@ describe('PairedQueue options and job ids', () => {
     [
       'one queue twice on one Redis',
       { twins: { eu: { connection: 'same' }, us: { connection: 'same' } } },
-      /two different queues/,
+      /different queues: on one Redis/,
     ],
     [
       'bad add timeout',

@@ -1,0 +1,113 @@
+/**
+ * Three twins (three regions' queues, here three queue names on one Redis): one executes, the
+ * other two shadow it; each takeover goes to exactly one of the survivors with the fence one
+ * higher, and the last twin standing finishes the job. Real processes, real SIGKILL.
+ */
+import { Redis } from 'ioredis';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { PairedQueue } from '../../src/index.js';
+import { FixtureProcess } from '../support/child.js';
+import { useRedis } from '../support/file-redis.js';
+import { uniquePrefix } from '../support/redis.js';
+import { executions, type LedgerEntry } from './pairing-kit.js';
+
+const redis = useRedis();
+const TWINS = ['eu', 'us', 'ap'] as const;
+type Region = (typeof TWINS)[number];
+
+const children: FixtureProcess[] = [];
+const closers: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  await Promise.all(children.splice(0).map((child) => child.kill()));
+  for (const close of closers.splice(0)) await close().catch(() => {});
+});
+
+function setUp() {
+  const base = uniquePrefix('three');
+  const ledgerKey = `${base}:ledger`;
+  const start = async (twin: Region): Promise<FixtureProcess> => {
+    const child = new FixtureProcess('twin-worker.ts', {
+      TWIN: twin,
+      QUEUE: `${base}-${twin}`,
+      GROUP: base,
+      QUEUE_URL: redis().url,
+      LOCK_URL: redis().url,
+      LEDGER_URL: redis().url,
+      LEDGER: ledgerKey,
+      HOLD_PREFIX: `${base}:`,
+      LOCK_PREFIX: `${base}-lock`,
+      QUIET: '0',
+    });
+    children.push(child);
+    await child.next('ready');
+    return child;
+  };
+  const connection = { host: redis().host, port: redis().port };
+  const queue = new PairedQueue(base, {
+    twins: Object.fromEntries(TWINS.map((t) => [t, { connection, queue: `${base}-${t}` }])),
+  });
+  closers.push(() => queue.close());
+  const client = new Redis(redis().url);
+  closers.push(() => client.quit());
+  const ledger = async (): Promise<LedgerEntry[]> =>
+    (await client.lrange(ledgerKey, 0, -1)).map((raw) => JSON.parse(raw) as LedgerEntry);
+  return { base, start, queue, client, ledger };
+}
+
+describe('three twins', () => {
+  it('runs a job once while all three live, each twin completing with the one result', async () => {
+    const { start, queue, ledger } = setUp();
+    await Promise.all(TWINS.map(start));
+    const { id } = await queue.add('n', { ms: 5 });
+    await vi.waitFor(
+      async () => {
+        for (const t of TWINS) expect(await queue.queue(t).getJobState(id)).toBe('completed');
+      },
+      { timeout: 20_000, interval: 50 },
+    );
+    const ran = executions(await ledger(), id);
+    expect(ran).toHaveLength(1);
+    const results = await Promise.all(
+      TWINS.map(async (t) => (await queue.queue(t).getJob(id))?.returnvalue),
+    );
+    for (const result of results) expect(result).toEqual({ by: ran[0]?.twin, fence: 1 });
+  });
+
+  it('two successive SIGKILLs: each takeover goes to one survivor with the fence one higher, and the last twin finishes', async () => {
+    const { base, start, queue, client, ledger } = setUp();
+    const processes = Object.fromEntries(
+      await Promise.all(TWINS.map(async (t) => [t, await start(t)] as const)),
+    ) as Record<Region, FixtureProcess>;
+    const { id } = await queue.add('n', { holdUntil: 'go' });
+    const runner = async (count: number): Promise<LedgerEntry> => {
+      await vi.waitFor(
+        async () => expect(executions(await ledger(), id).length).toBeGreaterThanOrEqual(count),
+        { timeout: 20_000, interval: 50 },
+      );
+      return executions(await ledger(), id)[count - 1] as LedgerEntry;
+    };
+    const first = await runner(1);
+    expect(first.fence).toBe(1);
+    await processes[first.twin as Region].kill('SIGKILL');
+    const second = await runner(2);
+    expect(second.fence).toBe(2);
+    expect(second.twin).not.toBe(first.twin);
+    await processes[second.twin as Region].kill('SIGKILL');
+    const third = await runner(3);
+    expect(third.fence).toBe(3);
+    const last = TWINS.find((t) => t !== first.twin && t !== second.twin) as Region;
+    expect(third.twin).toBe(last);
+    await client.set(`${base}:go`, '1', 'EX', 600);
+    await vi.waitFor(
+      async () => expect(await queue.queue(last).getJobState(id)).toBe('completed'),
+      { timeout: 20_000, interval: 50 },
+    );
+    expect((await queue.queue(last).getJob(id))?.returnvalue).toEqual({ by: last, fence: 3 });
+    // Exactly three runs: never two survivors at once.
+    expect(executions(await ledger(), id).map((e) => [e.twin, e.fence])).toEqual([
+      [first.twin, 1],
+      [second.twin, 2],
+      [last, 3],
+    ]);
+  });
+});
