@@ -3,17 +3,19 @@ import { Command } from 'commander';
 import { startRedis } from '../support/redis.js';
 import { runSoak } from './soak.js';
 
-const { jobs, executor } = new Command()
+const { jobs, executor, twins } = new Command()
   .option('--jobs <n>', 'jobs to run', '20000')
   .option('--executor <choice>', "PairedQueue's executor: first or balanced", 'first')
+  .option('--twins <names>', 'comma-separated twin names (three or more: one region each)', 'eu,us')
   .parse()
-  .opts<{ jobs: string; executor: 'first' | 'balanced' }>();
+  .opts<{ jobs: string; executor: 'first' | 'balanced'; twins: string }>();
 const redis = await startRedis({ purpose: 'the chaos run (npm run chaos)' });
 try {
   const report = await runSoak(redis, Number(jobs), {
     minMs: 20,
     maxMs: 200,
     executor,
+    twins: twins.split(','),
     log: (line) => console.log(line),
   });
   console.table(report);

@@ -21,4 +21,21 @@ describe('chaos soak (CI size)', () => {
       expect(report.overlapsWithLiveOwner).toBe(0);
     },
   );
+
+  it('loses nothing with three twins while worker processes are SIGKILLed every ~2 s', {
+    timeout: 240_000,
+  }, async () => {
+    // Three twins spread the runs over 60 slots: more jobs keep it long enough for several kills.
+    const report = await runSoak(redis(), 1_600, {
+      minMs: 200,
+      maxMs: 600,
+      twins: ['eu', 'us', 'ap'],
+    });
+    console.info(`chaos (three twins): ${JSON.stringify(report)}`);
+    expect(report.kills).toBeGreaterThanOrEqual(3);
+    expect(report.lost).toBe(0);
+    expect(report.duplicates).toBeLessThanOrEqual(report.kills * 10);
+    expect(report.fenceViolations).toBe(0);
+    expect(report.overlapsWithLiveOwner).toBe(0);
+  });
 });

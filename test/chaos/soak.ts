@@ -46,9 +46,12 @@ export async function runSoak(
     log?: (line: string) => void;
     /** PairedQueue's `executor`: 'balanced' starts each job on its chosen twin before its claim. */
     executor?: ExecutorChoice;
+    /** The twins, two worker processes each. Default eu and us. */
+    twins?: readonly string[];
   } = {},
 ): Promise<SoakReport> {
   const { minMs = 20, maxMs = 100, log = () => {}, executor = 'first' } = options;
+  const twinNames = options.twins ?? ['eu', 'us'];
   const twins = new TwinProcesses(
     redis,
     uniquePrefix('chaos'),
@@ -59,6 +62,7 @@ export async function runSoak(
       MAX_STALLED: '1000',
     },
     executor,
+    twinNames,
   );
   const { queue } = twins;
   const processes: { twin: string; child: FixtureProcess }[] = [];
@@ -70,7 +74,7 @@ export async function runSoak(
   const began = Date.now();
   let kills = 0;
   try {
-    await Promise.all(['eu', 'eu', 'us', 'us'].map(start));
+    await Promise.all(twinNames.flatMap((t) => [t, t]).map(start));
     for (let added = 0; added < jobs; added += 500) {
       await queue.addBulk(
         Array.from({ length: Math.min(500, jobs - added) }, () => ({
@@ -81,24 +85,22 @@ export async function runSoak(
     }
     let nextKill = Date.now() + 2_000;
     for (;;) {
-      const [eu, us] = [
-        await queue.queue('eu').getCompletedCount(),
-        await queue.queue('us').getCompletedCount(),
-      ];
-      if (eu >= jobs && us >= jobs) break;
-      if (Date.now() >= nextKill && Math.min(eu, us) < jobs * 0.9) {
+      const counts = await Promise.all(twinNames.map((t) => queue.queue(t).getCompletedCount()));
+      const done = Math.min(...counts);
+      if (done >= jobs) break;
+      if (Date.now() >= nextKill && done < jobs * 0.9) {
         const victim = processes.splice(Math.floor(Math.random() * processes.length), 1)[0];
         if (victim?.child.child.pid !== undefined) {
           killed.set(victim.child.child.pid, Date.now());
           await victim.child.kill('SIGKILL');
           kills++;
-          log(`kill ${kills}: a ${victim.twin} worker at ${eu}/${us} completed`);
+          log(`kill ${kills}: a ${victim.twin} worker at ${counts.join('/')} completed`);
           await start(victim.twin);
         }
         nextKill = Date.now() + 1_500 + Math.random() * 1_000;
       }
       if (Date.now() - began > 15 * 60_000)
-        throw new Error(`chaos: not done after 15 min (${eu}/${us} of ${jobs})`);
+        throw new Error(`chaos: not done after 15 min (${counts.join('/')} of ${jobs})`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     const entries = (await client.lrange(twins.ledgerKey, 0, -1)).map(

@@ -4,7 +4,8 @@ import type { TestRedis } from './redis.js';
 
 /**
  * Twin worker processes (test/fixtures/twin-worker.ts) and the PairedQueue feeding them, all
- * on one Redis under the prefix `base`: queues `<base>-eu` / `<base>-us`, ledger `<base>:ledger`.
+ * on one Redis under the prefix `base`: a queue `<base>-<twin>` per twin (default eu and us),
+ * ledger `<base>:ledger`.
  */
 export class TwinProcesses {
   readonly queue: PairedQueue;
@@ -15,11 +16,12 @@ export class TwinProcesses {
     private readonly settings: Record<string, string>,
     /** PairedQueue's `executor` option. */
     executor: ExecutorChoice = 'first',
+    readonly twins: readonly string[] = ['eu', 'us'],
   ) {
     const connection = { host: redis.host, port: redis.port };
     this.queue = new PairedQueue(base, {
       executor,
-      twins: { eu: { connection, queue: `${base}-eu` }, us: { connection, queue: `${base}-us` } },
+      twins: Object.fromEntries(twins.map((t) => [t, { connection, queue: `${base}-${t}` }])),
     });
   }
 
