@@ -18,13 +18,19 @@ import {
   geoThroughput,
 } from './scenarios/geo.js';
 import { lockStoreOutage } from './scenarios/lock-store-outage.js';
-import { takeoverFail, takeoverKill, takeoverKillHalfOpen } from './scenarios/takeover.js';
+import {
+  takeoverFail,
+  takeoverKill,
+  takeoverKillHalfOpen,
+  threeTwinsTakeoverKill,
+} from './scenarios/takeover.js';
 import { commandsPerJob, lateTwinDrain, throughput } from './scenarios/throughput.js';
 
 const ALL = [
   'takeover_kill',
   'takeover_kill_halfopen',
   'takeover_fail',
+  'three_twins_takeover_kill',
   'throughput_noop',
   'throughput_io20',
   'throughput_io200',
@@ -81,6 +87,7 @@ async function redisVersion(): Promise<string> {
 await run('takeover_kill', () => takeoverKill(options));
 await run('takeover_kill_halfopen', () => takeoverKillHalfOpen(options));
 await run('takeover_fail', () => takeoverFail(options));
+await run('three_twins_takeover_kill', () => threeTwinsTakeoverKill(options));
 const needNoop = ['throughput_noop', 'commands_per_job', 'late_twin_drain'].some((id) =>
   selected.has(id),
 );

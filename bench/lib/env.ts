@@ -52,19 +52,19 @@ export class BenchEnv {
 
   /** The PairedQueue feeding the twins started by `twin()` (each twin's queue on `on[twin]`). */
   pairedQueue(
-    on: Partial<Record<'eu' | 'us', TestRedis>> = {},
+    on: Partial<Record<string, TestRedis>> = {},
     executor: ExecutorChoice = 'first',
+    twins: readonly string[] = ['eu', 'us'],
   ): PairedQueue {
-    const connection = (twin: 'eu' | 'us') => {
+    const connection = (twin: string) => {
       const redis = on[twin] ?? this.redis;
       return { host: redis.host, port: redis.port };
     };
     const queue = new PairedQueue(this.base, {
       executor,
-      twins: {
-        eu: { connection: connection('eu'), queue: `${this.base}-eu` },
-        us: { connection: connection('us'), queue: `${this.base}-us` },
-      },
+      twins: Object.fromEntries(
+        twins.map((t) => [t, { connection: connection(t), queue: `${this.base}-${t}` }]),
+      ),
     });
     this.closers.push(() => queue.close());
     return queue;

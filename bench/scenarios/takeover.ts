@@ -151,3 +151,52 @@ export async function takeoverFail({ quick, log }: BenchOptions): Promise<Scenar
       'processor throws after 300 ms; paired: the twin takes over; bullmq: attempts 2, no backoff, retried by either of 2 workers',
   };
 }
+
+/**
+ * Three twins: eu executes a long job, us and ap shadow it; eu is SIGKILLed, then whichever
+ * took over. Returns ms from each kill until a survivor starts the job.
+ */
+async function threeTwinsSample(env: BenchEnv): Promise<[number, number]> {
+  const twins = ['eu', 'us', 'ap'];
+  const eu = await env.twin('eu', VERBOSE);
+  const { id } = await env.pairedQueue({}, 'first', twins).add('long', { ms: LONG_MS });
+  await eu.next('started', (l) => l.id === id);
+  const others = await Promise.all(['us', 'ap'].map((t) => env.twin(t, VERBOSE)));
+  await Promise.all(others.map((p) => p.next('shadowed', (l) => l.jobId === id)));
+  const firstKill = Date.now();
+  await eu.kill('SIGKILL');
+  const starts = others.map((p) => p.next('started', (l) => l.id === id).then(() => p));
+  const second = await Promise.race(starts);
+  const firstMs =
+    Number(second.lines.find((l) => l.event === 'started' && l.id === id)?.at) - firstKill;
+  const last = others.find((p) => p !== second) as FixtureProcess;
+  const secondKill = Date.now();
+  await second.kill('SIGKILL');
+  const started = await last.next('started', (l) => l.id === id);
+  return [firstMs, Number(started.at) - secondKill];
+}
+
+export async function threeTwinsTakeoverKill({
+  quick,
+  log,
+}: BenchOptions): Promise<ScenarioResult> {
+  const first: number[] = [];
+  const second: number[] = [];
+  const times = quick ? 2 : 10;
+  for (let i = 0; i < times; i++) {
+    const [a, b] = await withEnv(threeTwinsSample);
+    first.push(a);
+    second.push(b);
+    log(`  three twins ${i + 1}/${times}: ${Math.round(a)} ms, then ${Math.round(b)} ms`);
+  }
+  const all = summarize([...first, ...second]);
+  return {
+    paired: { ...all, firstTakeover: summarize(first), secondTakeover: summarize(second) },
+    bullmq: null,
+    ratio: null,
+    target: 'p99 <= 250 ms for each takeover, as with two twins',
+    met: all.p99 <= 250,
+    config:
+      'three twins (eu, us, ap) on one Redis, a worker process each, default lease 30 s, liveness on; eu executes a long job, us and ap shadow it; SIGKILL eu, then SIGKILL the survivor that took over; ms until a survivor starts the job, for each kill',
+  };
+}
