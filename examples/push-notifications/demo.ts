@@ -3,6 +3,7 @@
  * `eu` and `us`, each with its own Redis, sharing a lock store. Midway every `eu` worker
  * process is SIGKILLed, later restarted. A local push gateway counts what reached devices.
  *   npm run demo -- --count 2000 --kill-at 0.5 --restart-after 3000 --no-kill --rtt 80 --executor balanced
+ *   npm run demo -- --regions eu,us,ap     (three regions, one twin each; eu is killed)
  *
  * `--rtt <ms>` runs it over the WAN lab (test/support/wan-topology.ts) instead of loopback:
  * `ms` is the round trip between eu and us (one way: ms / 2); the lock store is at a third
@@ -10,7 +11,7 @@
  * 40 ms / 20 ms). Each region's workers reach their own queue Redis directly and the lock
  * store through their region's link; the producer runs in eu and adds us's copies through
  * the cross-region link. The gateway (the provider, APNs/FCM) is reached directly from both.
- * `--executor balanced` (or `eu`, `us`) chooses each notification's executor when it is
+ * `--executor balanced` (or a region's name) chooses each notification's executor when it is
  * added (PairedQueue's `executor` option): no lock-store round trip on its path.
  * The summary then adds enqueue → delivered p50 / p99: from the producer's addBulk call to
  * the gateway's delivery, so it includes the cross-region add, the lock store's round trips,
@@ -25,7 +26,7 @@ import { Queue } from 'bullmq';
 import { Command } from 'commander';
 import * as hdr from 'hdr-histogram-js';
 import { type ExecutorChoice, PairedQueue } from '../../src/index.js';
-import { RedisUnavailableError, startRedis } from '../../test/support/redis.js';
+import { RedisUnavailableError, startRedis, type TestRedis } from '../../test/support/redis.js';
 import { startWanTopology } from '../../test/support/wan-topology.js';
 import { PushGateway } from './gateway.js';
 import { LiveView } from './live-view.js';
@@ -49,6 +50,11 @@ export interface PushDemoOptions {
   rttMs?: number;
   /** PairedQueue's `executor`: who runs each notification ('first' as the library's default). */
   executor?: ExecutorChoice;
+  /**
+   * The regions, one twin each (default eu, us; three or more: `--regions eu,us,ap`). The
+   * first is the one killed. Over the WAN lab (`rttMs`) only eu and us.
+   */
+  regions?: readonly string[];
   log?: (line: string) => void;
 }
 
@@ -75,7 +81,8 @@ export interface PushDemoSummary {
 
 const DEMO = 'the demo (npm run demo)';
 
-type Site = 'eu' | 'us';
+/** A region's name: eu and us by default, more with --regions. */
+type Site = string;
 interface Endpoint {
   host: string;
   port: number;
@@ -96,26 +103,27 @@ interface DemoNetwork {
   stop(): Promise<void>;
 }
 
-/** Three Redis servers on loopback (or REDIS_URL): the demo without --rtt. */
-async function localNetwork(): Promise<DemoNetwork> {
-  const redis = {
-    eu: await startRedis({ purpose: DEMO }),
-    us: await startRedis({ purpose: DEMO }),
-    lock: await startRedis({ purpose: DEMO }),
-  };
+/** A queue Redis per region and a lock store, on loopback (or REDIS_URL): the demo without --rtt. */
+async function localNetwork(names: readonly Site[]): Promise<DemoNetwork> {
+  const lock = await startRedis({ purpose: DEMO });
+  const queues: Record<Site, TestRedis> = {};
+  for (const name of names) queues[name] = await startRedis({ purpose: DEMO });
+  const all = [...Object.values(queues), lock];
+  const urls = Object.values(queues).map((r) => r.url);
   return {
-    workerEnv: {
-      eu: { QUEUE_URL: redis.eu.url, LOCK_URL: redis.lock.url },
-      us: { QUEUE_URL: redis.us.url, LOCK_URL: redis.lock.url },
-    },
-    producer: {
-      eu: { host: redis.eu.host, port: redis.eu.port },
-      us: { host: redis.us.host, port: redis.us.port },
-    },
-    shared: redis.eu.url === redis.us.url,
-    description: `regions up: eu (Redis ${redis.eu.url}), us (Redis ${redis.us.url}); lock store ${redis.lock.url}`,
+    workerEnv: Object.fromEntries(
+      names.map((n) => [n, { QUEUE_URL: (queues[n] as TestRedis).url, LOCK_URL: lock.url }]),
+    ),
+    producer: Object.fromEntries(
+      names.map((n) => {
+        const r = queues[n] as TestRedis;
+        return [n, { host: r.host, port: r.port }];
+      }),
+    ),
+    shared: new Set(urls).size < urls.length,
+    description: `regions up: ${names.map((n) => `${n} (Redis ${(queues[n] as TestRedis).url})`).join(', ')}; lock store ${lock.url}`,
     stop: async () => {
-      await Promise.all(Object.values(redis).map((r) => r.stop()));
+      await Promise.all(all.map((r) => r.stop()));
     },
   };
 }
@@ -157,13 +165,18 @@ export async function runPushDemo(options: PushDemoOptions): Promise<PushDemoSum
   const rttMs = options.rttMs ?? null;
   if (rttMs !== null && !(Number.isFinite(rttMs) && rttMs >= 0))
     throw new TypeError(`rttMs must be a number of ms, 0 or more, received ${rttMs}`);
-  const network = rttMs === null ? await localNetwork() : await wanNetwork(rttMs);
+  const names = options.regions ?? ['eu', 'us'];
+  if (names.length < 2 || new Set(names).size !== names.length)
+    throw new TypeError(`regions must be two or more distinct names, received ${names.join(',')}`);
+  if (rttMs !== null && names.join(',') !== 'eu,us')
+    throw new TypeError('over the WAN lab (rttMs) the regions are eu and us');
+  const network = rttMs === null ? await localNetwork(names) : await wanNetwork(rttMs);
   const gateway = new PushGateway();
   const gatewayUrl = await gateway.start();
   const shared = network.shared;
   const run = randomBytes(3).toString('hex');
   const prefix = (region: string) => (shared ? `demo-${run}-${region}` : 'bull');
-  const regions = (['eu', 'us'] as const).map(
+  const regions = names.map(
     (name) =>
       new Region(name, options.processesPerRegion ?? 2, {
         ...network.workerEnv[name],
@@ -172,22 +185,27 @@ export async function runPushDemo(options: PushDemoOptions): Promise<PushDemoSum
         QUEUE_PREFIX: prefix(name),
       }),
   );
-  const [eu, us] = regions as [Region, Region];
+  // The first region is killed; the others take its jobs over.
+  const [eu, ...survivors] = regions as [Region, ...Region[]];
+  const us = survivors[0] as Region;
+  const endpoint = (of: Record<Site, Endpoint>, name: string): Endpoint => of[name] as Endpoint;
   const queue = new PairedQueue<Notification>('push', {
     executor: options.executor ?? 'first',
-    twins: {
-      eu: { connection: network.producer.eu, prefix: prefix('eu') },
-      us: { connection: network.producer.us, prefix: prefix('us') },
-    },
+    twins: Object.fromEntries(
+      names.map((n) => [n, { connection: endpoint(network.producer, n), prefix: prefix(n) }]),
+    ),
   });
   // Over the WAN the copies are counted directly on each Redis, not through the producer's link.
-  const observers = network.observer
-    ? {
-        eu: new Queue('push', { connection: network.observer.eu, prefix: prefix('eu') }),
-        us: new Queue('push', { connection: network.observer.us, prefix: prefix('us') }),
-      }
+  const observing = network.observer;
+  const observers = observing
+    ? Object.fromEntries(
+        names.map((n) => [
+          n,
+          new Queue('push', { connection: endpoint(observing, n), prefix: prefix(n) }),
+        ]),
+      )
     : undefined;
-  const observed = (twin: string): Queue => observers?.[twin as Site] ?? queue.queue(twin);
+  const observed = (twin: string): Queue => observers?.[twin] ?? queue.queue(twin);
   const view = new LiveView(count, regions, options.live ?? false);
   /** When the producer called addBulk for each notification (performance.now()). */
   const enqueuedAt = new Map<string, number>();
@@ -196,7 +214,7 @@ export async function runPushDemo(options: PushDemoOptions): Promise<PushDemoSum
   try {
     await Promise.all(regions.map((r) => r.start()));
     log(network.description);
-    log(`metrics: ${[...eu.metricsUrls, ...us.metricsUrls].join('  ')}`);
+    log(`metrics: ${regions.flatMap((r) => r.metricsUrls).join('  ')}`);
     const produced = produce(queue, count, options.rate ?? 400, enqueuedAt);
     const copies = async (twin: string) =>
       (await observed(twin).getJobCounts('completed')).completed ?? 0;
@@ -209,19 +227,20 @@ export async function runPushDemo(options: PushDemoOptions): Promise<PushDemoSum
         killedAt = Date.now();
         await eu.kill();
         view.note(
-          `SIGKILL every eu worker process at ${stats.delivered} delivered; restart in ${restartAfterMs} ms`,
+          `SIGKILL every ${eu.name} worker process at ${stats.delivered} delivered; restart in ${restartAfterMs} ms`,
           log,
         );
         restarted = sleep(restartAfterMs).then(async () => {
           await eu.start();
           view.note(
-            'eu workers restarted: their copies complete with us results, without sending',
+            `${eu.name} workers restarted: their copies complete with their twins' results, without sending`,
             log,
           );
         });
       }
       const done = (await produced.done()) && stats.delivered >= count;
-      if (done && (await copies('eu')) >= count && (await copies('us')) >= count) break;
+      const counted = await Promise.all(names.map(copies));
+      if (done && counted.every((c) => c >= count)) break;
       if (Date.now() > deadline) {
         view.note(
           `stopped after ${options.timeoutMs ?? 120_000} ms without every copy completed`,
@@ -248,7 +267,9 @@ export async function runPushDemo(options: PushDemoOptions): Promise<PushDemoSum
     const stats = gateway.stats();
     const latency = hdr.build();
     const after =
-      killedAt === null ? [] : us.takeovers.filter((t) => Number(t.at) >= (killedAt as number));
+      killedAt === null
+        ? []
+        : survivors.flatMap((r) => r.takeovers).filter((t) => Number(t.at) >= (killedAt as number));
     for (const t of after) latency.recordValue(Math.max(1, Number(t.at) - (killedAt as number)));
     const regionSummary: PushDemoSummary['regions'] = {};
     for (const region of regions) {
@@ -267,7 +288,7 @@ export async function runPushDemo(options: PushDemoOptions): Promise<PushDemoSum
       ...stats,
       lost: count - gateway.deliveredIds().size,
       regions: regionSummary,
-      takeovers: eu.counts.takenOver + us.counts.takenOver,
+      takeovers: regions.reduce((sum, r) => sum + r.counts.takenOver, 0),
       takeoverP50Ms: after.length ? latency.getValueAtPercentile(50) : null,
       takeoverP99Ms: after.length ? latency.getValueAtPercentile(99) : null,
       killedAtMs: killedAt === null ? null : killedAt - began,
@@ -369,6 +390,11 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       'run over the WAN lab: eu-us round trip (lock store at a third site, half of it from each)',
     )
     .option(
+      '--regions <names>',
+      'comma-separated regions, one twin each (three or more: eu,us,ap); the first is killed',
+      'eu,us',
+    )
+    .option(
       '--executor <choice>',
       'who runs each notification: first (whichever twin picks it up first), balanced (by id), eu or us',
       'first',
@@ -381,9 +407,13 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       kill: boolean;
       rtt?: string;
       executor: string;
+      regions: string;
     }>();
-  if (!['first', 'balanced', 'eu', 'us'].includes(flags.executor))
-    throw new TypeError(`--executor must be first, balanced, eu or us, received ${flags.executor}`);
+  const regionNames = flags.regions.split(',').map((r) => r.trim());
+  if (!['first', 'balanced', ...regionNames].includes(flags.executor))
+    throw new TypeError(
+      `--executor must be first, balanced or a region (${regionNames.join(', ')}), received ${flags.executor}`,
+    );
   const count = Number(flags.count);
   const killAt = Number(flags.killAt);
   if (!Number.isInteger(count) || count < 1)
@@ -400,6 +430,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     live: process.stdout.isTTY === true,
     ...(rttMs === undefined ? {} : { rttMs }),
     executor: flags.executor,
+    regions: regionNames,
   }).catch((err: unknown) => {
     // No Redis to be had: the message says what to install; a stack trace would not help.
     if (!(err instanceof RedisUnavailableError)) throw err;

@@ -6,13 +6,16 @@ import {
 } from '../../examples/push-notifications/demo.js';
 
 /** eu was killed, and still: nothing lost, each notification delivered once, every copy completed. */
-function expectEveryNotificationOnce(summary: PushDemoSummary, count: number): void {
+function expectEveryNotificationOnce(
+  summary: PushDemoSummary,
+  count: number,
+  regions: readonly string[] = ['eu', 'us'],
+): void {
   expect(summary.killedAtMs).not.toBeNull();
   expect(summary.lost).toBe(0);
   expect(summary.delivered).toBe(count);
-  // Both regions completed every copy: eu's after its restart, mostly with us's results.
-  expect(summary.regions.eu?.copiesCompleted).toBe(count);
-  expect(summary.regions.us?.copiesCompleted).toBe(count);
+  // Every region completed every copy: eu's after its restart, mostly with its twins' results.
+  for (const region of regions) expect(summary.regions[region]?.copiesCompleted).toBe(count);
   // A repeat reaches the gateway only from a takeover of a job whose executor died after
   // sending; the gateway suppresses it by its fence.
   expect(summary.duplicatesSuppressed).toBeLessThanOrEqual(summary.takeovers);
@@ -72,5 +75,18 @@ describe('npm run demo (push notifications in two regions)', () => {
     expect(
       printed.some((l) => /enqueue → delivered over rtt 80 ms, p50 \/ p99 +\d+ ms/.test(l)),
     ).toBe(true);
+  }, 180_000);
+
+  it('--regions eu,us,ap: three regions, eu killed: its jobs go to us and ap, nothing lost', async () => {
+    const count = 240;
+    const summary = await runPushDemo({
+      count,
+      killAt: 0.3,
+      restartAfterMs: 1_500,
+      rate: 300,
+      regions: ['eu', 'us', 'ap'],
+      log: () => {},
+    });
+    expectEveryNotificationOnce(summary, count, ['eu', 'us', 'ap']);
   }, 180_000);
 });
