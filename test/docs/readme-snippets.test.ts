@@ -48,6 +48,7 @@ declare global {
   const connection: Redis;
   const redisEU: Redis;
   const redisUS: Redis;
+  const redisAP: Redis;
   const redisLock: Redis;
   const queueRedis: Redis;
   const lockRedis: Redis;
