@@ -116,4 +116,70 @@ describe('lock store on a Redis Cluster', () => {
       await client.quit();
     }
   });
+
+  it("runs twin queues on a Cluster (BullMQ's {hash tag} prefix), each job once, both copies completing", {
+    timeout: 60_000,
+  }, async () => {
+    const base = uniquePrefix('cq');
+    // BullMQ on a Cluster: a prefix with a hash tag keeps each queue's keys in one slot; one
+    // prefix for both twins keeps both queues in that slot, so PairedQueue adds both copies in
+    // one MULTI.
+    const prefix = `{${base}}`;
+    const seeds = cluster.nodes.map((n) => `${n.host}:${n.port}`).join(',');
+    const children: FixtureProcess[] = [];
+    const producer = cluster.connect();
+    const queue = new PairedQueue(base, {
+      twins: {
+        eu: { connection: producer, queue: `${base}-eu`, prefix },
+        us: { connection: producer, queue: `${base}-us`, prefix },
+      },
+    });
+    const client = new Redis(queueRedis.url);
+    try {
+      for (const twin of ['eu', 'us']) {
+        const child = new FixtureProcess('twin-worker.ts', {
+          TWIN: twin,
+          QUEUE: `${base}-${twin}`,
+          QUEUE_PREFIX: prefix,
+          QUEUE_CLUSTER: seeds,
+          QUEUE_URL: queueRedis.url,
+          GROUP: base,
+          LOCK_URL: queueRedis.url,
+          LOCK_CLUSTER: seeds,
+          LEDGER_URL: queueRedis.url,
+          LEDGER: `${base}:ledger`,
+          LOCK_PREFIX: `${base}-lock`,
+        });
+        children.push(child);
+        await child.next('ready');
+      }
+      const jobs = 30;
+      await queue.addBulk(
+        Array.from({ length: jobs }, (_, i) => ({
+          name: 'n',
+          data: { ms: 20 },
+          opts: { jobId: `q${i}` },
+        })),
+      );
+      const deadline = Date.now() + 45_000;
+      for (;;) {
+        const counts = await Promise.all(
+          (['eu', 'us'] as const).map((t) => queue.queue(t).getCompletedCount()),
+        );
+        if (counts.every((c) => c >= jobs)) break;
+        if (Date.now() > deadline) throw new Error(`only ${counts.join('/')} of ${jobs} completed`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const starts = (await client.lrange(`${base}:ledger`, 0, -1))
+        .map((raw) => JSON.parse(raw) as Entry)
+        .filter((e) => e.phase === 'start');
+      expect(starts).toHaveLength(jobs);
+      expect(new Set(starts.map((e) => e.id)).size).toBe(jobs);
+    } finally {
+      await Promise.all(children.map((child) => child.kill()));
+      await queue.close();
+      await client.quit();
+      await producer.quit();
+    }
+  });
 });
