@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { startCluster } from '../support/cluster.js';
 import { useRedis } from '../support/file-redis.js';
 import { runSoak } from './soak.js';
 
@@ -37,5 +38,26 @@ describe('chaos soak (CI size)', () => {
     expect(report.duplicates).toBeLessThanOrEqual(report.kills * 10);
     expect(report.fenceViolations).toBe(0);
     expect(report.overlapsWithLiveOwner).toBe(0);
+  });
+
+  it('loses nothing with the pair records on a Redis Cluster while worker processes are SIGKILLed', {
+    timeout: 240_000,
+  }, async () => {
+    const cluster = await startCluster();
+    try {
+      const report = await runSoak(redis(), 1_000, {
+        minMs: 200,
+        maxMs: 600,
+        lockCluster: cluster.nodes,
+      });
+      console.info(`chaos (Cluster lock store): ${JSON.stringify(report)}`);
+      expect(report.kills).toBeGreaterThanOrEqual(3);
+      expect(report.lost).toBe(0);
+      expect(report.duplicates).toBeLessThanOrEqual(report.kills * 10);
+      expect(report.fenceViolations).toBe(0);
+      expect(report.overlapsWithLiveOwner).toBe(0);
+    } finally {
+      await cluster.stop();
+    }
   });
 });

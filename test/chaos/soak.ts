@@ -48,6 +48,11 @@ export async function runSoak(
     executor?: ExecutorChoice;
     /** The twins, two worker processes each. Default eu and us. */
     twins?: readonly string[];
+    /**
+     * Seeds of a Redis Cluster to hold the pair records instead of `redis` (records keep
+     * leases of their own there: a short one, so a killed executor's jobs come back soon).
+     */
+    lockCluster?: readonly { host: string; port: number }[];
   } = {},
 ): Promise<SoakReport> {
   const { minMs = 20, maxMs = 100, log = () => {}, executor = 'first' } = options;
@@ -60,6 +65,12 @@ export async function runSoak(
       LOCK_DURATION: '3000',
       STALLED_INTERVAL: '1000',
       MAX_STALLED: '1000',
+      ...(options.lockCluster
+        ? {
+            LOCK_CLUSTER: options.lockCluster.map((n) => `${n.host}:${n.port}`).join(','),
+            LEASE_MS: '3000',
+          }
+        : {}),
     },
     executor,
     twinNames,
