@@ -24,13 +24,19 @@ import {
   takeoverKillHalfOpen,
   threeTwinsTakeoverKill,
 } from './scenarios/takeover.js';
-import { commandsPerJob, lateTwinDrain, throughput } from './scenarios/throughput.js';
+import {
+  clusterThroughputNoop,
+  commandsPerJob,
+  lateTwinDrain,
+  throughput,
+} from './scenarios/throughput.js';
 
 const ALL = [
   'takeover_kill',
   'takeover_kill_halfopen',
   'takeover_fail',
   'three_twins_takeover_kill',
+  'cluster_throughput_noop',
   'throughput_noop',
   'throughput_io20',
   'throughput_io200',
@@ -88,6 +94,7 @@ await run('takeover_kill', () => takeoverKill(options));
 await run('takeover_kill_halfopen', () => takeoverKillHalfOpen(options));
 await run('takeover_fail', () => takeoverFail(options));
 await run('three_twins_takeover_kill', () => threeTwinsTakeoverKill(options));
+await run('cluster_throughput_noop', () => clusterThroughputNoop(options));
 const needNoop = ['throughput_noop', 'commands_per_job', 'late_twin_drain'].some((id) =>
   selected.has(id),
 );

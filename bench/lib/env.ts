@@ -2,6 +2,7 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { type ExecutorChoice, PairedQueue } from '../../src/index.js';
 import { FixtureProcess } from '../../test/support/child.js';
+import { startCluster } from '../../test/support/cluster.js';
 import { startRedis, type TestRedis, uniquePrefix } from '../../test/support/redis.js';
 
 const BENCH = 'the benchmarks (npm run bench)';
@@ -68,6 +69,16 @@ export class BenchEnv {
     });
     this.closers.push(() => queue.close());
     return queue;
+  }
+
+  /**
+   * A local Redis Cluster (3 masters, 3 replicas) stopped with the environment, and the
+   * worker env that puts a twin's pair records on it.
+   */
+  async cluster(): Promise<Record<string, string>> {
+    const cluster = await startCluster();
+    this.closers.push(() => cluster.stop());
+    return { LOCK_CLUSTER: cluster.nodes.map((n) => `${n.host}:${n.port}`).join(',') };
   }
 
   /** Another private Redis, stopped with the environment. */
