@@ -19,6 +19,7 @@ import {
 } from './scenarios/geo.js';
 import { lockStoreOutage } from './scenarios/lock-store-outage.js';
 import {
+  clusterTakeoverKill,
   takeoverFail,
   takeoverKill,
   takeoverKillHalfOpen,
@@ -37,6 +38,7 @@ const ALL = [
   'takeover_fail',
   'three_twins_takeover_kill',
   'cluster_throughput_noop',
+  'cluster_takeover_kill',
   'throughput_noop',
   'throughput_io20',
   'throughput_io200',
@@ -55,14 +57,14 @@ const ALL = [
 const program = new Command()
   .name('bench')
   .description('bullmq-paired vs plain BullMQ')
-  .option('--quick', 'every scenario but lock_store_outage, small (CI: about a minute)', false)
+  .option('--quick', 'every scenario but lock_store_outage and cluster_takeover_kill, small (CI: a few minutes)', false)
   .option('--only <ids>', `comma-separated subset of: ${ALL.join(', ')}`)
   .option('--out <file>', 'where to write the JSON results')
   .parse();
 
 const flags = program.opts<{ quick: boolean; only?: string; out?: string }>();
 /** Over ~10 s even when small: in --quick only when --only names it. */
-const NOT_QUICK: readonly string[] = ['lock_store_outage'];
+const NOT_QUICK: readonly string[] = ['lock_store_outage', 'cluster_takeover_kill'];
 const selected = new Set<string>(
   flags.only ? flags.only.split(',') : ALL.filter((id) => !(flags.quick && NOT_QUICK.includes(id))),
 );
@@ -95,6 +97,7 @@ await run('takeover_kill_halfopen', () => takeoverKillHalfOpen(options));
 await run('takeover_fail', () => takeoverFail(options));
 await run('three_twins_takeover_kill', () => threeTwinsTakeoverKill(options));
 await run('cluster_throughput_noop', () => clusterThroughputNoop(options));
+await run('cluster_takeover_kill', () => clusterTakeoverKill(options));
 const needNoop = ['throughput_noop', 'commands_per_job', 'late_twin_drain'].some((id) =>
   selected.has(id),
 );

@@ -200,3 +200,27 @@ export async function threeTwinsTakeoverKill({
       'three twins (eu, us, ap) on one Redis, a worker process each, default lease 30 s, liveness on; eu executes a long job, us and ap shadow it; SIGKILL eu, then SIGKILL the survivor that took over; ms until a survivor starts the job, for each kill',
   };
 }
+
+/**
+ * cluster_takeover_kill: the pair records on a local Redis Cluster, where sessions and liveness
+ * are off (per-record leases): a killed executor is taken over when its record's lease ends.
+ * Measured at the default lease, against the one-Redis figure (takeover_kill).
+ */
+export async function clusterTakeoverKill({ quick, log }: BenchOptions): Promise<ScenarioResult> {
+  const values = await repeat(
+    quick ? 1 : 2,
+    async (env) => pairedSample(env, await env.cluster(), (eu) => eu.child.kill('SIGKILL')),
+    log,
+    'paired kill, records on a Cluster',
+  );
+  const summary = summarize(values);
+  return {
+    paired: { ...summary, leaseMs: 30_000 },
+    bullmq: null,
+    ratio: null,
+    target: 'p99 <= 250 ms (needs sessions and liveness on a Cluster: not built yet)',
+    met: summary.p99 <= 250,
+    config:
+      'SIGKILL of the executor; pair records on a local Cluster (3 masters + 3 replicas), default lease 30 s; on a Cluster records keep leases of their own (no sessions, no liveness)',
+  };
+}
