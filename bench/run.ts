@@ -57,7 +57,11 @@ const ALL = [
 const program = new Command()
   .name('bench')
   .description('bullmq-paired vs plain BullMQ')
-  .option('--quick', 'every scenario but lock_store_outage and cluster_takeover_kill, small (CI: a few minutes)', false)
+  .option(
+    '--quick',
+    'every scenario but lock_store_outage and cluster_takeover_kill, small (CI: a few minutes)',
+    false,
+  )
   .option('--only <ids>', `comma-separated subset of: ${ALL.join(', ')}`)
   .option('--out <file>', 'where to write the JSON results')
   .parse();
