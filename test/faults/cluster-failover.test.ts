@@ -34,6 +34,22 @@ afterAll(async () => {
   await queueRedis?.stop();
 });
 
+/** A twin's worker process: its queue on `queueRedis`, its pair records on the Cluster. */
+function twinWorker(base: string, twin: string, extra: Record<string, string>): FixtureProcess {
+  return new FixtureProcess('twin-worker.ts', {
+    TWIN: twin,
+    QUEUE: `${base}-${twin}`,
+    GROUP: base,
+    QUEUE_URL: queueRedis.url,
+    LOCK_URL: queueRedis.url,
+    LOCK_CLUSTER: cluster.nodes.map((n) => `${n.host}:${n.port}`).join(','),
+    LEDGER_URL: queueRedis.url,
+    LEDGER: `${base}:ledger`,
+    LOCK_PREFIX: `${base}-lock`,
+    ...extra,
+  });
+}
+
 describe('lock store on a Redis Cluster', () => {
   it('loses nothing when a master is SIGKILLed mid-run and its replica takes over', {
     timeout: 180_000,
@@ -51,16 +67,7 @@ describe('lock store on a Redis Cluster', () => {
     const client = new Redis(queueRedis.url);
     try {
       for (const twin of ['eu', 'us']) {
-        const child = new FixtureProcess('twin-worker.ts', {
-          TWIN: twin,
-          QUEUE: `${base}-${twin}`,
-          GROUP: base,
-          QUEUE_URL: queueRedis.url,
-          LOCK_URL: queueRedis.url,
-          LOCK_CLUSTER: cluster.nodes.map((n) => `${n.host}:${n.port}`).join(','),
-          LEDGER_URL: queueRedis.url,
-          LEDGER: `${base}:ledger`,
-          LOCK_PREFIX: lockPrefix,
+        const child = twinWorker(base, twin, {
           LEASE_MS: '3000',
           CONCURRENCY: '10',
           // BullMQ's own stall recovery, shortened, for a copy whose completion was lost.
@@ -137,19 +144,7 @@ describe('lock store on a Redis Cluster', () => {
     const client = new Redis(queueRedis.url);
     try {
       for (const twin of ['eu', 'us']) {
-        const child = new FixtureProcess('twin-worker.ts', {
-          TWIN: twin,
-          QUEUE: `${base}-${twin}`,
-          QUEUE_PREFIX: prefix,
-          QUEUE_CLUSTER: seeds,
-          QUEUE_URL: queueRedis.url,
-          GROUP: base,
-          LOCK_URL: queueRedis.url,
-          LOCK_CLUSTER: seeds,
-          LEDGER_URL: queueRedis.url,
-          LEDGER: `${base}:ledger`,
-          LOCK_PREFIX: `${base}-lock`,
-        });
+        const child = twinWorker(base, twin, { QUEUE_PREFIX: prefix, QUEUE_CLUSTER: seeds });
         children.push(child);
         await child.next('ready');
       }
