@@ -76,8 +76,6 @@ export interface StoredRecord {
   skey?: string;
   /** The owner's own liveness grace in ms, when longer than the default (running only). */
   grace?: number;
-  /** When the owner's liveness channel was last seen empty (running only). */
-  goneSeen?: number;
   /** When the owner's liveness channel was first seen empty (running only). */
   goneSince?: number;
   /** A failure no member may run again (its result could not be stored). */

@@ -34,7 +34,7 @@
             there, so the waiting twin learns who runs the job without asking again.
     ARGV[14] the caller's own liveness grace in ms, kept with its grant: how long its
             liveness channel may stay empty before a twin takes the record over. Derived by
-            the caller from its measured round trip and reconnect time (a process 80 ms away
+            the caller from its measured round trip (a process 80 ms away
             from the store needs longer to resubscribe than one next to it); the grace a
             twin applies is the larger of this and its own ARGV[8].
     ARGV[15] ms a twin that was not chosen leaves a 'waiting' record to the chosen executor's

@@ -64,7 +64,6 @@ local function ownerConnected(rec, now, o, recheck)
   if subscribers > 0 then
     if rec.goneSince then
       rec.goneSince = nil
-      rec.goneSeen = nil
       o.save()
     end
     return true, recheck
@@ -72,16 +71,14 @@ local function ownerConnected(rec, now, o, recheck)
   -- The owner's own grace (kept with its grant, from its round trip to this store) may be
   -- longer than ours: a process far away takes longer to resubscribe.
   local grace = math.max(o.graceMs, rec.grace or 0)
-  -- An absence noted long ago and not looked at since proves nothing about now: the channel
-  -- may have been back in between (a reconnect nobody saw), and counting from then would
-  -- turn the next blip into an instant takeover. A waiting twin asks again within the grace,
-  -- so a real absence is seen again well within grace + 1 s.
-  if rec.goneSince and now - (rec.goneSeen or rec.goneSince) > grace + 1000 then
-    rec.goneSince = nil
+  -- An absence noted more than grace + 1 s ago proves nothing about now: a waiting twin asks
+  -- again when the grace ends, so a real absence is taken over before then, and an older
+  -- note means the channel may have been back in between (a reconnect nobody saw); counting
+  -- from it would turn the next blip into an instant takeover. Count from now instead.
+  if not rec.goneSince or now - rec.goneSince > grace + 1000 then
+    rec.goneSince = now
+    o.save()
   end
-  if not rec.goneSince then rec.goneSince = now end
-  rec.goneSeen = now
-  o.save()
   if now - rec.goneSince >= grace then return false, recheck end
   return true, math.min(recheck, rec.goneSince + grace - now)
 end

@@ -25,7 +25,6 @@ local function settle(key, indexKey, field, token, fence, retentionMs, channel, 
   rec.live = nil
   rec.skey = nil
   rec.goneSince = nil
-  rec.goneSeen = nil
   if payloadName ~= '' and payload ~= '' then rec[payloadName] = payload end
   if final then rec.final = true end
   if progress and progress ~= '' then rec.progress = progress end
