@@ -6,8 +6,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { PairedLock } from '../../src/index.js';
+import { type ClaimReply, PairCore } from '../../src/lock/core.js';
 import { livenessChannel, recordAddress } from '../../src/lock/keys.js';
+import { resolveLockOptions } from '../../src/lock/options.js';
 import { acquire, inspect } from '../../src/lock/scripts.js';
+import { deferred } from '../support/deferred.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 
@@ -139,5 +142,44 @@ describe("a standby's wait for the chosen executor's claim", () => {
     // Nobody claimed it within the wait: the standby runs it, never with fence 1.
     expect(await ask()).toMatchObject({ kind: 'granted', fence: 2 });
     await client.quit();
+  });
+});
+
+describe('a run started before its claim (a chosen executor)', () => {
+  it('stores its result only once the claim is granted, even when the claim lands after the run returned', async () => {
+    const client = redis().connect();
+    const prefix = uniquePrefix('claim-order');
+    const core = new PairCore(client, resolveLockOptions({ member: 'eu', prefix }), () => {});
+    try {
+      await core.ready();
+      const address = core.address('job-1');
+      const token = 'eu-claim';
+      // The claim is still unanswered when the routine returns (a reply lost and re-sent, a
+      // session made anew): here it is sent only after the result.
+      const claim = deferred<ClaimReply>();
+      const late: Error[] = [];
+      const outcome = await core.execute(
+        address,
+        { token, fence: 1 },
+        { takeover: undefined, attempts: 1 },
+        performance.now(),
+        () => 'sent',
+        undefined,
+        { claim: claim.promise, pipeline: ({ error }) => late.push(error) },
+      );
+      expect(outcome).toEqual({ kind: 'completed', result: 'sent' });
+      claim.resolve((await core.claim(address, token)).reply);
+      await core.flush();
+      // The record holds the result: no grant is left running that nobody works on.
+      expect(await core.inspect(address)).toMatchObject({
+        state: 'done',
+        fence: 1,
+        result: 'sent',
+      });
+      expect(late).toEqual([]);
+    } finally {
+      await core.close();
+      await client.quit();
+    }
   });
 });

@@ -65,6 +65,17 @@ describe('PairedQueue executor: a twin chosen at add time', () => {
     expect(executions(await kit.ledger(), id)).toHaveLength(1);
   });
 
+  it('only a claim is granted fence 1: a chosen twin that asks first (its copy too old to start unclaimed) gets fence 2', async () => {
+    const queue = kit.pairedQueue('eu');
+    const { id } = await queue.add('n', { ms: 5 });
+    // Older than half the grace by the time eu picks it up: eu asks before it runs.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const eu = await kit.startWorker('eu', { STANDBY_GRACE_MS: '200' });
+    expect(await eu.next('started', (l) => l.id === id)).toMatchObject({ fence: 2 });
+    const done = await copiesIn(queue, id, ['eu']);
+    expect(done.eu.returnvalue).toEqual({ by: 'eu', fence: 2 });
+  });
+
   it("a chosen twin's run that started before its claim lost is aborted, fenced lower, and its copy ends with the pair's result", async () => {
     const us = await kit.startWorker('us', { STANDBY_GRACE_MS: '200' });
     const queue = kit.pairedQueue('eu');
