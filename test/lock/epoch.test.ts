@@ -10,6 +10,7 @@ import { epochKey, livenessChannel, recordAddress } from '../../src/lock/keys.js
 import { acquire, heartbeat } from '../../src/lock/scripts.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
+import { usAcquire } from './lock-test-kit.js';
 
 const redis = useRedis();
 const WARMUP_S = 10;
@@ -26,19 +27,11 @@ function askAsUs(
   prefix: string,
   overrides: { graceMs?: number; retentionMs?: number; warmupS?: number } = {},
 ) {
-  return acquire(client, address, {
-    member: 'us',
-    token: 'us-token',
-    leaseMs: 60_000,
-    retentionMs: 120_000,
-    policy: 'takeover',
-    liveChannel: '',
-    graceMs: 100,
-    warmupS: WARMUP_S,
-    sessionKey: '',
-    epochKey: epochKey(prefix),
-    ...overrides,
-  });
+  return acquire(
+    client,
+    address,
+    usAcquire({ warmupS: WARMUP_S, epochKey: epochKey(prefix), ...overrides }),
+  );
 }
 
 /** A record running under an owner whose liveness channel has no subscriber. */

@@ -13,6 +13,7 @@ import { acquire, inspect } from '../../src/lock/scripts.js';
 import { deferred } from '../support/deferred.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
+import { usAcquire } from './lock-test-kit.js';
 
 const redis = useRedis();
 
@@ -21,14 +22,7 @@ function setUp(ownGraceMs: number) {
   const prefix = uniquePrefix('grace');
   const address = recordAddress(prefix, 'job-1');
   const channel = livenessChannel(prefix, 'eu-process');
-  const base = {
-    leaseMs: 60_000,
-    retentionMs: 120_000,
-    policy: 'takeover',
-    graceMs: 100,
-    warmupS: 0,
-    sessionKey: '',
-  };
+  const base = usAcquire();
   return {
     client,
     channel,
@@ -42,8 +36,7 @@ function setUp(ownGraceMs: number) {
         ownGraceMs,
       }),
     /** us asks, with the default grace of 100 ms. */
-    askUs: () =>
-      acquire(client, address, { ...base, member: 'us', token: 'us-token', liveChannel: '' }),
+    askUs: () => acquire(client, address, base),
   };
 }
 
@@ -119,20 +112,7 @@ describe("a standby's wait for the chosen executor's claim", () => {
   it('is kept by the acquire script however the copy came back, then the standby takes fence 2', async () => {
     const client = redis().connect();
     const address = recordAddress(uniquePrefix('claim-wait'), 'job-1');
-    const ask = () =>
-      acquire(client, address, {
-        member: 'us',
-        token: 'us-token',
-        leaseMs: 60_000,
-        retentionMs: 120_000,
-        policy: 'takeover',
-        liveChannel: '',
-        graceMs: 100,
-        warmupS: 0,
-        sessionKey: '',
-        minFence: 2,
-        waitForClaimMs: 400,
-      });
+    const ask = () => acquire(client, address, usAcquire({ minFence: 2, waitForClaimMs: 400 }));
     // us's standby looked first: the record is marked 'waiting'.
     await inspect(client, address, 120_000);
     const early = await ask();

@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import { afterEach, beforeEach } from 'vitest';
 import { PairedLock, type PairedLockOptions } from '../../src/index.js';
 import { recordAddress } from '../../src/lock/keys.js';
+import type { AcquireArgs } from '../../src/lock/scripts.js';
 import { deferred } from '../support/deferred.js';
 import type { TestRedis } from '../support/redis.js';
 import { uniquePrefix } from '../support/redis.js';
@@ -95,4 +96,23 @@ export async function keysUnder(client: Redis, prefix: string): Promise<string[]
     found.push(...batch);
   } while (cursor !== '0');
   return found;
+}
+
+/**
+ * Arguments of an acquire by member 'us' (a shadow of eu's records): a 60 s lease, a 100 ms
+ * grace, no liveness channel or session of its own; `overrides` for the rest.
+ */
+export function usAcquire(overrides: Partial<AcquireArgs> = {}): AcquireArgs {
+  return {
+    member: 'us',
+    token: 'us-token',
+    leaseMs: 60_000,
+    retentionMs: 120_000,
+    policy: 'takeover',
+    liveChannel: '',
+    graceMs: 100,
+    warmupS: 0,
+    sessionKey: '',
+    ...overrides,
+  };
 }
