@@ -195,6 +195,13 @@ function report(scenario: string, sets: Record<string, Figures>): void {
   }
 }
 
+/** Both sets lost nothing; the durable one never ran an (id, fence) twice nor left one unfinished. */
+function expectNothingLost(scenario: string, plain: Figures, durable: Figures): void {
+  report(scenario, { plain, durable });
+  expect(plain.lost).toBe(0);
+  expect(durable).toMatchObject({ lost: 0, unfinished: 0, sameFence: 0 });
+}
+
 describe('a lock store behind Sentinel failing over while jobs run', () => {
   it('primary killed mid-run: nothing lost; with durability no (id, fence) runs twice', async () => {
     const sentinel = await startSentinel();
@@ -211,10 +218,7 @@ describe('a lock store behind Sentinel failing over while jobs run', () => {
       await oldServer.restart();
       await sentinel.rejoin(oldServer);
       await running;
-      const figures = { plain: plain.figures(), durable: durable.figures() };
-      report('primary killed', figures);
-      expect(figures.plain.lost).toBe(0);
-      expect(figures.durable).toMatchObject({ lost: 0, unfinished: 0, sameFence: 0 });
+      expectNothingLost('primary killed', plain.figures(), durable.figures());
     } finally {
       await Promise.all([plain.close(), durable.close()]);
       await sentinel.stop();
@@ -241,10 +245,7 @@ describe('a lock store behind Sentinel failing over while jobs run', () => {
         sentinel.resume(oldServer);
       }
       await running;
-      const figures = { plain: plain.figures(), durable: durable.figures() };
-      report('primary frozen, then resumed', figures);
-      expect(figures.plain.lost).toBe(0);
-      expect(figures.durable).toMatchObject({ lost: 0, unfinished: 0, sameFence: 0 });
+      expectNothingLost('primary frozen, then resumed', plain.figures(), durable.figures());
     } finally {
       await Promise.all([plain.close(), durable.close()]);
       await sentinel.stop();

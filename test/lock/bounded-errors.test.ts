@@ -8,7 +8,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { Queue, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import { describe, expect, it, vi } from 'vitest';
 import {
   LockStoreUnavailableError,
@@ -65,9 +65,9 @@ describe('PairedLock on new Redis(url) (ioredis defaults) when the lock store is
   const redis = useRedis({ killable: true });
   const closers = useClosers();
 
-  /** A lock on a client with every ioredis default, as the README builds one. */
-  function readmeLock(): { lock: PairedLock; client: Redis } {
-    const client = new Redis(redis().url);
+  /** A lock bounded by BOUND_MS on a client with `clientOptions` (default: ioredis' defaults). */
+  function boundedLock(clientOptions: RedisOptions = {}): { lock: PairedLock; client: Redis } {
+    const client = new Redis(redis().url, clientOptions);
     client.on('error', () => {});
     closers.push(async () => client.disconnect());
     const lock = new PairedLock(client, {
@@ -79,6 +79,9 @@ describe('PairedLock on new Redis(url) (ioredis defaults) when the lock store is
     closers.push(() => within(lock.close(), 10_000, 'lock.close()').then(() => {}));
     return { lock, client };
   }
+
+  /** A lock on a client with every ioredis default, as the README builds one. */
+  const readmeLock = () => boundedLock();
 
   it('rejects run() with LockStoreUnavailableError within the bound, for a lock that was ready and for a new one', async () => {
     const { lock } = readmeLock();
@@ -109,16 +112,7 @@ describe('PairedLock on new Redis(url) (ioredis defaults) when the lock store is
 
   it('maps a connection error from acquire to LockStoreUnavailableError with it as cause', async () => {
     // No offline queue: commands fail at once while the store is down, with ioredis' own error.
-    const client = new Redis(redis().url, { enableOfflineQueue: false });
-    client.on('error', () => {});
-    closers.push(async () => client.disconnect());
-    const lock = new PairedLock(client, {
-      member: 'eu',
-      prefix: uniquePrefix('bounded'),
-      lockStoreTimeoutMs: BOUND_MS,
-    });
-    lock.on('error', () => {});
-    closers.push(() => lock.close());
+    const { lock, client } = boundedLock({ enableOfflineQueue: false });
     // Without an offline queue, a command fails until the connections are up: retry.
     await vi.waitFor(() => lock.waitUntilReady(), { timeout: 5_000, interval: 50 });
     await redis().kill();
