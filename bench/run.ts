@@ -57,18 +57,14 @@ const ALL = [
 const program = new Command()
   .name('bench')
   .description('bullmq-paired vs plain BullMQ')
-  .option(
-    '--quick',
-    'every scenario but lock_store_outage and cluster_takeover_kill, small (CI: a few minutes)',
-    false,
-  )
+  .option('--quick', 'every scenario but lock_store_outage, small (CI: a few minutes)', false)
   .option('--only <ids>', `comma-separated subset of: ${ALL.join(', ')}`)
   .option('--out <file>', 'where to write the JSON results')
   .parse();
 
 const flags = program.opts<{ quick: boolean; only?: string; out?: string }>();
 /** Over ~10 s even when small: in --quick only when --only names it. */
-const NOT_QUICK: readonly string[] = ['lock_store_outage', 'cluster_takeover_kill'];
+const NOT_QUICK: readonly string[] = ['lock_store_outage'];
 const selected = new Set<string>(
   flags.only ? flags.only.split(',') : ALL.filter((id) => !(flags.quick && NOT_QUICK.includes(id))),
 );

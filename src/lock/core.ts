@@ -1,12 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
+import type { Cluster } from 'ioredis';
 import {
   asError,
   ClosedError,
   CorruptRecordError,
   JobCancelledError,
   LeaseLostError,
+  LivenessSubscriberError,
   LockStoreUnavailableError,
   type PeerErrorInfo,
   ResultNotSerializableError,
@@ -16,17 +18,12 @@ import {
   StaleFenceError,
 } from '../errors.js';
 import { Replication } from './durability.js';
-import {
-  epochKey,
-  livenessChannel,
-  type RecordAddress,
-  recordAddress,
-  sessionKey,
-  settleChannel,
-} from './keys.js';
+import { livenessChannel, type RecordAddress, recordAddress, settleChannel } from './keys.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { Notifier, type Ticket } from './notifier.js';
 import type { ResolvedLockOptions } from './options.js';
+import { ownersAlive } from './owners.js';
+import { type Place, Placement } from './placement.js';
 import { misconfigured, preflight } from './preflight.js';
 import { type PairRecord, settledReply, toPairRecord } from './record.js';
 import { backoffMs, classifyError } from './reply-errors.js';
@@ -41,7 +38,6 @@ import {
   settle,
   type TakeoverReason,
 } from './scripts.js';
-import { Session } from './session.js';
 
 /** What an executor's routine receives. */
 export interface RunContext {
@@ -94,7 +90,7 @@ function staleError(
 }
 
 export interface Acquired {
-  reply: Exclude<AcquireReply, { kind: 'noSession' | 'taken' }>;
+  reply: Exclude<AcquireReply, { kind: 'noSession' | 'taken' | 'unplaced' }>;
   /** performance.now() when the acquire was sent: the lease cannot end on Redis before sentAt + lease. */
   sentAt: number;
   token: string;
@@ -108,7 +104,7 @@ export const LIVENESS_WARMUP_S = 10;
 
 /** What one acquire script call answered (a lost session already handled), and when it was sent. */
 interface Asked {
-  reply: Exclude<AcquireReply, { kind: 'noSession' }>;
+  reply: Exclude<AcquireReply, { kind: 'noSession' | 'unplaced' }>;
   sentAt: number;
   token: string;
 }
@@ -148,6 +144,24 @@ const MAX_UNCERTAIN_TOKENS = 10_000;
 
 /** Longest wait between two attempts to settle a record the lock store refused or missed. */
 const SETTLE_RETRY_CAP_MS = 2_000;
+/** Longest pause between acquires a Cluster answered `unplaced` (see the acquire script). */
+const UNPLACED_RETRY_CAP_MS = 1_000;
+/** How many such answers in a row before the acquire fails (transient: the copy parks). */
+const UNPLACED_RETRIES = 20;
+
+function unplacedError(what: 'moved' | 'unsubscribed', place: Place): Error {
+  if (what === 'unsubscribed') {
+    return new LivenessSubscriberError(
+      'unhealthy',
+      `the Cluster master serving ${place.liveChannel} lists no subscriber on it`,
+    );
+  }
+  const err = new Error(
+    `the lock store's Cluster moved the slots of ${place.sessionKey} while this process's slot map was stale; it is refreshing`,
+  );
+  err.name = 'ClusterSlotsMovedError';
+  return err;
+}
 
 export function errorInfo(err: unknown): PeerErrorInfo {
   if (err instanceof Error) {
@@ -163,9 +177,10 @@ export function errorInfo(err: unknown): PeerErrorInfo {
  */
 export class PairCore {
   readonly channel: string;
-  readonly liveChannel: string | undefined;
-  /** This process's lease (standalone Redis with liveness on); undefined: per-record leases. */
-  readonly session: Session | undefined;
+  /** This process's liveness channel on one Redis (on a Cluster: one per master, `placement`). */
+  private readonly liveChannel: string | undefined;
+  /** This process's session keys and liveness channels (one per master on a Cluster). */
+  private readonly placement: Placement;
   private readonly notifier: Notifier;
   private started: Promise<void> | undefined;
   /** `started` has resolved: the lock store passed its checks and we are subscribed. */
@@ -174,11 +189,10 @@ export class PairCore {
   private readonly waiting = new Set<() => void>();
   /** The lock store passed `preflight` once: later starts only subscribe. */
   private preflighted = false;
-  private readonly running = new Set<LeaseKeeper>();
+  /** Running routines, with the session they run under. */
+  private readonly running = new Map<LeaseKeeper, Place | undefined>();
   /** Settles sent without waiting (`ExecuteExtras.pipeline`): close() waits for them. */
   private readonly settling = new Set<Promise<void>>();
-  /** This lock store's epoch key ('' on a Cluster, where there is none). */
-  private readonly epochKey: string;
   /** Per record: the token of an acquire that ended in an error (its reply may be lost). */
   private readonly uncertainTokens = new Map<string, string>();
   /** WAITs after grants and settles (the `durability` option); undefined: off. */
@@ -190,7 +204,6 @@ export class PairCore {
     readonly options: Readonly<ResolvedLockOptions>,
     private readonly report: (err: Error) => void,
   ) {
-    this.epochKey = client.isCluster ? '' : epochKey(options.prefix);
     this.channel = settleChannel(options.prefix);
     if (options.durability !== undefined && client.isCluster) {
       // ioredis sends a keyless WAIT to any node, not to the one that took the write.
@@ -199,27 +212,22 @@ export class PairCore {
       );
     }
     this.replication = options.durability && new Replication(client, options.durability);
-    // Pub/sub subscriber counts are per node on a Cluster, and session keys would be read
-    // across slots: on a Cluster, records keep leases of their own instead.
     const instanceId = randomUUID();
-    const sessions = options.liveness && !client.isCluster;
-    this.liveChannel = sessions ? livenessChannel(options.prefix, instanceId) : undefined;
-    const onSessionLost = (): void => {
-      for (const keeper of this.running) keeper.expire();
-    };
-    this.session = sessions
-      ? new Session(
-          client,
-          sessionKey(options.prefix, instanceId),
-          options.leaseMs,
-          options.heartbeatMs,
-          onSessionLost,
-          report,
-        )
-      : undefined;
+    // On a Cluster the liveness channels are sharded, one per master (`placement`).
+    this.liveChannel =
+      options.liveness && !client.isCluster
+        ? livenessChannel(options.prefix, instanceId)
+        : undefined;
+    this.placement = new Placement(client, options.prefix, instanceId, options.liveness, options, {
+      onSessionLost: (key) => {
+        for (const [keeper, place] of this.running) if (place?.sessionKey === key) keeper.expire();
+      },
+      report,
+      ssubscribe: (channel) => this.notifier.ssubscribe(channel),
+    });
     // Our liveness connection dropped and came back: a shadow may have taken over meanwhile.
     const onReconnect = (): void => {
-      for (const keeper of this.running) keeper.check();
+      for (const keeper of this.running.keys()) keeper.check();
     };
     this.notifier = new Notifier(
       client,
@@ -298,7 +306,7 @@ export class PairCore {
       await preflight(this.client, this.options.prefix, this.channel, this.report);
       this.preflighted = true;
     }
-    await Promise.all([this.notifier.start(), this.session?.start()]);
+    await Promise.all([this.notifier.start(), this.placement.start()]);
   }
 
   /** Interest in a record's next settle or its executor's death; register it before acquiring. */
@@ -391,6 +399,7 @@ export class PairCore {
 
   private async acquireWith(address: RecordAddress, token: string, how: AskHow): Promise<Asked> {
     const o = this.options;
+    let unplaced = 0;
     for (let restored = 0; ; restored++) {
       // Never take a grant while our liveness channel is empty; a settled record can still be
       // read meanwhile, so a shadow learns the result without waiting for the subscriber.
@@ -398,6 +407,7 @@ export class PairCore {
         settledReply((await inspect(this.client, address)).raw, o.onPeerFailure),
       );
       if (settled !== undefined) return { reply: settled, sentAt: performance.now(), token };
+      const place = await this.placement.near(address.key);
       const sentAt = performance.now();
       const reply = await acquire(this.client, address, {
         member: o.member,
@@ -405,11 +415,12 @@ export class PairCore {
         leaseMs: o.leaseMs,
         retentionMs: o.retentionMs,
         policy: o.onPeerFailure,
-        liveChannel: this.liveChannel ?? '',
         graceMs: o.livenessGraceMs,
         warmupS: LIVENESS_WARMUP_S,
-        sessionKey: this.session?.key ?? '',
-        epochKey: this.epochKey,
+        liveChannel: place.liveChannel,
+        sessionKey: place.sessionKey,
+        epochKey: place.epochKey,
+        sharded: place.sharded,
         minFence: how.minFence,
         claim: how.claim === true,
         waitForClaimMs: how.waitForClaimMs ?? 0,
@@ -417,12 +428,22 @@ export class PairCore {
         ownGraceMs: this.ownGraceMs(),
       });
       if (reply.kind === 'granted') await this.confirmGrant(address, { token, fence: reply.fence });
+      if (reply.kind === 'unplaced') {
+        // Cluster: our slot map is stale (a resharding), or our sharded subscriber on this
+        // master is still on its way (a failover): ask again once that has settled.
+        if (this.closing) throw new ClosedError('PairedLock');
+        if (++unplaced > UNPLACED_RETRIES) throw unplacedError(reply.what, place);
+        if (reply.what === 'moved') (this.client as Cluster).refreshSlotsCache();
+        await delay(backoffMs(unplaced, UNPLACED_RETRY_CAP_MS));
+        restored--; // not a session restore
+        continue;
+      }
       if (reply.kind !== 'noSession') return { reply, sentAt, token };
       // Our session key vanished: our runs stop (the twin may take them over) and the key is
       // made anew before any grant, which would otherwise look like a dead owner's at once.
       this.report(new SessionLostError(o.member));
-      if (this.session === undefined || restored >= 3) throw new SessionLostError(o.member);
-      await this.session.restore();
+      if (place.session === undefined || restored >= 3) throw new SessionLostError(o.member);
+      await place.session.restore();
     }
   }
 
@@ -463,25 +484,30 @@ export class PairCore {
     extras: ExecuteExtras = {},
   ): Promise<Outcome<T>> {
     const { progress, claim, pipeline } = extras;
+    // Made by the acquire (or the claim) before: undefined only for a master this process
+    // has not used yet whose claim is still on its way; the record's own lease then counts.
+    const place = this.placement.nearNow(address.key);
+    const session = place?.session;
     const keeper = new LeaseKeeper(
       this.client,
       address,
       grant,
       {
         ...this.options,
-        perRecord: this.session === undefined,
+        perRecord: session === undefined,
         // Per-record heartbeats come more often than the warm-up, which keeps a live record
         // younger than any epoch that could orphan it: stamping the epoch (an INFO) each beat
         // buys nothing. Under a session a record is refreshed every retention / 3: stamp then.
         epochKey:
-          this.session === undefined && this.options.heartbeatMs < LIVENESS_WARMUP_S * 1000
+          session === undefined && this.options.heartbeatMs < LIVENESS_WARMUP_S * 1000
             ? ''
-            : this.epochKey,
+            : (place?.epochKey ?? ''),
+        sharded: this.placement.sharded,
       },
       sentAt,
       this.report,
     );
-    this.running.add(keeper);
+    this.running.set(keeper, place);
     const onAbort = (): void => keeper.abort(signal?.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
     if (signal?.aborted || this.closing)
@@ -491,10 +517,7 @@ export class PairCore {
       this.running.delete(keeper);
       keeper.stop();
     };
-    const assertLease = (): void => {
-      const session = this.session;
-      keeper.assert(session === undefined ? undefined : session.deadlineAt);
-    };
+    const assertLease = (): void => keeper.assert(session?.deadlineAt);
     // A run started before its grant: until the claim is answered the record may be another's.
     let refused: StaleFenceError | undefined;
     claim?.then(
@@ -703,7 +726,7 @@ export class PairCore {
 
   /** Aborts every running routine's signal with `reason` (a `ClosedError` hands them over). */
   abortAll(reason: unknown): void {
-    for (const keeper of this.running) keeper.abort(reason);
+    for (const keeper of this.running.keys()) keeper.abort(reason);
   }
 
   /** Stops taking work: running routines see their signal abort (a handover). */
@@ -733,6 +756,22 @@ export class PairCore {
     await this.flush();
     this.beginClose();
     await this.notifier.close();
-    await this.session?.stop();
+    await this.placement.stop();
+  }
+
+  /**
+   * This process's liveness channel next to `key` (made first if new), for the siblings of
+   * its twin (src/pairing/siblings.ts); undefined with liveness off.
+   */
+  async channelNear(key: string): Promise<string | undefined> {
+    if (!this.options.liveness) return undefined;
+    return (await this.placement.near(key)).liveChannel;
+  }
+
+  /** How many subscribers each of these liveness channels has (any process's). */
+  async subscribers(channels: string[]): Promise<number[]> {
+    const owners = channels.map((channel) => ({ channel, sessionKey: '' }));
+    const signs = await ownersAlive(this.client, this.placement.sharded, owners);
+    return signs.map((sign) => sign.subscribers ?? 0);
   }
 }

@@ -50,9 +50,20 @@ export function settleChannel(prefix: string): string {
   return `${prefix}:pair:settled`;
 }
 
-/** One channel per process (lock instance): its subscriber count says whether it lives. */
-export function livenessChannel(prefix: string, instanceId: string): string {
-  return `${prefix}:live:${instanceId}`;
+/**
+ * `{tag}` placed in a per-process key or channel on a Cluster: the hash tag of one master's
+ * slots (src/lock/shards.ts), '' on one Redis.
+ */
+function shard(tag: string): string {
+  return tag === '' ? '' : `{${tag}}:`;
+}
+
+/**
+ * One channel per process (lock instance): its subscriber count says whether it lives. On a
+ * Cluster, one per master (`tag`), a sharded channel held by a subscriber on that master.
+ */
+export function livenessChannel(prefix: string, instanceId: string, tag = ''): string {
+  return `${prefix}:live:${shard(tag)}${instanceId}`;
 }
 
 /** The identity of an address inside one process, as carried by settle messages. */
@@ -60,9 +71,12 @@ export function addressTag(key: string, field: string): string {
   return JSON.stringify([key, field]);
 }
 
-/** One key per process (lock instance) with a lease: while it exists, the process is alive. */
-export function sessionKey(prefix: string, instanceId: string): string {
-  return `${prefix}:session:${instanceId}`;
+/**
+ * One key per process (lock instance) with a lease: while it exists, the process is alive.
+ * On a Cluster, one per master (`tag`), next to the records the acquire script reads it for.
+ */
+export function sessionKey(prefix: string, instanceId: string, tag = ''): string {
+  return `${prefix}:session:${shard(tag)}${instanceId}`;
 }
 
 /** The processes working one twin's queue: each one's liveness channel, scored by last sign of life. */
@@ -74,8 +88,8 @@ export function siblingsKey(prefix: string, twin: string, queue: string): string
  * The lock store's epoch: which server (run_id) its clients talk to, and since when. The
  * acquire script starts a new epoch after a restart or failover, for the liveness warm-up.
  */
-export function epochKey(prefix: string): string {
-  return `${prefix}:epoch`;
+export function epochKey(prefix: string, tag = ''): string {
+  return tag === '' ? `${prefix}:epoch` : `${prefix}:epoch:{${tag}}`;
 }
 
 /** `text` matched literally by a Redis glob pattern (SCAN MATCH, PUBSUB CHANNELS, KEYS). */

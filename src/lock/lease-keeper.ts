@@ -13,8 +13,10 @@ export interface LeaseKeeperOptions {
    * leases every record at once: the record is then only refreshed every retention / 3.
    */
   perRecord: boolean;
-  /** The lock store's epoch key ('' on a Cluster): a heartbeat stamps the epoch it lands in. */
+  /** The lock store's epoch key ('' none): a heartbeat stamps the epoch it lands in. */
   epochKey: string;
+  /** A Cluster lock store (see `HeartbeatPlace`). */
+  sharded: boolean;
 }
 
 /**
@@ -119,7 +121,7 @@ export class LeaseKeeper {
         this.grant,
         this.options.leaseMs,
         this.options.retentionMs,
-        this.options.epochKey,
+        { epochKey: this.options.epochKey, sharded: this.options.sharded },
       );
       if (this.stopped) return;
       if (reply.kind === 'ok') {

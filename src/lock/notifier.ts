@@ -3,6 +3,7 @@ import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import { asError, ClosedError, LivenessSubscriberError } from '../errors.js';
 import { CLOSE_TIMEOUT_MS, TIMED_OUT, within } from './bounded.js';
 import { addressTag } from './keys.js';
+import { ownersAlive } from './owners.js';
 import { readStoredRecord } from './record.js';
 import type { RedisConnection } from './scripts.js';
 
@@ -201,10 +202,12 @@ export class Notifier {
     /** The subscriber ended for good: this process's runs will be taken over. */
     private readonly onLost: () => void = () => {},
   ) {
-    // A Cluster's duplicate() is a Cluster; subscribing works the same on both.
+    // A Cluster's duplicate() is a Cluster; subscribing works the same on both. Its sharded
+    // channels (the liveness channels, one per master) get a subscriber per master, which
+    // ioredis moves to the new master after a failover.
     this.subscriber = (
       client.isCluster
-        ? (client as Cluster).duplicate()
+        ? (client as Cluster).duplicate([], { shardedSubscribers: true })
         : (client as Redis).duplicate(subscriberOptions(client as Redis))
     ) as Redis;
     this.subscriber.on('error', (err: Error) => {
@@ -304,6 +307,14 @@ export class Notifier {
   /** Subscribed and well: our liveness channel is held and settle messages arrive. */
   get healthy(): boolean {
     return this.away === undefined && this.lost === undefined;
+  }
+
+  /**
+   * Subscribes one of this process's sharded liveness channels (a Cluster: one per master),
+   * before any grant names it. ioredis keeps it subscribed across failovers and reshardings.
+   */
+  async ssubscribe(channel: string): Promise<void> {
+    await this.subscriber.ssubscribe(channel);
   }
 
   /** Subscribes before any acquire, so neither a notification nor our liveness is missed. */
@@ -485,47 +496,37 @@ export class Notifier {
 
   private async checkLiveness(): Promise<void> {
     if (this.watching) return; // a slow reply must not pile up checks
-    const byChannel = new Map<string, Ticket[]>();
-    const bySession = new Map<string, Ticket[]>();
-    const add = (map: Map<string, Ticket[]>, key: string, ticket: Ticket): void => {
-      if (key === '') return;
-      const list = map.get(key) ?? [];
-      list.push(ticket);
-      map.set(key, list);
-    };
+    // One entry per owner (channel and session key), with the tickets waiting for it.
+    const byOwner = new Map<string, { owner: Owner; tickets: Ticket[] }>();
     for (const set of this.tickets.values()) {
       for (const ticket of set) {
-        add(byChannel, ticket.owner.channel, ticket);
-        add(bySession, ticket.owner.sessionKey, ticket);
+        const { owner } = ticket;
+        if (owner.channel === '' && owner.sessionKey === '') continue;
+        const id = `${owner.channel}\n${owner.sessionKey}`;
+        const entry = byOwner.get(id) ?? { owner, tickets: [] };
+        entry.tickets.push(ticket);
+        byOwner.set(id, entry);
       }
     }
-    if (byChannel.size === 0 && bySession.size === 0) {
+    if (byOwner.size === 0) {
       clearInterval(this.watchTimer);
       this.watchTimer = undefined;
       return;
     }
     this.watching = true;
-    // The acquire script re-checks atomically (and applies the grace period) on each wake.
-    const wake = (tickets: Ticket[] | undefined): void => {
-      for (const ticket of tickets ?? []) ticket.wake('gone');
-    };
     try {
-      if (byChannel.size > 0) {
-        const reply = (await this.client.call('PUBSUB', 'NUMSUB', ...byChannel.keys())) as (
-          | string
-          | number
-        )[];
-        for (let i = 0; i < reply.length; i += 2) {
-          if (Number(reply[i + 1]) === 0) wake(byChannel.get(String(reply[i])));
-        }
-      }
-      if (bySession.size > 0) {
-        const keys = [...bySession.keys()];
-        const values = await this.client.mget(...keys);
-        values.forEach((value, i) => {
-          if (value === null) wake(bySession.get(keys[i] ?? ''));
-        });
-      }
+      const entries = [...byOwner.values()];
+      const signs = await ownersAlive(
+        this.client,
+        this.client.isCluster,
+        entries.map((e) => e.owner),
+      );
+      // The acquire script re-checks atomically (and applies the grace period) on each wake.
+      entries.forEach((entry, i) => {
+        const sign = signs[i];
+        const gone = sign?.subscribers === 0 || sign?.sessionLeftMs === -2;
+        if (gone) for (const ticket of entry.tickets) ticket.wake('gone');
+      });
     } catch {
       // The lock store is unreachable: the waiters' own timers keep polling.
     } finally {

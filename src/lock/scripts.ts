@@ -23,7 +23,22 @@ function sha(name: ScriptName): string {
  * EVALSHA with a one-time EVAL fallback: the user's client is never modified (no
  * defineCommand), and a flushed script cache (Redis restart) costs one extra round trip.
  */
-async function runScript(
+export async function evalScript(
+  client: RedisConnection,
+  name: ScriptName,
+  keys: string[],
+  args: (string | number)[],
+): Promise<unknown[]> {
+  try {
+    return (await client.evalsha(sha(name), keys.length, ...keys, ...args)) as unknown[];
+  } catch (err) {
+    if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
+    return (await client.eval(luaScripts[name].lua, keys.length, ...keys, ...args)) as unknown[];
+  }
+}
+
+/** A pair-record script: KEYS are the record's two (and `extraKeys`), ARGV[1] its field. */
+function runScript(
   client: RedisConnection,
   name: ScriptName,
   address: RecordAddress,
@@ -31,25 +46,12 @@ async function runScript(
   /** Keys after the record's two (KEYS[3]…), for the scripts that take them. */
   extraKeys: string[] = [],
 ): Promise<unknown[]> {
-  const keys = [address.key, address.index, ...extraKeys];
-  try {
-    return (await client.evalsha(
-      sha(name),
-      keys.length,
-      ...keys,
-      address.field,
-      ...args,
-    )) as unknown[];
-  } catch (err) {
-    if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
-    return (await client.eval(
-      luaScripts[name].lua,
-      keys.length,
-      ...keys,
-      address.field,
-      ...args,
-    )) as unknown[];
-  }
+  return evalScript(
+    client,
+    name,
+    [address.key, address.index, ...extraKeys],
+    [address.field, ...args],
+  );
 }
 
 type ReplyLayout = keyof typeof REPLY_FIELDS;
@@ -104,7 +106,12 @@ export type AcquireReply =
   /** A claim (`AcquireArgs.claim`) of a record another grant holds or held: no grant. */
   | { kind: 'taken'; fence: number; state: string; owner: string }
   /** The caller's session key is gone: make it anew, then ask again. */
-  | { kind: 'noSession' };
+  | { kind: 'noSession' }
+  /**
+   * Cluster: the caller's keys are not on the record's node (its slot map is stale), or its
+   * sharded liveness channel there has no subscriber yet. Ask again shortly.
+   */
+  | { kind: 'unplaced'; what: 'moved' | 'unsubscribed' };
 
 export interface AcquireArgs {
   member: string;
@@ -116,8 +123,13 @@ export interface AcquireArgs {
   graceMs: number;
   warmupS: number;
   sessionKey: string;
-  /** The lock store's epoch key (KEYS[3]); absent or '' on a Cluster, where it would cross slots. */
+  /** The lock store's epoch key (on a Cluster: the one on the record's master); '' when none. */
   epochKey?: string;
+  /**
+   * A Cluster: the channels are sharded, and the epoch key goes in ARGV (undeclared: a
+   * declared key would have to share the record's slot).
+   */
+  sharded?: boolean;
   /** Lowest fence a grant may carry: 2 for a twin that is not the job's chosen executor. */
   minFence?: number;
   /** A claim of a run already started with fence 1: granted only if nobody else holds the record. */
@@ -158,8 +170,10 @@ export async function acquire(
       a.channel ?? '',
       a.ownGraceMs ?? 0,
       a.waitForClaimMs ?? 0,
+      a.sharded ? '1' : '0',
+      a.sharded ? (a.epochKey ?? '') : '',
     ],
-    a.epochKey ? [a.epochKey] : [],
+    a.epochKey && !a.sharded ? [a.epochKey] : [],
   );
   return acquireReply(address, reply);
 }
@@ -218,6 +232,10 @@ function acquireReply(address: RecordAddress, reply: unknown[]): AcquireReply {
     }
     case REPLY.NO_SESSION:
       return { kind: 'noSession' };
+    case REPLY.UNPLACED: {
+      const r = replyFields('UNPLACED', reply);
+      return { kind: 'unplaced', what: r.what === 'moved' ? 'moved' : 'unsubscribed' };
+    }
     default: // REPLY.CORRUPT, or not a reply of ours
       return corrupt(address);
   }
@@ -254,17 +272,29 @@ export interface Grant {
   fence: number;
 }
 
+/** Where a heartbeat stamps the epoch, and (Cluster) the owner's keys to re-stamp. */
+export interface HeartbeatPlace {
+  /** The epoch key ('' none; on a Cluster the one on the record's master). */
+  epochKey?: string;
+  /** A Cluster: the epoch key goes in ARGV, and the keys below may be re-stamped. */
+  sharded?: boolean;
+  /** After a resharding: the owner's session key and channel on the record's new master. */
+  sessionKey?: string;
+  liveChannel?: string;
+}
+
 export async function heartbeat(
   client: RedisConnection,
   address: RecordAddress,
   grant: Grant,
   leaseMs: number,
   retentionMs: number,
-  /** The epoch key, '' on a Cluster (see the acquire script). */
-  epochKey = '',
+  place: HeartbeatPlace = {},
 ): Promise<OwnerReply> {
-  const args = [grant.token, grant.fence, leaseMs, retentionMs];
-  const keys = epochKey ? [epochKey] : [];
+  const epoch = place.epochKey ?? '';
+  const args: (string | number)[] = [grant.token, grant.fence, leaseMs, retentionMs];
+  if (place.sharded) args.push(epoch, place.sessionKey ?? '', place.liveChannel ?? '');
+  const keys = epoch && !place.sharded ? [epoch] : [];
   return ownerReply(address, await runScript(client, 'heartbeat', address, args, keys));
 }
 

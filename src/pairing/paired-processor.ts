@@ -223,16 +223,15 @@ export class PairedProcessor<
 
   /**
    * When another process of this twin dies, its parked copies have nobody to wake them:
-   * adopt them, as a starting worker does (standalone lock store with liveness on).
+   * adopt them, as a starting worker does (lock store with liveness on).
    */
   private siblingWatch(worker: Worker): SiblingWatch | undefined {
-    const channel = this.core.liveChannel;
-    if (channel === undefined) return undefined;
+    if (!this.core.options.liveness) return undefined;
     const key = siblingsKey(this.options.lock.prefix, this.options.twin, worker.name);
     const watch = new SiblingWatch(
       this.core.client,
       key,
-      channel,
+      this.core,
       () => void this.adoptParked(worker).catch((err: unknown) => this.report(asError(err))),
       (err) => this.report(err),
     );

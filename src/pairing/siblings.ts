@@ -1,6 +1,17 @@
 import { asError } from '../errors.js';
 import type { RedisConnection } from '../lock/scripts.js';
 
+/** How a process names its own liveness and counts its siblings' (`PairCore`). */
+export interface SiblingLiveness {
+  /**
+   * This process's liveness channel next to the siblings key (on a Cluster, the sharded
+   * channel it keeps on that key's master, where its siblings keep theirs).
+   */
+  channelNear(key: string): Promise<string | undefined>;
+  /** How many subscribers each channel has. */
+  subscribers(channels: string[]): Promise<number[]>;
+}
+
 /** How often a process looks for siblings that died, in ms. */
 const SIBLING_CHECK_MS = 500;
 /** How long a sibling's liveness channel must stay empty before it counts as dead, in ms. */
@@ -15,23 +26,28 @@ const STALE_ENTRY_MS = 600_000;
  * channel in a sorted set; every `SIBLING_CHECK_MS` it asks, in one PUBSUB NUMSUB, whether the
  * others' channels still have a subscriber, and calls `onDeath` once for a sibling whose
  * channel stayed empty for `SIBLING_GRACE_MS`. The cost grows with processes, not jobs.
+ * On a Cluster each process lists the sharded channel it keeps on the set's master, so one
+ * call on that master counts them all.
  */
 export class SiblingWatch {
   private timer: NodeJS.Timeout | undefined;
   private checking = false;
   private stopped = false;
   private readonly goneSince = new Map<string, number>();
+  private ownChannel: string | undefined;
 
   constructor(
     private readonly client: RedisConnection,
     private readonly key: string,
-    private readonly ownChannel: string,
+    private readonly liveness: SiblingLiveness,
     private readonly onDeath: () => void,
     private readonly report: (err: Error) => void,
   ) {}
 
   /** Lists this process among its twin's, so siblings adopt its parked copies if it dies. */
   async register(): Promise<void> {
+    this.ownChannel ??= await this.liveness.channelNear(this.key);
+    if (this.ownChannel === undefined) return;
     await this.client.zadd(this.key, String(Date.now()), this.ownChannel);
   }
 
@@ -52,11 +68,10 @@ export class SiblingWatch {
         (channel) => channel !== this.ownChannel,
       );
       if (others.length === 0) return;
-      const reply = (await this.client.call('PUBSUB', 'NUMSUB', ...others)) as (string | number)[];
+      const counts = await this.liveness.subscribers(others);
       let died = false;
-      for (let i = 0; i < reply.length; i += 2) {
-        const channel = String(reply[i]);
-        if (Number(reply[i + 1]) > 0) {
+      for (const [i, channel] of others.entries()) {
+        if ((counts[i] ?? 0) > 0) {
           this.goneSince.delete(channel);
           continue;
         }

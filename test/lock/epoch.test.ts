@@ -171,7 +171,9 @@ describe('a live run refreshed after a failover', () => {
     await client.hset(epochKey(prefix), { runId: 'old-primary', since: now - 600_000 });
     // The owner reconnects and refreshes its run (LeaseKeeper.check after a reconnect).
     const grant = { token: 'eu-token', fence: 1 };
-    expect(await heartbeat(client, address, grant, 600_000, 600_000, epochKey(prefix))).toEqual({
+    expect(
+      await heartbeat(client, address, grant, 600_000, 600_000, { epochKey: epochKey(prefix) }),
+    ).toEqual({
       kind: 'ok',
     });
     const ask = () => askAsUs(client, address, prefix, { retentionMs: 600_000, warmupS: 1 });

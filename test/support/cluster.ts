@@ -6,6 +6,7 @@
  *                        `cluster-node-timeout`).
  *   masterOf(key):       the node serving a key's slot now.
  *   waitForFailover(old): until another node serves `old`'s slots and the cluster is ok.
+ *   moveSlotOf(key, to): a resharding of one slot, as `redis-cli --cluster reshard` does it.
  *   nodes:               seed addresses for an ioredis `Cluster`.
  * stop() ends every node.
  */
@@ -23,6 +24,10 @@ export interface TestCluster {
   /** The node that serves `key`'s slot now. */
   masterOf(key: string): Promise<BinaryRedis>;
   kill(server: BinaryRedis): Promise<void>;
+  /** Reshards: moves `key`'s slot, with its keys, to master `to` (IMPORTING/MIGRATING, MIGRATE). */
+  moveSlotOf(key: string, to: BinaryRedis): Promise<void>;
+  /** The masters serving slots now. */
+  masters(): Promise<BinaryRedis[]>;
   /** Waits until a node other than `old` serves `old`'s slots and every node says ok. */
   waitForFailover(old: BinaryRedis, timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
@@ -154,6 +159,41 @@ export async function startCluster(nodeTimeoutMs = 1_000): Promise<TestCluster> 
       const [first] = servers;
       const slot = Number(await ask(first as BinaryRedis, 'CLUSTER', 'KEYSLOT', key));
       return slotOwner(slot, [...alive]);
+    },
+    async masters() {
+      for (const server of alive) {
+        try {
+          const slots = (await ask(server, 'CLUSTER', 'SLOTS')) as [
+            number,
+            number,
+            [string, number],
+          ][];
+          return [...new Set(slots.map((range) => byPort(Number(range[2][1]))))];
+        } catch {
+          // a node that is down: ask the next
+        }
+      }
+      throw new Error('cluster harness: no node answers CLUSTER SLOTS');
+    },
+    async moveSlotOf(key: string, to: BinaryRedis) {
+      const [first] = [...alive];
+      const slot = Number(await ask(first as BinaryRedis, 'CLUSTER', 'KEYSLOT', key));
+      const from = await slotOwner(slot, [...alive]);
+      if (from === to) return;
+      const [fromId, toId] = [
+        String(await ask(from, 'CLUSTER', 'MYID')),
+        String(await ask(to, 'CLUSTER', 'MYID')),
+      ];
+      await ask(to, 'CLUSTER', 'SETSLOT', String(slot), 'IMPORTING', fromId);
+      await ask(from, 'CLUSTER', 'SETSLOT', String(slot), 'MIGRATING', toId);
+      for (;;) {
+        const keys = (await ask(from, 'CLUSTER', 'GETKEYSINSLOT', String(slot), '100')) as string[];
+        if (keys.length === 0) break;
+        await ask(from, 'MIGRATE', to.host, String(to.port), '', '0', '5000', 'KEYS', ...keys);
+      }
+      for (const server of [to, from, ...[...alive].filter((s) => s !== to && s !== from)]) {
+        await ask(server, 'CLUSTER', 'SETSLOT', String(slot), 'NODE', toId).catch(() => {});
+      }
     },
     async kill(server: BinaryRedis) {
       alive.delete(server);

@@ -20,6 +20,7 @@ const OPTIONS: LeaseKeeperOptions = {
   retentionMs: 60_000,
   perRecord: true,
   epochKey: '',
+  sharded: false,
 };
 /** Where the first deadline falls: the lease less its margin, from the grant at 0. */
 const DEADLINE = localDeadline(0, OPTIONS.leaseMs, OPTIONS.heartbeatMs);

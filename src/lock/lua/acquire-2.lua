@@ -4,8 +4,9 @@
   Input:
     KEYS[1] record key (key mode) or hash key (hash mode)
     KEYS[2] expiry index of the hash (hash mode; ignored in key mode)
-    KEYS[3] optional (absent on a Cluster): the epoch key, a hash { runId, since } naming the
-            server that wrote it and since when (ms) its clients have talked to it
+    KEYS[3] optional (absent on a Cluster, see ARGV[17]): the epoch key, a hash
+            { runId, since } naming the server that wrote it and since when (ms) its clients
+            have talked to it
     ARGV[1] field: the task id in hash mode, '' in key mode
     ARGV[2] member name of the caller (e.g. 'eu')
     ARGV[3] token: unique per run() call
@@ -22,8 +23,10 @@
     ARGV[10] session key of the caller's process, '' when sessions are off. While it exists
             the process is alive and every record it owns is leased: one key refreshed per
             process replaces a heartbeat per record. Read for the *owner* of a record without
-            being declared in KEYS, so sessions are for standalone Redis only (the client turns
-            them off on a Cluster, where records fall back to leases of their own).
+            being declared in KEYS (Redis allows that for keys on the same node). On a Cluster
+            a process keeps one session key and one liveness channel on each master, in a
+            hash tag of that master's slots; ARGV[7] and ARGV[10] are the caller's on this
+            record's master (includes/owner).
     ARGV[11] lowest fence this caller may be granted (default 1). A job's chosen executor
             (PairedQueue's `executor` option) may start with fence 1 before its claim is
             answered; every other twin asks with 2, so its first grant can never share that
@@ -41,6 +44,11 @@
             claim, counted from the mark (its standbyGraceMs); 0 or absent: no wait. Until
             then it is answered BUSY (owner '', recheck: the time left), however its copy came
             back (a park that ended early, a stalled job recovered).
+    ARGV[16] '1' on a Cluster: liveness channels are sharded (SSUBSCRIBE, SHARDNUMSUB), the
+            caller's own channel must have its subscriber here before a grant, and keys read
+            without being declared may be on another node after a resharding.
+    ARGV[17] on a Cluster: the epoch key of this record's master (read undeclared: a declared
+            key would have to share the record's slot), '' when none.
 
   Output (codes and field layouts: replies.json):
     {GRANTED, fence, takeoverReason ('' | 'expired' | 'failed' | 'released' | 'disconnected'),
@@ -57,6 +65,10 @@
                                                       else already holds or held: no grant
     {NO_SESSION}                                      the caller's session key is gone: no grant
                                                       (a shadow would take it for a dead owner's)
+    {UNPLACED, what}                                  Cluster: the caller's keys are not on this
+                                                      node ('moved': its slot map is stale) or its
+                                                      channel has no subscriber here yet
+                                                      ('unsubscribed'): no grant, ask again
     {CORRUPT}                                         the record is unreadable
 ]]
 --- @include "replies"
@@ -75,7 +87,13 @@ local claim = ARGV[12] == '1'
 local channel = ARGV[13] or ''
 local ownGraceMs = tonumber(ARGV[14]) or 0
 local waitForClaimMs = tonumber(ARGV[15]) or 0
+local sharded = ARGV[16] == '1'
 local epochKey = KEYS[3]
+if not epochKey and (ARGV[17] or '') ~= '' then epochKey = ARGV[17] end
+-- The caller named this master's keys by its own slot map, stale after a resharding.
+if sharded and epochKey and type(redis.pcall('EXISTS', epochKey)) == 'table' then
+  return {REPLY.UNPLACED, 'moved'}
+end
 
 local now = nowMs()
 local rec = loadRecord(key, indexKey, field, now)
@@ -111,6 +129,8 @@ if rec then
       retentionMs = retentionMs,
       warmupS = warmupS,
       graceMs = graceMs,
+      sharded = sharded,
+      leaseMs = leaseMs,
       save = function() saveRecord(key, indexKey, field, rec, now, retentionMs) end,
     })
     if reason == '' then
@@ -133,7 +153,19 @@ end
 -- A grant under a session key that has vanished (evicted, expired while this process was
 -- frozen, lost in a failover) would look dead to the twin at once: refuse it, and let the
 -- caller make its session anew first.
-if sessionKey ~= '' and redis.call('EXISTS', sessionKey) == 0 then return {REPLY.NO_SESSION} end
+if sharded and sessionKey ~= '' then
+  -- The caller placed its keys by its own slot map: stale after a resharding.
+  local exists = redis.pcall('EXISTS', sessionKey)
+  if type(exists) == 'table' then return {REPLY.UNPLACED, 'moved'} end
+  if exists == 0 then return {REPLY.NO_SESSION} end
+  -- Its sharded subscriber on this master may still be on its way (a new master after a
+  -- failover): a grant now would look like a dead owner's to a twin.
+  if liveChannel ~= '' and redis.call('PUBSUB', 'SHARDNUMSUB', liveChannel)[2] == 0 then
+    return {REPLY.UNPLACED, 'unsubscribed'}
+  end
+elseif sessionKey ~= '' and redis.call('EXISTS', sessionKey) == 0 then
+  return {REPLY.NO_SESSION}
+end
 
 local fence = minFence
 local attempts = 1

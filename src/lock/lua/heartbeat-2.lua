@@ -12,6 +12,12 @@
     ARGV[3] fence of the owner
     ARGV[4] lease in ms
     ARGV[5] retention in ms
+    ARGV[6] on a Cluster: the epoch key of this record's master (undeclared, see acquire), ''
+    ARGV[7] on a Cluster: the owner's session key on this record's master now, '' to keep
+    ARGV[8] on a Cluster: the owner's liveness channel on this record's master now, '' to keep
+            A resharding that moved the record's slot to another master left its session
+            key and channel on the old one: the owner re-stamps the record with the new
+            master's (includes/owner: until then a twin gives it one lease).
 
   Output (codes and field layouts: replies.json):
     {OK, fence}                   extended
@@ -36,7 +42,14 @@ if not isOwner(rec, token, fence) then
 end
 -- Extending after the lease ran out is safe: the takeover scripts run atomically, so a
 -- record still naming this owner means nobody took it over.
-if KEYS[3] then epochSince(KEYS[3], now, retentionMs) end
+local epochKey = KEYS[3]
+if not epochKey and (ARGV[6] or '') ~= '' then epochKey = ARGV[6] end
+if epochKey then epochSince(epochKey, now, retentionMs) end
+if (ARGV[7] or '') ~= '' and rec.skey then
+  rec.skey = ARGV[7]
+  rec.movedSince = nil
+end
+if (ARGV[8] or '') ~= '' and rec.live then rec.live = ARGV[8] end
 rec.leaseUntil = now + leaseMs
 saveRecord(key, indexKey, field, rec, now, retentionMs)
 return {REPLY.OK, rec.fence}

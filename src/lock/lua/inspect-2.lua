@@ -16,7 +16,8 @@
       sessionLeftMs: PTTL of the owner's session key when the record is running under a
       session (its lease then lives there, not in the record); NOT_UNDER_SESSION when there is
       none.
-      The session key is read without being declared, like acquire does: standalone only.
+      The session key is read without being declared, like acquire does; on a Cluster after
+      a resharding it may be on another node: then NOT_UNDER_SESSION (unknown here).
 ]]
 --- @include "replies"
 --- @include "includes/record"
@@ -34,7 +35,8 @@ local function withSession(raw, retentionLeft)
   if raw then
     local ok, rec = pcall(cjson.decode, raw)
     if ok and type(rec) == 'table' and rec.state == 'running' and type(rec.skey) == 'string' then
-      sessionLeft = redis.call('PTTL', rec.skey)
+      local left = redis.pcall('PTTL', rec.skey)
+      if type(left) == 'number' then sessionLeft = left end
     end
   end
   return {now, raw or false, retentionLeft, sessionLeft}

@@ -7,8 +7,18 @@
   than the grace), and the record is no orphan of a failover. After a restart or a failover
   an absence proves nothing until the server's epoch is past its warm-up.
 
+  On a Cluster (o.sharded) the owner's session key and liveness channel are the ones it keeps
+  on this record's master (a hash tag in that master's slots): read here without being
+  declared, which Redis allows for a key on the same node. Its channel is a sharded one
+  (SSUBSCRIBE), counted with PUBSUB SHARDNUMSUB. After a resharding moved the record's slot to
+  another master they are not local any more until the owner re-stamps the record (its next
+  heartbeat): meanwhile the owner holds the record for one lease from when that was first
+  seen (rec.movedSince), so a dead owner is still taken over, as by a lease of its own.
+
   `o` carries what the caller was given:
-    o.epochKey     the epoch key, nil on a Cluster
+    o.epochKey     the epoch key (on a Cluster the one on this record's master), nil if none
+    o.sharded      true on a Cluster: sharded liveness channels, owner keys maybe not local
+    o.leaseMs      the lease, for an owner whose keys a resharding moved away
     o.retentionMs  retention of the records (and of the epoch key)
     o.warmupS      liveness warm-up in seconds after a restart or a failover
     o.graceMs      how long the owner's channel must stay empty before it counts as gone
@@ -31,13 +41,35 @@ local function restartedSinceGrant(rec, now, o)
   return false
 end
 
--- Whether the owner's lease lasts, and the ms until it may end (worth asking again then).
+-- A resharding moved the record away from its owner's keys: the owner has one lease from
+-- when that was first seen to re-stamp the record. Returns whether it still holds it, and
+-- when to ask again.
+local function movedOwnerLeased(rec, now, o)
+  if not rec.movedSince then
+    rec.movedSince = now
+    o.save()
+  end
+  local left = rec.movedSince + o.leaseMs - now
+  return left > 0, math.min(math.max(left, 1), 1000)
+end
+
+-- Whether the owner's lease lasts, and the ms until it may end (worth asking again then);
+-- 'moved' as a third value when its keys are on another node (see above).
 local function ownerLeased(rec, now, o)
   local skey = rec.skey or ''
   if skey == '' then
     return rec.leaseUntil > now, rec.leaseUntil - now
   end
-  local left = redis.call('PTTL', skey)
+  local left = redis.pcall('PTTL', skey)
+  if type(left) == 'table' then
+    -- "Script attempted to access a non local key": only a Cluster answers so.
+    local leased, recheck = movedOwnerLeased(rec, now, o)
+    return leased, recheck, 'moved'
+  end
+  if rec.movedSince then
+    rec.movedSince = nil
+    o.save()
+  end
   if left > 0 then return true, left end
   local wait = restartedSinceGrant(rec, now, o)
   if wait then return true, wait end
@@ -53,7 +85,12 @@ local function ownerConnected(rec, now, o, recheck)
   -- A dead process closes its connections at once, so an empty liveness channel means the
   -- owner is gone long before its lease says so. The grace absorbs a subscriber that is
   -- merely reconnecting.
-  local subscribers = redis.call('PUBSUB', 'NUMSUB', live)[2]
+  local subscribers
+  if o.sharded then
+    subscribers = redis.call('PUBSUB', 'SHARDNUMSUB', live)[2]
+  else
+    subscribers = redis.call('PUBSUB', 'NUMSUB', live)[2]
+  end
   if subscribers == 0 then
     local wait = restartedSinceGrant(rec, now, o)
     if wait then
@@ -97,8 +134,10 @@ end
 -- Why a running record may be taken over from its owner ('expired' | 'disconnected'), or ''
 -- while the owner holds it; and the ms after which asking again is worth it.
 local function ownerStatus(rec, now, o)
-  local leased, recheck = ownerLeased(rec, now, o)
+  local leased, recheck, moved = ownerLeased(rec, now, o)
   if not leased then return 'expired', recheck end
+  -- Its channel is counted on its own node, not here: a count here would say 0.
+  if moved then return '', recheck end
   local connected
   connected, recheck = ownerConnected(rec, now, o, recheck)
   if not connected then return 'disconnected', recheck end

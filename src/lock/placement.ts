@@ -1,0 +1,121 @@
+import type { Cluster } from 'ioredis';
+import { epochKey, livenessChannel, sessionKey } from './keys.js';
+import type { RedisConnection } from './scripts.js';
+import { Session } from './session.js';
+import { ShardMap } from './shards.js';
+
+/** This process's session key, liveness channel and epoch key next to one record. */
+export interface Place {
+  /** The master's hash tag on a Cluster, '' on one Redis. */
+  readonly tag: string;
+  /** '' when sessions are off (liveness off). */
+  readonly sessionKey: string;
+  /** '' when liveness is off. */
+  readonly liveChannel: string;
+  /** '' when there is none. */
+  readonly epochKey: string;
+  readonly session: Session | undefined;
+  /** True on a Cluster: the channel is sharded and the keys are read undeclared. */
+  readonly sharded: boolean;
+}
+
+export interface PlacementHooks {
+  /** A session key ran out or vanished: stop the runs under it. */
+  onSessionLost(key: string): void;
+  report(err: Error): void;
+  /** Subscribes a sharded liveness channel (Cluster) before any grant names it. */
+  ssubscribe(channel: string): Promise<void>;
+}
+
+/**
+ * Where this process's liveness lives. On one Redis: one session key and one liveness
+ * channel for the process. On a Cluster: one of each per master, made (session started,
+ * channel subscribed) before the first grant on that master (see src/lock/shards.ts). With
+ * liveness off there are none, and records keep leases of their own.
+ */
+export class Placement {
+  private readonly shards: ShardMap | undefined;
+  private readonly places = new Map<string, Promise<Place>>();
+  private readonly ready = new Map<string, Place>();
+
+  constructor(
+    private readonly client: RedisConnection,
+    private readonly prefix: string,
+    private readonly instanceId: string,
+    private readonly liveness: boolean,
+    private readonly lease: { leaseMs: number; heartbeatMs: number },
+    private readonly hooks: PlacementHooks,
+  ) {
+    this.shards = client.isCluster ? new ShardMap(client as Cluster) : undefined;
+  }
+
+  get sharded(): boolean {
+    return this.shards !== undefined;
+  }
+
+  /** The tag of the master serving `key` now ('' on one Redis). */
+  tagOf(key: string): string {
+    return this.shards?.tagOf(key) ?? '';
+  }
+
+  /** Makes the places of every master known now (one place on one Redis). */
+  async start(): Promise<void> {
+    const tags = this.shards?.masterTags() ?? [''];
+    await Promise.all(tags.map((tag) => this.place(tag)));
+  }
+
+  /** The place next to `key` (made first if new: a master this process has not used yet). */
+  near(key: string): Promise<Place> {
+    return this.place(this.tagOf(key));
+  }
+
+  /** The place next to `key` if it is made already. */
+  nearNow(key: string): Place | undefined {
+    return this.ready.get(this.tagOf(key));
+  }
+
+  private place(tag: string): Promise<Place> {
+    let place = this.places.get(tag);
+    if (place === undefined) {
+      place = this.make(tag);
+      this.places.set(tag, place);
+      // A failed start is tried again by the next caller.
+      place.then(
+        (made) => this.ready.set(tag, made),
+        () => this.places.delete(tag),
+      );
+    }
+    return place;
+  }
+
+  private async make(tag: string): Promise<Place> {
+    const sharded = this.sharded;
+    const epoch = epochKey(this.prefix, tag);
+    if (!this.liveness) {
+      return { tag, sessionKey: '', liveChannel: '', epochKey: epoch, session: undefined, sharded };
+    }
+    const key = sessionKey(this.prefix, this.instanceId, tag);
+    const channel = livenessChannel(this.prefix, this.instanceId, tag);
+    const session = new Session(
+      this.client,
+      key,
+      this.lease.leaseMs,
+      this.lease.heartbeatMs,
+      () => this.hooks.onSessionLost(key),
+      (err) => this.hooks.report(err),
+    );
+    // The channel first: a session key without its channel would look like a dead owner's.
+    if (sharded) await this.hooks.ssubscribe(channel);
+    await session.start();
+    return { tag, sessionKey: key, liveChannel: channel, epochKey: epoch, session, sharded };
+  }
+
+  /** Every session made so far. */
+  sessions(): Session[] {
+    return [...this.ready.values()].flatMap((p) => (p.session ? [p.session] : []));
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.sessions().map((s) => s.stop()));
+  }
+}

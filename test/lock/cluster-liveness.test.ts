@@ -1,0 +1,139 @@
+/**
+ * Sessions and liveness on a real Redis Cluster (three masters, three replicas:
+ * test/support/cluster.ts). Each process keeps a session key and a sharded liveness channel
+ * on every master (src/lock/shards.ts), so a record's owner is judged on the record's own
+ * node: a SIGKILLed executor is taken over as soon as its channels empty, not when a 30 s
+ * lease runs out, and a master's failover does not make a live executor look dead.
+ */
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Cluster } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { LockStoreUnavailableError, PairedLock } from '../../src/index.js';
+import { recordAddress } from '../../src/lock/keys.js';
+import { FixtureProcess } from '../support/child.js';
+import { startCluster, type TestCluster } from '../support/cluster.js';
+import { uniquePrefix } from '../support/redis.js';
+
+let cluster: TestCluster;
+const children: FixtureProcess[] = [];
+const locks: PairedLock[] = [];
+const clients: Cluster[] = [];
+
+beforeAll(async () => {
+  cluster = await startCluster();
+}, 60_000);
+afterEach(async () => {
+  await Promise.all(children.splice(0).map((child) => child.kill()));
+  await Promise.all(locks.splice(0).map((lock) => lock.close()));
+  await Promise.all(clients.splice(0).map((client) => client.quit()));
+});
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+/** One task id whose record sits on each master. */
+async function idsOnEveryMaster(prefix: string): Promise<string[]> {
+  const byMaster = new Map<number, string>();
+  for (let i = 0; byMaster.size < 3; i++) {
+    const id = `t${i}`;
+    const master = await cluster.masterOf(recordAddress(prefix, id).key);
+    if (!byMaster.has(master.port)) byMaster.set(master.port, id);
+  }
+  return [...byMaster.values()];
+}
+
+/** A PairedLock executor process holding every id, its lock store on the Cluster. */
+async function holder(prefix: string, ids: string[]): Promise<FixtureProcess> {
+  const child = new FixtureProcess('lock-executor.ts', {
+    LOCK_CLUSTER: cluster.nodes.map((n) => `${n.host}:${n.port}`).join(','),
+    MEMBER: 'eu',
+    PREFIX: prefix,
+    TASK_IDS: ids.join(','),
+    LEASE_MS: '30000',
+  });
+  children.push(child);
+  for (const _ of ids) expect(await child.next('executing')).toMatchObject({ fence: 1 });
+  return child;
+}
+
+/** This test's member shadows every id; `started` notes when each run began. */
+function shadow(prefix: string, ids: string[]) {
+  const client = cluster.connect();
+  clients.push(client);
+  const lock = new PairedLock(client, { member: 'us', prefix, leaseMs: 30_000 });
+  lock.on('error', () => {});
+  locks.push(lock);
+  const started = new Map<string, number>();
+  // As a caller would: a run the lock store could not answer (a master failing over) is
+  // asked again.
+  const run = async (
+    id: string,
+  ): ReturnType<typeof lock.run<{ fence: number; takeover: unknown }>> => {
+    for (;;) {
+      try {
+        return await lock.run(id, ({ fence, takeover }) => {
+          started.set(id, performance.now());
+          return { fence, takeover };
+        });
+      } catch (err) {
+        if (!(err instanceof LockStoreUnavailableError)) throw err;
+        await sleep(200);
+      }
+    }
+  };
+  const runs = ids.map(run);
+  return { started, runs };
+}
+
+describe('liveness on a Redis Cluster lock store', () => {
+  it('takes over from a SIGKILLed executor on every master within seconds despite a 30 s lease', {
+    timeout: 60_000,
+  }, async () => {
+    const prefix = uniquePrefix('cl-kill');
+    const ids = await idsOnEveryMaster(prefix);
+    const child = await holder(prefix, ids);
+    const { started, runs } = shadow(prefix, ids);
+    // While the executor lives, its runs are left to it.
+    await sleep(1_000);
+    expect(started.size).toBe(0);
+    const killedAt = performance.now();
+    await child.kill('SIGKILL');
+    const outcomes = await Promise.all(runs);
+    for (const outcome of outcomes) {
+      expect(outcome).toMatchObject({
+        role: 'executor',
+        result: { fence: 2, takeover: 'disconnected' },
+      });
+    }
+    // Before sessions and liveness worked on a Cluster, only the 30 s lease revealed the
+    // death ('expired', ~30 s). Generous: the grace is 100 ms here.
+    const slowest = Math.max(...ids.map((id) => (started.get(id) ?? Infinity) - killedAt));
+    expect(slowest).toBeLessThan(10_000);
+  });
+
+  it("keeps a live executor's runs through a master's failover, then takes over at its death", {
+    timeout: 90_000,
+  }, async () => {
+    const prefix = uniquePrefix('cl-failover');
+    const ids = await idsOnEveryMaster(prefix);
+    const child = await holder(prefix, ids);
+    const { started, runs } = shadow(prefix, ids);
+    const victim = await cluster.masterOf(recordAddress(prefix, ids[0] as string).key);
+    await cluster.kill(victim);
+    await cluster.waitForFailover(victim);
+    // The promoted replica counts the executor's channel once ioredis has moved its sharded
+    // subscriber there; the epoch warm-up covers the moments before.
+    await sleep(3_000);
+    expect(started.size).toBe(0);
+    expect(child.lines.filter((line) => line.event === 'aborted')).toEqual([]);
+    const killedAt = performance.now();
+    await child.kill('SIGKILL');
+    const outcomes = await Promise.all(runs);
+    for (const outcome of outcomes) {
+      expect(outcome).toMatchObject({ role: 'executor', result: { fence: 2 } });
+    }
+    const slowest = Math.max(...ids.map((id) => (started.get(id) ?? Infinity) - killedAt));
+    expect(slowest).toBeLessThan(15_000);
+  });
+});
