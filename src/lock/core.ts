@@ -31,6 +31,7 @@ import {
   type AcquireReply,
   acquire,
   type Grant,
+  type HeartbeatPlace,
   inspect,
   type OwnerReply,
   type RedisConnection,
@@ -503,6 +504,7 @@ export class PairCore {
             ? ''
             : (place?.epochKey ?? ''),
         sharded: this.placement.sharded,
+        relocate: session === undefined ? undefined : () => this.relocate(keeper, address),
       },
       sentAt,
       this.report,
@@ -722,6 +724,27 @@ export class PairCore {
         await delay(backoffMs(attempt, SETTLE_RETRY_CAP_MS));
       }
     }
+  }
+
+  /**
+   * A resharding moved a running record's slot to a master where this process's keys are not:
+   * its keys there (made first if new), for the keeper to re-stamp the record with; undefined
+   * while nothing moved (the common case: no I/O).
+   */
+  private async relocate(
+    keeper: LeaseKeeper,
+    address: RecordAddress,
+  ): Promise<HeartbeatPlace | undefined> {
+    const was = this.running.get(keeper);
+    if (was === undefined || this.placement.tagOf(address.key) === was.tag) return undefined;
+    const place = await this.placement.near(address.key);
+    if (this.running.has(keeper)) this.running.set(keeper, place);
+    return {
+      epochKey: place.epochKey,
+      sharded: true,
+      sessionKey: place.sessionKey,
+      liveChannel: place.liveChannel,
+    };
   }
 
   /** Aborts every running routine's signal with `reason` (a `ClosedError` hands them over). */

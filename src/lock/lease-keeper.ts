@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { asError, LeaseLostError } from '../errors.js';
 import { localDeadline } from './deadline.js';
 import type { RecordAddress } from './keys.js';
-import { type Grant, heartbeat, type RedisConnection } from './scripts.js';
+import { type Grant, type HeartbeatPlace, heartbeat, type RedisConnection } from './scripts.js';
 
 export interface LeaseKeeperOptions {
   leaseMs: number;
@@ -17,6 +17,13 @@ export interface LeaseKeeperOptions {
   epochKey: string;
   /** A Cluster lock store (see `HeartbeatPlace`). */
   sharded: boolean;
+  /**
+   * Cluster with sessions: asked every heartbeat (no I/O unless something moved) whether a
+   * resharding moved the record's slot to another master; if so it answers this process's
+   * keys there, and the record is re-stamped with them at once (heartbeat-2.lua). Until
+   * then a twin gives this owner one lease (includes/owner.lua).
+   */
+  relocate?: () => Promise<HeartbeatPlace | undefined>;
 }
 
 /**
@@ -30,6 +37,10 @@ export interface LeaseKeeperOptions {
 export class LeaseKeeper {
   private readonly controller = new AbortController();
   private timer: NodeJS.Timeout | undefined;
+  private relocateTimer: NodeJS.Timeout | undefined;
+  private relocating = false;
+  /** The epoch key a heartbeat stamps (changes when a resharding moves the record). */
+  private epochKey: string;
   private deadlineTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   /** When this record's own lease may end on our clock (per-record leases only). */
@@ -43,6 +54,7 @@ export class LeaseKeeper {
     grantedAt: number,
     private readonly onError: (err: Error) => void,
   ) {
+    this.epochKey = options.epochKey;
     if (options.perRecord) this.armDeadline(grantedAt);
     // Under a session the record needs no lease of its own, but a rare heartbeat still keeps
     // it within retention and notices a takeover or a lost record before the routine ends.
@@ -50,6 +62,27 @@ export class LeaseKeeper {
     this.timer = setInterval(() => {
       if (!this.stopped) void this.beat();
     }, every);
+    const relocate = options.relocate;
+    if (relocate !== undefined) {
+      this.relocateTimer = setInterval(() => void this.relocated(relocate), options.heartbeatMs);
+    }
+  }
+
+  private async relocated(relocate: () => Promise<HeartbeatPlace | undefined>): Promise<void> {
+    if (this.stopped || this.relocating) return;
+    this.relocating = true;
+    try {
+      const place = await relocate();
+      if (place !== undefined && !this.stopped) {
+        // Later beats stamp the epoch of the record's new master.
+        this.epochKey = place.epochKey ?? this.epochKey;
+        await this.beat(place);
+      }
+    } catch (err) {
+      this.onError(asError(err));
+    } finally {
+      this.relocating = false;
+    }
   }
 
   get signal(): AbortSignal {
@@ -69,8 +102,10 @@ export class LeaseKeeper {
   stop(): void {
     this.stopped = true;
     clearInterval(this.timer);
+    clearInterval(this.relocateTimer);
     clearTimeout(this.deadlineTimer);
     this.timer = undefined;
+    this.relocateTimer = undefined;
     this.deadlineTimer = undefined;
   }
 
@@ -108,11 +143,13 @@ export class LeaseKeeper {
   private lose(reason: 'expired' | 'superseded' | 'missing', currentFence?: number): void {
     this.stopped = true;
     clearInterval(this.timer);
+    clearInterval(this.relocateTimer);
     clearTimeout(this.deadlineTimer);
     this.abort(new LeaseLostError(this.address.id, this.grant.fence, reason, currentFence));
   }
 
-  private async beat(): Promise<void> {
+  /** `place`: the owner's keys on the record's new master, after a resharding. */
+  private async beat(place?: HeartbeatPlace): Promise<void> {
     const sentAt = performance.now();
     try {
       const reply = await heartbeat(
@@ -121,7 +158,7 @@ export class LeaseKeeper {
         this.grant,
         this.options.leaseMs,
         this.options.retentionMs,
-        { epochKey: this.options.epochKey, sharded: this.options.sharded },
+        place ?? { epochKey: this.epochKey, sharded: this.options.sharded },
       );
       if (this.stopped) return;
       if (reply.kind === 'ok') {

@@ -37,6 +37,7 @@ export class Placement {
   private readonly shards: ShardMap | undefined;
   private readonly places = new Map<string, Promise<Place>>();
   private readonly ready = new Map<string, Place>();
+  private refreshTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly client: RedisConnection,
@@ -60,6 +61,15 @@ export class Placement {
 
   /** Makes the places of every master known now (one place on one Redis). */
   async start(): Promise<void> {
+    if (this.shards !== undefined && this.liveness && this.refreshTimer === undefined) {
+      // ioredis learns of a resharding only from a MOVED reply, and a running record's slot
+      // may see no command of ours for hours: read the slot map every heartbeat, so a run
+      // whose record moved is re-stamped with our keys on its new master (LeaseKeeper) well
+      // within the lease a twin gives it meanwhile.
+      const cluster = this.client as Cluster;
+      this.refreshTimer = setInterval(() => cluster.refreshSlotsCache(), this.lease.heartbeatMs);
+      this.refreshTimer.unref();
+    }
     const tags = this.shards?.masterTags() ?? [''];
     await Promise.all(tags.map((tag) => this.place(tag)));
   }
@@ -116,6 +126,8 @@ export class Placement {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.refreshTimer);
+    this.refreshTimer = undefined;
     await Promise.all(this.sessions().map((s) => s.stop()));
   }
 }

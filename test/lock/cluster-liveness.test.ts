@@ -44,13 +44,13 @@ async function idsOnEveryMaster(prefix: string): Promise<string[]> {
 }
 
 /** A PairedLock executor process holding every id, its lock store on the Cluster. */
-async function holder(prefix: string, ids: string[]): Promise<FixtureProcess> {
+async function holder(prefix: string, ids: string[], leaseMs = 30_000): Promise<FixtureProcess> {
   const child = new FixtureProcess('lock-executor.ts', {
     LOCK_CLUSTER: cluster.nodes.map((n) => `${n.host}:${n.port}`).join(','),
     MEMBER: 'eu',
     PREFIX: prefix,
     TASK_IDS: ids.join(','),
-    LEASE_MS: '30000',
+    LEASE_MS: String(leaseMs),
   });
   children.push(child);
   for (const _ of ids) expect(await child.next('executing')).toMatchObject({ fence: 1 });
@@ -58,10 +58,10 @@ async function holder(prefix: string, ids: string[]): Promise<FixtureProcess> {
 }
 
 /** This test's member shadows every id; `started` notes when each run began. */
-function shadow(prefix: string, ids: string[]) {
+function shadow(prefix: string, ids: string[], leaseMs = 30_000) {
   const client = cluster.connect();
   clients.push(client);
-  const lock = new PairedLock(client, { member: 'us', prefix, leaseMs: 30_000 });
+  const lock = new PairedLock(client, { member: 'us', prefix, leaseMs });
   lock.on('error', () => {});
   locks.push(lock);
   const started = new Map<string, number>();
@@ -135,5 +135,40 @@ describe('liveness on a Redis Cluster lock store', () => {
     }
     const slowest = Math.max(...ids.map((id) => (started.get(id) ?? Infinity) - killedAt));
     expect(slowest).toBeLessThan(15_000);
+  });
+});
+
+describe('a resharding on a Redis Cluster lock store', () => {
+  it("keeps a live executor's run when its record's slot moves to another master, then takes over at its death", {
+    timeout: 120_000,
+  }, async () => {
+    const prefix = uniquePrefix('cl-reshard');
+    const [id] = await idsOnEveryMaster(prefix);
+    if (id === undefined) throw new Error('no task id');
+    const leaseMs = 12_000;
+    const child = await holder(prefix, [id], leaseMs);
+    const { started, runs } = shadow(prefix, [id], leaseMs);
+    const key = recordAddress(prefix, id).key;
+    const from = await cluster.masterOf(key);
+    const to = (await cluster.masters()).find((m) => m !== from);
+    if (to === undefined) throw new Error('no other master');
+    await cluster.moveSlotOf(key, to);
+    expect(await cluster.masterOf(key)).toBe(to);
+    // The record is now on a master where the executor's session key and channel are not:
+    // the twin gives it one lease from when it first sees that. Before the executor re-stamped
+    // the record with its keys on the new master, that lease ran out and the twin took the
+    // live run over ('expired', fence 2, ~12 s after the move).
+    await sleep(leaseMs + 6_000);
+    expect(started.size).toBe(0);
+    expect(child.lines.filter((line) => line.event === 'aborted')).toEqual([]);
+    const killedAt = performance.now();
+    await child.kill('SIGKILL');
+    const [outcome] = await Promise.all(runs);
+    expect(outcome).toMatchObject({
+      role: 'executor',
+      result: { fence: 2, takeover: 'disconnected' },
+    });
+    // Judged on the new master by the executor's channel there, not by a lease.
+    expect((started.get(id) ?? Infinity) - killedAt).toBeLessThan(leaseMs / 2);
   });
 });
