@@ -30,8 +30,8 @@ export interface PairedLockOptions {
   /** Key and channel prefix. Default `'paired'`. */
   prefix?: string;
   /**
-   * Detect a dead executor by its closed connection instead of waiting for its lease
-   * (standalone Redis only; ignored on a Cluster). Default true.
+   * Detect a dead executor by its closed connection instead of waiting for its lease (on a
+   * Cluster: a session key and a sharded channel per master, Redis ≥ 7). Default true.
    */
   liveness?: boolean;
   /** How often a shadow checks its executors' liveness channels, in ms. Default 50. */
