@@ -126,21 +126,22 @@ export async function startCluster(nodeTimeoutMs = 1_000): Promise<TestCluster> 
     if (server === undefined) throw new Error(`cluster harness: no node on port ${port}`);
     return server;
   };
-  const slotOwner = async (slot: number, via: BinaryRedis[]): Promise<BinaryRedis> => {
+  type SlotRange = [number, number, [string, number]];
+  /** CLUSTER SLOTS from the first of `via` that answers. */
+  const slotRanges = async (via: BinaryRedis[]): Promise<SlotRange[]> => {
     for (const server of via) {
       try {
-        const slots = (await ask(server, 'CLUSTER', 'SLOTS')) as [
-          number,
-          number,
-          [string, number],
-        ][];
-        const range = slots.find(([from, to]) => slot >= from && slot <= to);
-        if (range) return byPort(Number(range[2][1]));
+        return (await ask(server, 'CLUSTER', 'SLOTS')) as SlotRange[];
       } catch {
         // a node that is down: ask the next
       }
     }
-    throw new Error(`cluster harness: nobody serves slot ${slot}`);
+    throw new Error('cluster harness: no node answers CLUSTER SLOTS');
+  };
+  const slotOwner = async (slot: number, via: BinaryRedis[]): Promise<BinaryRedis> => {
+    const range = (await slotRanges(via)).find(([from, to]) => slot >= from && slot <= to);
+    if (range === undefined) throw new Error(`cluster harness: nobody serves slot ${slot}`);
+    return byPort(Number(range[2][1]));
   };
   const alive = new Set(servers);
   return {
@@ -161,19 +162,9 @@ export async function startCluster(nodeTimeoutMs = 1_000): Promise<TestCluster> 
       return slotOwner(slot, [...alive]);
     },
     async masters() {
-      for (const server of alive) {
-        try {
-          const slots = (await ask(server, 'CLUSTER', 'SLOTS')) as [
-            number,
-            number,
-            [string, number],
-          ][];
-          return [...new Set(slots.map((range) => byPort(Number(range[2][1]))))];
-        } catch {
-          // a node that is down: ask the next
-        }
-      }
-      throw new Error('cluster harness: no node answers CLUSTER SLOTS');
+      return [
+        ...new Set((await slotRanges([...alive])).map((range) => byPort(Number(range[2][1])))),
+      ];
     },
     async moveSlotOf(key: string, to: BinaryRedis) {
       const [first] = [...alive];
