@@ -1,4 +1,5 @@
 import type { PeerErrorInfo } from '../errors.js';
+import { ownersAlive } from '../lock/owners.js';
 import { type PairState, toPairRecord } from '../lock/record.js';
 import { inspect, type TakeoverReason } from '../lock/scripts.js';
 import { type CopyReport, readCopy } from './queues.js';
@@ -38,14 +39,17 @@ export interface InspectReport {
 async function readRecord(pool: RedisPool, target: Target, jobId: string) {
   const address = addressOf(target, jobId);
   return pool.use(target.lockUrl, async (client): Promise<RecordReport | null> => {
-    // The inspect script only reads (GET/HGET, PTTL, ZSCORE): safe on a live store.
+    // The inspect script only reads (GET/HGET, PTTL, ZSCORE) unless asked to mark a standby's
+    // wait, which the CLI never does: safe on a live store.
     const record = toPairRecord(address, await inspect(client, address));
     if (record === null) return null;
     const channel = record.ownerLiveness.channel;
     let ownerConnected: boolean | null = null;
     if (record.state === 'running' && channel !== '') {
-      const [, subscribers] = (await client.pubsub('NUMSUB', channel)) as [string, number];
-      ownerConnected = Number(subscribers) > 0;
+      // The library's read-only owners script: on a Cluster the channel is a sharded one,
+      // counted on the master that serves it.
+      const [signs] = await ownersAlive(client, client.isCluster, [{ channel, sessionKey: '' }]);
+      ownerConnected = (signs?.subscribers ?? 0) > 0;
     }
     return {
       key: address.key,

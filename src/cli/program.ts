@@ -13,7 +13,9 @@ Examples:
   bullmq-paired inspect --redis redis://localhost:6379 --queue push-a --queue push-b --group push n-123
   # one queue name on two Redis servers, records in a third
   bullmq-paired inspect --redis redis://eu:6379 --twin-redis redis://us:6379 --lock-redis redis://lock:6379 --queue push n-123
-  bullmq-paired stats --redis redis://localhost:6379 --queue push-a --queue push-b --group push --json`;
+  bullmq-paired stats --redis redis://localhost:6379 --queue push-a --queue push-b --group push --json
+  # three regions, records on a Redis Cluster
+  bullmq-paired stats --redis redis://eu:6379 --twin-redis redis://us:6379 --twin-redis redis://ap:6379 --lock-redis redis+cluster://lock-1:6379,lock-2:6379 --queue push`;
 
 function positiveInteger(value: string): number {
   const n = Number(value);
@@ -29,16 +31,27 @@ function collect(value: string, previous: string[] | undefined): string[] {
 function withTargetOptions(command: Command): Command {
   return command
     .addOption(
-      new Option('--redis <url>', 'queue Redis, and the lock store unless --lock-redis')
+      new Option(
+        '--redis <url>',
+        'queue Redis, and the lock store unless --lock-redis (a Cluster: redis+cluster://host:port[,host:port])',
+      )
         .env('REDIS_URL')
         .makeOptionMandatory(),
     )
-    .option('--queue <name>', 'twin queue name; repeat for the twin on the same Redis', collect)
+    .option(
+      '--queue <name>',
+      'twin queue name; repeat for more twins (on one Redis, or one per server)',
+      collect,
+    )
     .option('--twin-queue <name>', 'the other twin queue name (same as a second --queue)')
-    .option('--twin-redis <url>', "the other twin's Redis (its queue name defaults to --queue)")
+    .option(
+      '--twin-redis <url>',
+      "another twin's Redis; repeat for more (queue names: one --queue for all, or one per server)",
+      collect,
+    )
     .option('--lock-redis <url>', 'Redis holding the pair records (default: --redis)')
     .option('--prefix <prefix>', 'BullMQ key prefix', 'bull')
-    .option('--twin-prefix <prefix>', "the other twin's BullMQ prefix (default: --prefix)")
+    .option('--twin-prefix <prefix>', "the other twins' BullMQ prefix (default: --prefix)")
     .option('--lock-prefix <prefix>', 'PairedProcessor/PairedLock prefix option', 'paired')
     .option(
       '--group <name>',

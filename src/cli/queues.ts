@@ -1,5 +1,5 @@
 import type { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { CliError, EXIT } from './exit-codes.js';
 import type { RedisPool } from './redis.js';
 import { redactUrl } from './redis.js';
@@ -42,7 +42,7 @@ function loadBullmq(): Promise<typeof import('bullmq')> {
 export async function withQueue<T>(
   pool: RedisPool,
   twin: TwinQueue,
-  fn: (queue: Queue, client: Redis) => Promise<T>,
+  fn: (queue: Queue, client: Redis | Cluster) => Promise<T>,
 ): Promise<T> {
   const { Queue } = await loadBullmq();
   return pool.use(twin.url, async (client) => {

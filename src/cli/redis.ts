@@ -1,8 +1,40 @@
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { CliError, EXIT } from './exit-codes.js';
+
+/** A Redis Cluster named by URL: `redis+cluster://[user:password@]host:port[,host:port…]`. */
+export interface ClusterUrl {
+  tls: boolean;
+  username: string | undefined;
+  password: string | undefined;
+  nodes: { host: string; port: number }[];
+}
+
+const CLUSTER_URL = /^(rediss?)\+cluster:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^@/]+)\/?$/;
+
+/** The seeds of a `redis+cluster://` URL; undefined for any other URL (or a malformed one). */
+export function parseClusterUrl(url: string): ClusterUrl | undefined {
+  const match = CLUSTER_URL.exec(url);
+  if (match === null) return undefined;
+  const [, scheme, user, password, hosts] = match;
+  const nodes = (hosts ?? '').split(',').map((node) => {
+    const colon = node.lastIndexOf(':');
+    const host = colon < 0 ? node : node.slice(0, colon);
+    const port = colon < 0 ? 6379 : Number(node.slice(colon + 1));
+    return { host, port };
+  });
+  if (
+    nodes.some((n) => n.host === '' || !Number.isInteger(n.port) || n.port < 1 || n.port > 65_535)
+  ) {
+    return undefined;
+  }
+  const decode = (text: string | undefined) =>
+    text === undefined || text === '' ? undefined : decodeURIComponent(text);
+  return { tls: scheme === 'rediss', username: decode(user), password: decode(password), nodes };
+}
 
 /** The URL as safe to print: the password, if any, replaced by `***`. */
 export function redactUrl(url: string): string {
+  if (/^rediss?\+cluster:/.test(url)) return url.replace(/(\/\/[^:@/]*:)[^@/]*@/, '$1***@');
   try {
     const parsed = new URL(url);
     if (parsed.password !== '') parsed.password = '***';
@@ -34,7 +66,7 @@ export function unavailable(url: string, err: unknown): CliError {
  * ioredis' disconnect() on a connection that has already ended arms a 2 s timer that
  * nothing clears (the socket's 'close' came before), holding the process open for 2 s.
  */
-function hangUp(client: Redis): void {
+function hangUp(client: Redis | Cluster): void {
   if (client.status !== 'end') client.disconnect();
 }
 
@@ -43,11 +75,11 @@ function hangUp(client: Redis): void {
  * seconds: no reconnects, no retries, a deadline on the connect and on every command.
  */
 export class RedisPool {
-  private readonly clients = new Map<string, Promise<Redis>>();
+  private readonly clients = new Map<string, Promise<Redis | Cluster>>();
 
   constructor(private readonly timeoutMs: number) {}
 
-  get(url: string): Promise<Redis> {
+  get(url: string): Promise<Redis | Cluster> {
     let client = this.clients.get(url);
     if (client === undefined) {
       client = this.connect(url);
@@ -57,7 +89,7 @@ export class RedisPool {
   }
 
   /** Runs `fn` on the client for `url`; connection trouble becomes exit code 3 naming the URL. */
-  async use<T>(url: string, fn: (client: Redis) => Promise<T>): Promise<T> {
+  async use<T>(url: string, fn: (client: Redis | Cluster) => Promise<T>): Promise<T> {
     const client = await this.get(url);
     try {
       return await fn(client);
@@ -83,14 +115,27 @@ export class RedisPool {
     );
   }
 
-  private async connect(url: string): Promise<Redis> {
-    const client = new Redis(url, {
-      lazyConnect: true,
+  private async connect(url: string): Promise<Redis | Cluster> {
+    const once = {
       connectTimeout: this.timeoutMs,
       commandTimeout: this.timeoutMs,
       maxRetriesPerRequest: 0,
       retryStrategy: () => null,
-    });
+    };
+    const cluster = parseClusterUrl(url);
+    const client =
+      cluster === undefined
+        ? new Redis(url, { lazyConnect: true, ...once })
+        : new Cluster(cluster.nodes, {
+            lazyConnect: true,
+            clusterRetryStrategy: () => null,
+            redisOptions: {
+              ...once,
+              ...(cluster.username === undefined ? {} : { username: cluster.username }),
+              ...(cluster.password === undefined ? {} : { password: cluster.password }),
+              ...(cluster.tls ? { tls: {} } : {}),
+            },
+          });
     // ioredis rejects connect() with a bare "Connection is closed": the event has the cause.
     let cause: unknown;
     client.on('error', (err) => {

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { hashIndexKey, recordHashPattern, recordKeyPattern } from '../lock/keys.js';
 import { readStoredRecord } from '../lock/record.js';
 import { countJobs, type QueueCounts } from './queues.js';
@@ -34,6 +34,23 @@ function tally(counts: RecordCounts, raw: string | null): void {
   const record = readStoredRecord(raw);
   if (record === undefined) counts.corrupt++;
   else counts[record.state]++;
+}
+
+/**
+ * The values of keys one SCAN batch found: one MGET, or on a Cluster node (whose keys sit in
+ * many slots, which MGET refuses) one pipeline of GETs.
+ */
+async function readKeys(
+  node: Redis,
+  keys: string[],
+  clusterNode: boolean,
+): Promise<(string | null)[]> {
+  if (!clusterNode) return node.mget(...keys);
+  const replies = (await node.pipeline(keys.map((key) => ['get', key])).exec()) ?? [];
+  return replies.map(([err, value]) => {
+    if (err) throw err;
+    return typeof value === 'string' ? value : null;
+  });
 }
 
 /** SCAN in COUNT-sized batches: never KEYS, which blocks a live store. */
@@ -95,15 +112,19 @@ export async function collectStats(
 
   await pool.use(target.lockUrl, async (client) => {
     const [keyPattern] = patterns;
-    if (target.hash === undefined && keyPattern !== undefined) {
-      await scanKeys(client, keyPattern, 'string', batch, async (keys) => {
-        for (const raw of await client.mget(...keys)) tally(counts, raw);
-      });
-    }
-    if (hashPattern !== undefined) {
-      await scanKeys(client, hashPattern, 'hash', batch, async (keys) => {
-        for (const key of keys) await tallyHash(client, key, batch, counts);
-      });
+    // On a Cluster the records are spread over every master: SCAN each one.
+    const nodes = client.isCluster ? (client as Cluster).nodes('master') : [client as Redis];
+    for (const node of nodes) {
+      if (target.hash === undefined && keyPattern !== undefined) {
+        await scanKeys(node, keyPattern, 'string', batch, async (keys) => {
+          for (const raw of await readKeys(node, keys, client.isCluster)) tally(counts, raw);
+        });
+      }
+      if (hashPattern !== undefined) {
+        await scanKeys(node, hashPattern, 'hash', batch, async (keys) => {
+          for (const key of keys) await tallyHash(node, key, batch, counts);
+        });
+      }
     }
   });
   const queues = await Promise.all(target.twins.map((twin) => countJobs(pool, twin)));

@@ -1,13 +1,13 @@
 import { type RecordAddress, recordAddress, recordId } from '../lock/keys.js';
 import { usageError } from './exit-codes.js';
-import { redactUrl } from './redis.js';
+import { parseClusterUrl, redactUrl } from './redis.js';
 
 /** Options shared by every command, as commander parses them. */
 export interface RawOptions {
   redis: string;
   queue?: string[];
   twinQueue?: string;
-  twinRedis?: string;
+  twinRedis?: string[];
   lockRedis?: string;
   prefix: string;
   twinPrefix?: string;
@@ -37,7 +37,15 @@ export interface Target {
   timeoutMs: number;
 }
 
+const PROTOCOLS = ['redis:', 'rediss:'];
+
 function checkUrl(option: string, url: string): string {
+  if (/^rediss?\+cluster:/.test(url)) {
+    if (parseClusterUrl(url) !== undefined) return url;
+    throw usageError(
+      `${option}: ${redactUrl(url)} is not a Cluster URL; use redis+cluster://host:port[,host:port…]`,
+    );
+  }
   let protocol: string;
   try {
     protocol = new URL(url).protocol;
@@ -46,37 +54,48 @@ function checkUrl(option: string, url: string): string {
       `${option}: "${redactUrl(url)}" is not a URL; use redis://host:port or rediss://…`,
     );
   }
-  if (protocol !== 'redis:' && protocol !== 'rediss:') {
-    throw usageError(`${option}: ${redactUrl(url)} must start with redis:// or rediss://`);
+  if (!PROTOCOLS.includes(protocol)) {
+    throw usageError(
+      `${option}: ${redactUrl(url)} must start with redis:// or rediss:// (a Redis Cluster: redis+cluster://seed:port[,seed:port] or rediss+cluster://)`,
+    );
   }
   return url;
 }
 
+/**
+ * The twin queues: `--redis` and each `--twin-redis` is one server, in that order; their
+ * queue names are the `--queue`s (and `--twin-queue`) by position, or one name for all.
+ * Without `--twin-redis`, every name is a twin on `--redis`. Every twin after the first
+ * takes `--twin-prefix` when given.
+ */
 function twinsOf(o: RawOptions): TwinQueue[] {
   const names = [...(o.queue ?? []), ...(o.twinQueue === undefined ? [] : [o.twinQueue])];
-  if (names.length > 2) {
-    throw usageError(`at most two twin queues, received ${names.length}: ${names.join(', ')}`);
-  }
-  const [first, second] = names;
-  if (o.twinRedis !== undefined) {
+  const prefixOf = (i: number): string => (i === 0 ? o.prefix : (o.twinPrefix ?? o.prefix));
+  const servers = [o.redis, ...(o.twinRedis ?? [])];
+  if (servers.length > 1) {
+    const [first] = names;
     if (first === undefined) {
-      throw usageError('--twin-redis needs --queue <name> (the queue name on both servers)');
+      throw usageError('--twin-redis needs --queue <name> (the queue name on every server)');
     }
-    return [
-      { url: o.redis, queue: first, prefix: o.prefix },
-      { url: o.twinRedis, queue: second ?? first, prefix: o.twinPrefix ?? o.prefix },
-    ];
+    if (names.length !== 1 && names.length !== servers.length) {
+      throw usageError(
+        `${servers.length} servers (--redis and ${servers.length - 1} --twin-redis) but ${names.length} queue names: give one name for all, or one per server in the same order`,
+      );
+    }
+    return servers.map((url, i) => ({ url, queue: names[i] ?? first, prefix: prefixOf(i) }));
   }
-  if (first !== undefined && first === second && (o.twinPrefix ?? o.prefix) === o.prefix) {
-    throw usageError(
-      `--queue ${first} twice on one Redis: give the twin's own name, or --twin-redis <url>`,
-    );
-  }
-  return names.map((queue, i) => ({
-    url: o.redis,
-    queue,
-    prefix: i === 1 ? (o.twinPrefix ?? o.prefix) : o.prefix,
-  }));
+  const seen = new Set<string>();
+  return names.map((queue, i) => {
+    const twin = { url: o.redis, queue, prefix: prefixOf(i) };
+    const id = `${twin.prefix}:${queue}`;
+    if (seen.has(id)) {
+      throw usageError(
+        `--queue ${queue} twice on one Redis: give each twin its own name, or --twin-redis <url>`,
+      );
+    }
+    seen.add(id);
+    return twin;
+  });
 }
 
 /**
@@ -89,13 +108,13 @@ function groupOf(o: RawOptions, twins: TwinQueue[]): string | undefined {
   const names = new Set(twins.map((t) => t.queue));
   if (names.size <= 1) return [...names][0];
   throw usageError(
-    `two queue names (${[...names].join(', ')}): pass --group <name>, the group option of your PairedProcessor (e.g. the PairedQueue name)`,
+    `${names.size === 2 ? 'two' : names.size} queue names (${[...names].join(', ')}): pass --group <name>, the group option of your PairedProcessor (e.g. the PairedQueue name)`,
   );
 }
 
 export function resolveTarget(o: RawOptions): Target {
   checkUrl('--redis', o.redis);
-  if (o.twinRedis !== undefined) checkUrl('--twin-redis', o.twinRedis);
+  for (const url of o.twinRedis ?? []) checkUrl('--twin-redis', url);
   if (o.lockRedis !== undefined) checkUrl('--lock-redis', o.lockRedis);
   for (const [option, value] of [
     ['--lock-prefix', o.lockPrefix],
