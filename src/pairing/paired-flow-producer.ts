@@ -34,12 +34,12 @@ export interface PairedFlow {
 }
 
 /**
- * BullMQ's `FlowProducer` for paired queues: adds the same tree of jobs to both twins, each
- * job under one id on both, so each job of the tree runs once (paired by its id, like any
- * job of a `PairedQueue`) and each twin's parent waits for that twin's copies of its
- * children. Both twins' trees are added in one MULTI when the twins share a Redis; on two
- * Redis servers in parallel, a twin that fails or does not answer within the root queue's
- * `addTimeoutMs` making it a `PartialAddError`.
+ * BullMQ's `FlowProducer` for paired queues: adds the same tree of jobs to every twin (two or
+ * more), each job under one id on all, so each job of the tree runs once (paired by its id,
+ * like any job of a `PairedQueue`) and each twin's parent waits for that twin's copies of its
+ * children. All trees are added in one MULTI when the twins share a Redis; else in parallel,
+ * a twin that fails or does not answer within the root queue's `addTimeoutMs` making it a
+ * `PartialAddError`.
  *
  * As in BullMQ, a parent and its children live on one Redis: on each twin, every queue of
  * the tree must be on the root queue's Redis of that twin.
@@ -54,12 +54,8 @@ export class PairedFlowProducer {
     if (!(flow?.queue instanceof PairedQueue)) {
       throw new TypeError(`${OWNER}: the root job's "queue" must be a PairedQueue`);
     }
+    // Two twins or more (PairedQueue checks it): the tree goes to every one.
     const roots = flow.queue.twinTargets();
-    if (roots.length !== 2) {
-      throw new TypeError(
-        `${OWNER}: flows pair exactly two twins; the root's PairedQueue "${flow.queue.name}" has ${roots.length}. Add flows through a PairedQueue of two twins`,
-      );
-    }
     const ids: string[] = [];
     const queues = new Set<PairedQueue>();
     const trees = roots.map((): FlowJob[] => []);
@@ -130,12 +126,12 @@ export class PairedFlowProducer {
         throw result.reason;
       }
     }
-    const [a, b] = roots as [TwinTarget, TwinTarget];
-    if (sameRedis(a.connection, b.connection)) {
+    const [first] = roots as [TwinTarget];
+    if (roots.every((t) => sameRedis(t.connection, first.connection))) {
       const failed = recorded.find((r) => r.status === 'rejected');
       if (failed) throw (failed as PromiseRejectedResult).reason;
-      // One Redis: both trees in one MULTI.
-      const nodes = await this.producer(a.connection).addBulk(trees.flat());
+      // One Redis: every twin's tree in one MULTI.
+      const nodes = await this.producer(first.connection).addBulk(trees.flat());
       return {
         id: rootId,
         nodes: Object.fromEntries(roots.map((t, ti) => [t.twin, nodes[ti] as JobNode])),

@@ -1,17 +1,21 @@
 /**
  * Three twins (three regions' queues, here three queue names on one Redis): one executes, the
  * other two shadow it; each takeover goes to exactly one of the survivors with the fence one
- * higher, and the last twin standing finishes the job. Real processes, real SIGKILL.
+ * higher, and the last twin standing finishes the job. Real processes, real SIGKILL. And a
+ * flow (PairedFlowProducer) across three twins.
  */
+import { type Job, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { PairedQueue } from '../../src/index.js';
+import { PairedFlowProducer, PairedProcessor, PairedQueue } from '../../src/index.js';
 import { FixtureProcess } from '../support/child.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 import { executions, type LedgerEntry } from './pairing-kit.js';
 
 const redis = useRedis();
+const apRedis = useRedis();
+const usRedis = useRedis();
 const TWINS = ['eu', 'us', 'ap'] as const;
 type Region = (typeof TWINS)[number];
 
@@ -110,4 +114,85 @@ describe('three twins', () => {
       [last, 3],
     ]);
   });
+});
+
+describe('flows across three twins (PairedFlowProducer)', () => {
+  for (const setup of ['one Redis', 'three Redis'] as const) {
+    it(`adds the tree to every twin: each job runs once, each twin's parent after its children (${setup})`, async () => {
+      const serverOf = (twin: Region) =>
+        setup === 'one Redis' ? redis() : { eu: redis(), us: usRedis(), ap: apRedis() }[twin];
+      const pairedQueue = (base: string): PairedQueue => {
+        const queue = new PairedQueue(base, {
+          twins: Object.fromEntries(
+            TWINS.map((t) => {
+              const server = serverOf(t);
+              return [
+                t,
+                { connection: { host: server.host, port: server.port }, queue: `${base}-${t}` },
+              ];
+            }),
+          ),
+        });
+        closers.push(() => queue.close());
+        return queue;
+      };
+      const orders = pairedQueue(uniquePrefix('orders'));
+      const items = pairedQueue(uniquePrefix('items'));
+      const flows = new PairedFlowProducer();
+      closers.push(() => flows.close());
+      const flow = await flows.add({
+        name: 'order',
+        queue: orders,
+        opts: { jobId: 'order-1' },
+        children: [1, 2].map((n) => ({
+          name: 'item',
+          queue: items,
+          data: { n },
+          opts: { jobId: `item-${n}` },
+        })),
+      });
+      expect(Object.keys(flow.nodes).sort()).toEqual(['ap', 'eu', 'us']);
+      const executions: string[] = [];
+      for (const twin of TWINS) {
+        for (const [queue, run] of [
+          [items, async (job: Job) => ({ value: (job.data as { n: number }).n * 10 })],
+          [
+            orders,
+            async (job: Job) => {
+              const values = Object.values(await job.getChildrenValues()) as { value: number }[];
+              return { sum: values.reduce((total, v) => total + v.value, 0) };
+            },
+          ],
+        ] as const) {
+          const paired = new PairedProcessor(
+            async (job: Job) => {
+              executions.push(job.id as string);
+              return run(job);
+            },
+            { twin, lockConnection: redis().connect(), group: queue.name },
+          );
+          const worker = new Worker(`${queue.name}-${twin}`, paired.processor, {
+            connection: serverOf(twin).connect({ maxRetriesPerRequest: null }),
+          });
+          worker.on('error', () => {});
+          paired.attach(worker);
+          closers.push(async () => {
+            await worker.close();
+            await paired.close();
+          });
+        }
+      }
+      await vi.waitFor(
+        async () => {
+          const states = await orders.getJobState('order-1');
+          expect(states).toEqual({ eu: 'completed', us: 'completed', ap: 'completed' });
+        },
+        { timeout: 30_000, interval: 100 },
+      );
+      // Each job of the tree ran once across the three twins.
+      expect(executions.sort()).toEqual(['item-1', 'item-2', 'order-1']);
+      const order = await orders.getJob('order-1');
+      for (const twin of TWINS) expect(order?.jobs[twin]?.returnvalue).toEqual({ sum: 30 });
+    });
+  }
 });
