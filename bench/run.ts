@@ -9,7 +9,7 @@ import { Command } from 'commander';
 import { Redis } from 'ioredis';
 import { startRedis } from '../test/support/redis.js';
 import type { BenchOptions, ScenarioResult } from './lib/types.js';
-import { bytesPerPair, shadowIdle } from './scenarios/footprint.js';
+import { bytesPerPair, clusterShadowIdle, shadowIdle } from './scenarios/footprint.js';
 import {
   geoFalseTakeovers,
   geoLatency,
@@ -44,6 +44,7 @@ const ALL = [
   'throughput_io200',
   'commands_per_job',
   'shadow_idle',
+  'cluster_shadow_idle',
   'late_twin_drain',
   'bytes_per_pair',
   'lock_store_outage',
@@ -110,6 +111,7 @@ if (noop) {
 await run('throughput_io20', async () => (await throughput(options, 'io20')).result);
 await run('throughput_io200', async () => (await throughput(options, 'io200')).result);
 await run('shadow_idle', () => shadowIdle(options));
+await run('cluster_shadow_idle', () => clusterShadowIdle(options));
 if (noop) await run('late_twin_drain', () => lateTwinDrain(options, noop.bullmq));
 await run('bytes_per_pair', () => bytesPerPair(options));
 await run('lock_store_outage', () => lockStoreOutage(options));

@@ -2,7 +2,7 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { type ExecutorChoice, PairedQueue } from '../../src/index.js';
 import { FixtureProcess } from '../../test/support/child.js';
-import { startCluster } from '../../test/support/cluster.js';
+import { startCluster, type TestCluster } from '../../test/support/cluster.js';
 import { startRedis, type TestRedis, uniquePrefix } from '../../test/support/redis.js';
 
 const BENCH = 'the benchmarks (npm run bench)';
@@ -76,9 +76,15 @@ export class BenchEnv {
    * worker env that puts a twin's pair records on it.
    */
   async cluster(): Promise<Record<string, string>> {
+    return (await this.lockCluster()).env;
+  }
+
+  /** A local Redis Cluster for the lock store: the twin env pointing at it, and the Cluster. */
+  async lockCluster(): Promise<{ env: Record<string, string>; cluster: TestCluster }> {
     const cluster = await startCluster();
     this.closers.push(() => cluster.stop());
-    return { LOCK_CLUSTER: cluster.nodes.map((n) => `${n.host}:${n.port}`).join(',') };
+    const env = { LOCK_CLUSTER: cluster.nodes.map((n) => `${n.host}:${n.port}`).join(',') };
+    return { env, cluster };
   }
 
   /** Another private Redis, stopped with the environment. */

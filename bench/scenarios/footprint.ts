@@ -21,10 +21,23 @@ async function addLong(add: (count: number) => Promise<unknown>, n: number): Pro
  * each get their own Redis, so the shadow's cost is measured apart from BullMQ's own cost
  * of keeping `n` jobs active on the executing side.
  */
-async function pairedIdle(n: number, windowMs: number): Promise<IdleRates> {
+async function pairedIdle(
+  n: number,
+  windowMs: number,
+  lockOn: 'redis' | 'cluster' = 'redis',
+): Promise<IdleRates> {
   return withEnv(async (env) => {
     const [usRedis, lockRedis] = [await env.extraRedis(), await env.extraRedis()];
-    const lock = { LOCK_URL: lockRedis.url, LEDGER_URL: lockRedis.url };
+    // On a Cluster the records and sessions go there; the ledger stays on lockRedis (not
+    // counted then).
+    const onCluster = lockOn === 'cluster' ? await env.lockCluster() : undefined;
+    const lock = { LOCK_URL: lockRedis.url, LEDGER_URL: lockRedis.url, ...onCluster?.env };
+    const lockCalls = async (): Promise<number> => {
+      if (onCluster === undefined) return env.commandCalls(lockRedis);
+      const masters = await onCluster.cluster.masters();
+      const calls = await Promise.all(masters.map((m) => env.commandCalls(m)));
+      return calls.reduce((a, b) => a + b, 0);
+    };
     await env.twin('eu', { CONCURRENCY: String(n), ...lock });
     const queue = env.pairedQueue({ us: usRedis });
     const euQueue = env.queue(`${env.base}-eu`);
@@ -41,8 +54,7 @@ async function pairedIdle(n: number, windowMs: number): Promise<IdleRates> {
     await env.twin('us', { CONCURRENCY: '50', QUEUE_URL: usRedis.url, ...lock });
     await usQueue.resume();
     await until(async () => (await usQueue.getDelayedCount()) >= n, 300_000, `${n} parked on us`);
-    const shadowCalls = async () =>
-      (await env.commandCalls(usRedis)) + (await env.commandCalls(lockRedis));
+    const shadowCalls = async () => (await env.commandCalls(usRedis)) + (await lockCalls());
     const [shadowBefore, executorBefore] = [await shadowCalls(), await env.commandCalls()];
     await new Promise((resolve) => setTimeout(resolve, windowMs));
     const perSec = (calls: number) => calls / (windowMs / 1000);
@@ -95,6 +107,31 @@ export async function shadowIdle({ quick, log }: BenchOptions): Promise<Scenario
     target: `shadow-side commands/s with ${large} shadowed long jobs / with ${small} <= 1.2`,
     met: ratio <= 1.2,
     config: `long jobs running on eu and parked on us; shadow side = us queue Redis + lock store; ${windowMs / 1000} s window; bullmq: the same jobs active unpaired (its own cost grows with active jobs too)`,
+  };
+}
+
+/**
+ * cluster_shadow_idle: shadow_idle with the lock store on a local Redis Cluster (3 masters +
+ * 3 replicas): shadowing 10 000 jobs must cost what shadowing 10 does there too (the watch
+ * is one call per master per livenessIntervalMs, sessions one refresh per master).
+ */
+export async function clusterShadowIdle({ quick, log }: BenchOptions): Promise<ScenarioResult> {
+  const [small, large] = [10, quick ? 200 : 10_000];
+  const windowMs = quick ? 3_000 : 30_000;
+  const paired = [
+    await pairedIdle(small, windowMs, 'cluster'),
+    await pairedIdle(large, windowMs, 'cluster'),
+  ] as const;
+  const shadow = paired.map((r) => round(r.shadowSide, 1));
+  log(`  shadow idle, lock store on a Cluster: shadow side ${shadow.join(' -> ')} cmd/s`);
+  const ratio = round(paired[1].shadowSide / paired[0].shadowSide, 2);
+  return {
+    paired: { jobs: [small, large], commandsPerSec: shadow },
+    bullmq: null,
+    ratio,
+    target: `shadow-side commands/s with ${large} shadowed long jobs / with ${small} <= 1.2, as on one Redis`,
+    met: ratio <= 1.2,
+    config: `as shadow_idle, the lock store a local Cluster (shadow side = us queue Redis + the Cluster's masters); ${windowMs / 1000} s window`,
   };
 }
 

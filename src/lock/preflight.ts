@@ -6,8 +6,8 @@ import type { RedisConnection } from './scripts.js';
 
 /**
  * Every command bullmq-paired sends to the lock store, directly or from its scripts, as ACL
- * rules (`pubsub|numsub`: the only PUBSUB subcommand used). Keys and channels are all under
- * `<prefix>:`.
+ * rules (`pubsub|numsub` and, on a Cluster, `pubsub|shardnumsub`: the only PUBSUB subcommands
+ * used). Keys and channels are all under `<prefix>:`.
  */
 export const ACL_COMMANDS = [
   'ping',
@@ -37,6 +37,14 @@ export const ACL_COMMANDS = [
   'subscribe',
   'unsubscribe',
   'pubsub|numsub',
+  // a Redis Cluster: sharded liveness channels, and ioredis reading the slot map and the
+  // cluster state, naming its helper connections
+  'ssubscribe',
+  'sunsubscribe',
+  'pubsub|shardnumsub',
+  'cluster|slots',
+  'cluster|info',
+  'client|setname',
 ] as const;
 
 /** Writes a key under the prefix and publishes on the settle channel, as the real scripts do. */
@@ -57,6 +65,11 @@ function fixFor(err: Error, prefix: string): string {
       return "Check lockConnection's password (and username): the lock store does not accept them";
     case 'NOPERM':
       return `Grant lockConnection's ACL user the commands, keys and channels bullmq-paired needs, e.g. ACL SETUSER <user> ~${prefix}:* &${prefix}:* ${ACL_COMMANDS.map((c) => `+${c}`).join(' ')}`;
+    case 'ERR':
+      if (/unknown command .?ssubscribe/i.test(err.message)) {
+        return 'A Redis Cluster lock store needs Redis 7 or later for liveness (sharded pub/sub: SSUBSCRIBE, PUBSUB SHARDNUMSUB): upgrade it, or set liveness: false (a crashed executor is then taken over only when its lease ends)';
+      }
+      return 'The lock store must be a Redis that runs Lua scripts (EVALSHA and EVAL); check lockConnection';
     case 'WRONGTYPE':
       return `A key under "${prefix}:" holds data bullmq-paired did not write: give the lock a prefix of its own`;
     default:

@@ -7,10 +7,15 @@
  */
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Cluster } from 'ioredis';
+import { Cluster } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { LockStoreUnavailableError, PairedLock } from '../../src/index.js';
+import {
+  LockStoreMisconfiguredError,
+  LockStoreUnavailableError,
+  PairedLock,
+} from '../../src/index.js';
 import { recordAddress } from '../../src/lock/keys.js';
+import { ACL_COMMANDS } from '../../src/lock/preflight.js';
 import { FixtureProcess } from '../support/child.js';
 import { startCluster, type TestCluster } from '../support/cluster.js';
 import { uniquePrefix } from '../support/redis.js';
@@ -167,5 +172,72 @@ describe('a resharding on a Redis Cluster lock store', () => {
     expect(child.lines.filter((line) => line.event === 'aborted')).toEqual([]);
     // Judged on the new master by the executor's channel there, not by a lease.
     expect(await killAndTakeOver(child, shadows, 'disconnected')).toBeLessThan(leaseMs / 2);
+  });
+});
+
+describe('ACL on a Redis Cluster lock store', () => {
+  /** A Cluster client as a user with `rules`, set on every node (ACLs are per node). */
+  async function userCluster(rules: string[]): Promise<Cluster> {
+    const username = uniquePrefix('user');
+    await Promise.all(
+      cluster.servers.map(async (server) => {
+        const admin = server.connect();
+        await admin.call('ACL', 'SETUSER', username, 'reset', 'on', '>pw', ...rules);
+        await admin.quit();
+      }),
+    );
+    const client = new Cluster([...cluster.nodes], {
+      redisOptions: { username, password: 'pw' },
+      clusterRetryStrategy: () => 100,
+    });
+    client.on('error', () => {});
+    clients.push(client);
+    return client;
+  }
+
+  it('pairs runs as a user granted exactly ACL_COMMANDS, and names +ssubscribe when it is missing', {
+    timeout: 60_000,
+  }, async () => {
+    const prefix = uniquePrefix('cl-acl');
+    const rules = (without: string[] = []) => [
+      `~${prefix}:*`,
+      'resetchannels',
+      `&${prefix}:*`,
+      ...ACL_COMMANDS.filter((c) => !without.includes(c)).map((c) => `+${c}`),
+    ];
+    const lockAs = async (member: string, client: Promise<Cluster>) => {
+      const lock = new PairedLock(await client, { member, prefix });
+      const errors: Error[] = [];
+      lock.on('error', (err) => errors.push(err));
+      locks.push(lock);
+      return { lock, errors };
+    };
+    const eu = await lockAs('eu', userCluster(rules()));
+    const us = await lockAs('us', userCluster(rules()));
+    await Promise.all([eu.lock.waitUntilReady(), us.lock.waitUntilReady()]);
+    const ids = await idsOnEveryMaster(prefix);
+    let release = (): void => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const firsts = ids.map((id) => eu.lock.run(id, () => gate.then(() => `by eu ${id}`)));
+    await sleep(300);
+    // us shadows on every master: the owners script, SHARDNUMSUB, the session keys.
+    const seconds = ids.map((id) => us.lock.run(id, () => 'by us'));
+    await sleep(500);
+    release();
+    for (const [i, id] of ids.entries()) {
+      expect(await firsts[i]).toMatchObject({ role: 'executor', result: `by eu ${id}` });
+      expect(await seconds[i]).toMatchObject({ role: 'shadow', result: `by eu ${id}` });
+    }
+    expect([...eu.errors, ...us.errors]).toEqual([]);
+
+    const without = await lockAs('ap', userCluster(rules(['ssubscribe'])));
+    const refused = await without.lock.waitUntilReady().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(refused).toBeInstanceOf(LockStoreMisconfiguredError);
+    expect((refused as Error).message).toContain('+ssubscribe');
   });
 });
