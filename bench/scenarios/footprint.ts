@@ -1,4 +1,5 @@
 import { PairedLock } from '../../src/index.js';
+import type { TestRedis } from '../../test/support/redis.js';
 import { until, withEnv } from '../lib/env.js';
 import { round } from '../lib/stats.js';
 import type { BenchOptions, ScenarioResult } from '../lib/types.js';
@@ -10,6 +11,21 @@ interface IdleRates {
   shadowSide: number;
   /** Commands/s on the executing twin's queue Redis (BullMQ renewing its locks, etc.). */
   executorSide: number;
+}
+
+/** Keys matching `pattern` on these servers (SCAN, so a Cluster's masters each count theirs). */
+async function countKeys(servers: readonly TestRedis[], pattern: string): Promise<number> {
+  let total = 0;
+  for (const server of servers) {
+    const client = server.connect();
+    let cursor = '0';
+    do {
+      const [next, keys] = await client.scan(cursor, 'MATCH', pattern, 'COUNT', 1_000);
+      cursor = next;
+      total += keys.length;
+    } while (cursor !== '0');
+  }
+  return total;
 }
 
 async function addLong(add: (count: number) => Promise<unknown>, n: number): Promise<void> {
@@ -51,6 +67,14 @@ async function pairedIdle(
       n,
     );
     await until(async () => (await euQueue.getActiveCount()) >= n, 300_000, `${n} active on eu`);
+    // Active in BullMQ is not yet granted: us must find every record eu's (else it wins some
+    // of the races, and runs them).
+    const lockServers = onCluster === undefined ? [lockRedis] : await onCluster.cluster.masters();
+    await until(
+      async () => (await countKeys(lockServers, `${env.base}-lock:pair:*`)) >= n,
+      300_000,
+      `${n} records granted to eu`,
+    );
     await env.twin('us', { CONCURRENCY: '50', QUEUE_URL: usRedis.url, ...lock });
     await usQueue.resume();
     await until(async () => (await usQueue.getDelayedCount()) >= n, 300_000, `${n} parked on us`);
