@@ -28,6 +28,8 @@ export interface TestCluster {
   moveSlotOf(key: string, to: BinaryRedis): Promise<void>;
   /** The masters serving slots now. */
   masters(): Promise<BinaryRedis[]>;
+  /** The nodes not killed. */
+  running(): BinaryRedis[];
   /** Waits until a node other than `old` serves `old`'s slots and every node says ok. */
   waitForFailover(old: BinaryRedis, timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
@@ -160,6 +162,9 @@ export async function startCluster(nodeTimeoutMs = 1_000): Promise<TestCluster> 
       const [first] = servers;
       const slot = Number(await ask(first as BinaryRedis, 'CLUSTER', 'KEYSLOT', key));
       return slotOwner(slot, [...alive]);
+    },
+    running() {
+      return [...alive];
     },
     async masters() {
       return [
