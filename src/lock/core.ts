@@ -18,7 +18,7 @@ import {
   StaleFenceError,
 } from '../errors.js';
 import { Replication } from './durability.js';
-import { livenessChannel, type RecordAddress, recordAddress, settleChannel } from './keys.js';
+import { type RecordAddress, recordAddress, settleChannel } from './keys.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { Notifier, type Ticket } from './notifier.js';
 import type { ResolvedLockOptions } from './options.js';
@@ -31,7 +31,6 @@ import {
   type AcquireReply,
   acquire,
   type Grant,
-  type HeartbeatPlace,
   inspect,
   type OwnerReply,
   type RedisConnection,
@@ -150,6 +149,16 @@ const UNPLACED_RETRY_CAP_MS = 1_000;
 /** How many such answers in a row before the acquire fails (transient: the copy parks). */
 const UNPLACED_RETRIES = 20;
 
+/** Sets `key` in `map`, dropping the oldest entry beyond MAX_UNCERTAIN_TOKENS. */
+function rememberCapped<V>(map: Map<string, V>, key: string, value: V): void {
+  map.delete(key); // re-inserted last: the oldest go first
+  map.set(key, value);
+  if (map.size > MAX_UNCERTAIN_TOKENS) {
+    const oldest = map.keys().next().value;
+    if (oldest !== undefined) map.delete(oldest);
+  }
+}
+
 function unplacedError(what: 'moved' | 'unsubscribed', place: Place): Error {
   if (what === 'unsubscribed') {
     return new LivenessSubscriberError(
@@ -192,6 +201,10 @@ export class PairCore {
   private preflighted = false;
   /** Running routines, with the session they run under. */
   private readonly running = new Map<LeaseKeeper, Place | undefined>();
+  /** Running routines being re-stamped after a resharding (`relocateMoved`). */
+  private readonly relocating = new Set<LeaseKeeper>();
+  /** Per grant (token), where it named this process's keys, until `execute` takes it. */
+  private readonly grantPlaces = new Map<string, Place>();
   /** Settles sent without waiting (`ExecuteExtras.pipeline`): close() waits for them. */
   private readonly settling = new Set<Promise<void>>();
   /** Per record: the token of an acquire that ended in an error (its reply may be lost). */
@@ -215,17 +228,15 @@ export class PairCore {
     this.replication = options.durability && new Replication(client, options.durability);
     const instanceId = randomUUID();
     // On a Cluster the liveness channels are sharded, one per master (`placement`).
-    this.liveChannel =
-      options.liveness && !client.isCluster
-        ? livenessChannel(options.prefix, instanceId)
-        : undefined;
     this.placement = new Placement(client, options.prefix, instanceId, options.liveness, options, {
       onSessionLost: (key) => {
         for (const [keeper, place] of this.running) if (place?.sessionKey === key) keeper.expire();
       },
+      onRefreshed: () => this.relocateMoved(),
       report,
       ssubscribe: (channel) => this.notifier.ssubscribe(channel),
     });
+    this.liveChannel = this.placement.singleChannel;
     // Our liveness connection dropped and came back: a shadow may have taken over meanwhile.
     const onReconnect = (): void => {
       for (const keeper of this.running.keys()) keeper.check();
@@ -384,21 +395,29 @@ export class PairCore {
     const tag = `${address.key}\n${address.field}`;
     const chosen = token ?? this.uncertainTokens.get(tag) ?? randomUUID();
     try {
-      const acquired = await this.bounded(this.acquireWith(address, chosen, how), address.id);
+      // Given up on (lockStoreTimeoutMs, close): the attempt stops asking again.
+      const attempt = { abandoned: false };
+      const acquired = await this.bounded(
+        this.acquireWith(address, chosen, how, attempt),
+        address.id,
+      ).catch((err: unknown) => {
+        attempt.abandoned = true;
+        throw err;
+      });
       this.uncertainTokens.delete(tag);
       return acquired;
     } catch (err) {
-      this.uncertainTokens.delete(tag); // re-inserted last: the oldest go first
-      this.uncertainTokens.set(tag, chosen);
-      if (this.uncertainTokens.size > MAX_UNCERTAIN_TOKENS) {
-        const oldest = this.uncertainTokens.keys().next().value;
-        if (oldest !== undefined) this.uncertainTokens.delete(oldest);
-      }
+      rememberCapped(this.uncertainTokens, tag, chosen);
       throw err;
     }
   }
 
-  private async acquireWith(address: RecordAddress, token: string, how: AskHow): Promise<Asked> {
+  private async acquireWith(
+    address: RecordAddress,
+    token: string,
+    how: AskHow,
+    attempt: { abandoned: boolean },
+  ): Promise<Asked> {
     const o = this.options;
     let unplaced = 0;
     for (let restored = 0; ; restored++) {
@@ -428,12 +447,17 @@ export class PairCore {
         channel: this.channel,
         ownGraceMs: this.ownGraceMs(),
       });
-      if (reply.kind === 'granted') await this.confirmGrant(address, { token, fence: reply.fence });
+      if (reply.kind === 'granted') {
+        rememberCapped(this.grantPlaces, token, place);
+        await this.confirmGrant(address, { token, fence: reply.fence });
+      }
       if (reply.kind === 'unplaced') {
         // Cluster: our slot map is stale (a resharding), or our sharded subscriber on this
         // master is still on its way (a failover): ask again once that has settled.
         if (this.closing) throw new ClosedError('PairedLock');
-        if (++unplaced > UNPLACED_RETRIES) throw unplacedError(reply.what, place);
+        if (attempt.abandoned || ++unplaced > UNPLACED_RETRIES) {
+          throw unplacedError(reply.what, place);
+        }
         if (reply.what === 'moved') (this.client as Cluster).refreshSlotsCache();
         await delay(backoffMs(unplaced, UNPLACED_RETRY_CAP_MS));
         restored--; // not a session restore
@@ -485,9 +509,11 @@ export class PairCore {
     extras: ExecuteExtras = {},
   ): Promise<Outcome<T>> {
     const { progress, claim, pipeline } = extras;
-    // Made by the acquire (or the claim) before: undefined only for a master this process
-    // has not used yet whose claim is still on its way; the record's own lease then counts.
-    const place = this.placement.nearNow(address.key);
+    // Where the grant named our keys. A run started before its claim is answered takes the
+    // place there is now: undefined only for a master this process has not used yet; the
+    // record's own lease then counts.
+    const place = this.grantPlaces.get(grant.token) ?? this.placement.nearNow(address.key);
+    this.grantPlaces.delete(grant.token);
     const session = place?.session;
     const keeper = new LeaseKeeper(
       this.client,
@@ -504,7 +530,6 @@ export class PairCore {
             ? ''
             : (place?.epochKey ?? ''),
         sharded: this.placement.sharded,
-        relocate: session === undefined ? undefined : () => this.relocate(keeper, address),
       },
       sentAt,
       this.report,
@@ -727,24 +752,29 @@ export class PairCore {
   }
 
   /**
-   * A resharding moved a running record's slot to a master where this process's keys are not:
-   * its keys there (made first if new), for the keeper to re-stamp the record with; undefined
-   * while nothing moved (the common case: no I/O).
+   * After each read of the slot map (Cluster): the running records whose slot a resharding
+   * moved to a master where this process's keys are not are re-stamped with its keys there
+   * (made first if new). A failed re-stamp is tried again at the next read.
    */
-  private async relocate(
-    keeper: LeaseKeeper,
-    address: RecordAddress,
-  ): Promise<HeartbeatPlace | undefined> {
-    const was = this.running.get(keeper);
-    if (was === undefined || this.placement.tagOf(address.key) === was.tag) return undefined;
-    const place = await this.placement.near(address.key);
-    if (this.running.has(keeper)) this.running.set(keeper, place);
-    return {
-      epochKey: place.epochKey,
-      sharded: true,
-      sessionKey: place.sessionKey,
-      liveChannel: place.liveChannel,
-    };
+  private relocateMoved(): void {
+    for (const [keeper, was] of this.running) {
+      if (was?.session === undefined || this.relocating.has(keeper)) continue;
+      if (this.placement.tagOf(keeper.address.key) === was.tag) continue;
+      this.relocating.add(keeper);
+      void this.placement
+        .near(keeper.address.key)
+        .then(async (place) => {
+          const stamped = await keeper.restamp({
+            epochKey: place.epochKey,
+            sharded: true,
+            sessionKey: place.sessionKey,
+            liveChannel: place.liveChannel,
+          });
+          if (stamped && this.running.has(keeper)) this.running.set(keeper, place);
+        })
+        .catch((err: unknown) => this.report(asError(err)))
+        .finally(() => this.relocating.delete(keeper));
+    }
   }
 
   /** Aborts every running routine's signal with `reason` (a `ClosedError` hands them over). */

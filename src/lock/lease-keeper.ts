@@ -17,13 +17,6 @@ export interface LeaseKeeperOptions {
   epochKey: string;
   /** A Cluster lock store (see `HeartbeatPlace`). */
   sharded: boolean;
-  /**
-   * Cluster with sessions: asked every heartbeat (no I/O unless something moved) whether a
-   * resharding moved the record's slot to another master; if so it answers this process's
-   * keys there, and the record is re-stamped with them at once (heartbeat-2.lua). Until
-   * then a twin gives this owner one lease (includes/owner.lua).
-   */
-  relocate?: () => Promise<HeartbeatPlace | undefined>;
 }
 
 /**
@@ -37,8 +30,6 @@ export interface LeaseKeeperOptions {
 export class LeaseKeeper {
   private readonly controller = new AbortController();
   private timer: NodeJS.Timeout | undefined;
-  private relocateTimer: NodeJS.Timeout | undefined;
-  private relocating = false;
   /** The epoch key a heartbeat stamps (changes when a resharding moves the record). */
   private epochKey: string;
   private deadlineTimer: NodeJS.Timeout | undefined;
@@ -48,7 +39,7 @@ export class LeaseKeeper {
 
   constructor(
     private readonly client: RedisConnection,
-    private readonly address: RecordAddress,
+    readonly address: RecordAddress,
     private readonly grant: Grant,
     private readonly options: LeaseKeeperOptions,
     grantedAt: number,
@@ -62,27 +53,20 @@ export class LeaseKeeper {
     this.timer = setInterval(() => {
       if (!this.stopped) void this.beat();
     }, every);
-    const relocate = options.relocate;
-    if (relocate !== undefined) {
-      this.relocateTimer = setInterval(() => void this.relocated(relocate), options.heartbeatMs);
-    }
   }
 
-  private async relocated(relocate: () => Promise<HeartbeatPlace | undefined>): Promise<void> {
-    if (this.stopped || this.relocating) return;
-    this.relocating = true;
-    try {
-      const place = await relocate();
-      if (place !== undefined && !this.stopped) {
-        // Later beats stamp the epoch of the record's new master.
-        this.epochKey = place.epochKey ?? this.epochKey;
-        await this.beat(place);
-      }
-    } catch (err) {
-      this.onError(asError(err));
-    } finally {
-      this.relocating = false;
-    }
+  /**
+   * A resharding moved the record's slot to another master (Cluster): re-stamps the record with
+   * this process's keys there (heartbeat-2.lua), so twins judge its owner on the record's new
+   * node; until then they give it one lease (includes/owner.lua). True once the lock store
+   * took it; false (reported or refused) means the caller should try again.
+   */
+  async restamp(place: HeartbeatPlace): Promise<boolean> {
+    if (this.stopped) return false;
+    const ok = await this.beat(place);
+    // Later beats stamp the epoch of the record's new master.
+    if (ok && place.epochKey !== undefined) this.epochKey = place.epochKey;
+    return ok;
   }
 
   get signal(): AbortSignal {
@@ -102,10 +86,8 @@ export class LeaseKeeper {
   stop(): void {
     this.stopped = true;
     clearInterval(this.timer);
-    clearInterval(this.relocateTimer);
     clearTimeout(this.deadlineTimer);
     this.timer = undefined;
-    this.relocateTimer = undefined;
     this.deadlineTimer = undefined;
   }
 
@@ -143,13 +125,15 @@ export class LeaseKeeper {
   private lose(reason: 'expired' | 'superseded' | 'missing', currentFence?: number): void {
     this.stopped = true;
     clearInterval(this.timer);
-    clearInterval(this.relocateTimer);
     clearTimeout(this.deadlineTimer);
     this.abort(new LeaseLostError(this.address.id, this.grant.fence, reason, currentFence));
   }
 
-  /** `place`: the owner's keys on the record's new master, after a resharding. */
-  private async beat(place?: HeartbeatPlace): Promise<void> {
+  /**
+   * One heartbeat; true when the lock store took it. `place`: the owner's keys on the record's
+   * new master, after a resharding.
+   */
+  private async beat(place?: HeartbeatPlace): Promise<boolean> {
     const sentAt = performance.now();
     try {
       const reply = await heartbeat(
@@ -160,14 +144,17 @@ export class LeaseKeeper {
         this.options.retentionMs,
         place ?? { epochKey: this.epochKey, sharded: this.options.sharded },
       );
-      if (this.stopped) return;
+      if (this.stopped) return false;
       if (reply.kind === 'ok') {
         if (this.options.perRecord) this.armDeadline(sentAt);
-      } else if (reply.kind === 'stale') this.lose('superseded', reply.fence);
+        return true;
+      }
+      if (reply.kind === 'stale') this.lose('superseded', reply.fence);
       else this.lose('missing');
     } catch (err) {
       // Unreachable lock store: keep trying; the deadline timer aborts if it never returns.
       this.onError(asError(err));
     }
+    return false;
   }
 }

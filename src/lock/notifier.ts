@@ -246,6 +246,22 @@ export class Notifier {
     this.subscriber.on('message', (channel: string, message: string) => {
       if (channel === this.settleChannel) this.wakeTag(settledTag(message));
     });
+    if (client.isCluster) {
+      // A sharded subscriber (one per master) that ended is made anew by ioredis after a
+      // slot refresh ('-node', then '+subscriber'): our liveness channel on that master was
+      // empty meanwhile, so a twin may have taken a run over. Check the runs, as after a
+      // reconnect of the subscriber on one Redis.
+      let lostOne = false;
+      this.subscriber.on('-node', () => {
+        lostOne = this.sharded.size > 0;
+      });
+      this.subscriber.on('+subscriber', () => {
+        if (!lostOne || this.closing) return;
+        lostOne = false;
+        this.wakeAll();
+        onReconnect();
+      });
+    }
   }
 
   private channels(): string[] {
@@ -287,8 +303,8 @@ export class Notifier {
     this.pollRecords(); // settle messages no longer arrive
     const why =
       'its connection closed and will not reconnect (reconnects are off or were given up)';
-    if (this.liveChannel === undefined) {
-      // No liveness channel (Cluster, or liveness off): grants do not depend on it.
+    if (this.liveChannel === undefined && this.sharded.size === 0) {
+      // No liveness channel (liveness off): grants do not depend on it.
       this.onError(
         new Error(
           `bullmq-paired: the lock-store subscriber ended for good (${why}): settle messages no longer arrive, so waiting shadows learn results by polling`,
@@ -315,7 +331,11 @@ export class Notifier {
    */
   async ssubscribe(channel: string): Promise<void> {
     await this.subscriber.ssubscribe(channel);
+    this.sharded.add(channel);
   }
+
+  /** The sharded liveness channels subscribed (a Cluster), see `ssubscribe`. */
+  private readonly sharded = new Set<string>();
 
   /** Subscribes before any acquire, so neither a notification nor our liveness is missed. */
   async start(): Promise<void> {

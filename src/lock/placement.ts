@@ -1,4 +1,6 @@
 import type { Cluster } from 'ioredis';
+import { ClosedError } from '../errors.js';
+import { TIMED_OUT, within } from './bounded.js';
 import { epochKey, livenessChannel, sessionKey } from './keys.js';
 import type { RedisConnection } from './scripts.js';
 import { Session } from './session.js';
@@ -25,6 +27,15 @@ export interface PlacementHooks {
   report(err: Error): void;
   /** Subscribes a sharded liveness channel (Cluster) before any grant names it. */
   ssubscribe(channel: string): Promise<void>;
+  /** The slot map was read again (Cluster): runs whose record moved are re-stamped. */
+  onRefreshed(): void;
+}
+
+export interface PlacementTiming {
+  leaseMs: number;
+  heartbeatMs: number;
+  /** Longest a place may take to be made (subscribe, first session write). */
+  lockStoreTimeoutMs: number;
 }
 
 /**
@@ -38,16 +49,21 @@ export class Placement {
   private readonly places = new Map<string, Promise<Place>>();
   private readonly ready = new Map<string, Place>();
   private refreshTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  /** This process's liveness channel on one Redis (undefined on a Cluster or liveness off). */
+  readonly singleChannel: string | undefined;
 
   constructor(
     private readonly client: RedisConnection,
     private readonly prefix: string,
     private readonly instanceId: string,
     private readonly liveness: boolean,
-    private readonly lease: { leaseMs: number; heartbeatMs: number },
+    private readonly timing: PlacementTiming,
     private readonly hooks: PlacementHooks,
   ) {
     this.shards = client.isCluster ? new ShardMap(client as Cluster) : undefined;
+    this.singleChannel =
+      liveness && !client.isCluster ? livenessChannel(prefix, instanceId) : undefined;
   }
 
   get sharded(): boolean {
@@ -63,11 +79,15 @@ export class Placement {
   async start(): Promise<void> {
     if (this.shards !== undefined && this.liveness && this.refreshTimer === undefined) {
       // ioredis learns of a resharding only from a MOVED reply, and a running record's slot
-      // may see no command of ours for hours: read the slot map every heartbeat, so a run
-      // whose record moved is re-stamped with our keys on its new master (LeaseKeeper) well
-      // within the lease a twin gives it meanwhile.
+      // may see no command of ours for hours: read the slot map every heartbeat (at most a
+      // third of the lease), and re-stamp the runs whose record moved right after, well
+      // within the one lease a twin gives such an owner.
       const cluster = this.client as Cluster;
-      this.refreshTimer = setInterval(() => cluster.refreshSlotsCache(), this.lease.heartbeatMs);
+      const every = Math.min(this.timing.heartbeatMs, Math.floor(this.timing.leaseMs / 3));
+      this.refreshTimer = setInterval(
+        () => cluster.refreshSlotsCache(() => this.hooks.onRefreshed()),
+        every,
+      );
       this.refreshTimer.unref();
     }
     const tags = this.shards?.masterTags() ?? [''];
@@ -85,9 +105,10 @@ export class Placement {
   }
 
   private place(tag: string): Promise<Place> {
+    if (this.stopped) return Promise.reject(new ClosedError('PairedLock'));
     let place = this.places.get(tag);
     if (place === undefined) {
-      place = this.make(tag);
+      place = this.bounded(tag);
       this.places.set(tag, place);
       // A failed start is tried again by the next caller.
       place.then(
@@ -98,6 +119,27 @@ export class Placement {
     return place;
   }
 
+  /**
+   * `make`, within lockStoreTimeoutMs (a master that does not answer must not block its tag
+   * for good: the next caller tries again). A place that comes too late, or after stop(),
+   * has its session stopped: nothing refreshes a key nobody names.
+   */
+  private async bounded(tag: string): Promise<Place> {
+    const making = this.make(tag);
+    const made = await within(making, this.timing.lockStoreTimeoutMs);
+    if (made === TIMED_OUT || this.stopped) {
+      void making.then(
+        (late) => late.session?.stop(),
+        () => {},
+      );
+      if (this.stopped) throw new ClosedError('PairedLock');
+      throw new Error(
+        `this process's liveness on the lock store's master of {${tag}} was not ready within ${this.timing.lockStoreTimeoutMs} ms`,
+      );
+    }
+    return made;
+  }
+
   private async make(tag: string): Promise<Place> {
     const sharded = this.sharded;
     const epoch = epochKey(this.prefix, tag);
@@ -105,12 +147,12 @@ export class Placement {
       return { tag, sessionKey: '', liveChannel: '', epochKey: epoch, session: undefined, sharded };
     }
     const key = sessionKey(this.prefix, this.instanceId, tag);
-    const channel = livenessChannel(this.prefix, this.instanceId, tag);
+    const channel = this.singleChannel ?? livenessChannel(this.prefix, this.instanceId, tag);
     const session = new Session(
       this.client,
       key,
-      this.lease.leaseMs,
-      this.lease.heartbeatMs,
+      this.timing.leaseMs,
+      this.timing.heartbeatMs,
       () => this.hooks.onSessionLost(key),
       (err) => this.hooks.report(err),
     );
@@ -125,9 +167,12 @@ export class Placement {
     return [...this.ready.values()].flatMap((p) => (p.session ? [p.session] : []));
   }
 
+  /** Stops every session, those still being made included (after they are). */
   async stop(): Promise<void> {
+    this.stopped = true;
     clearInterval(this.refreshTimer);
     this.refreshTimer = undefined;
+    await Promise.allSettled(this.places.values());
     await Promise.all(this.sessions().map((s) => s.stop()));
   }
 }

@@ -57,6 +57,9 @@ const PROBE_SHA = createHash('sha1').update(PROBE).digest('hex');
 
 /** How to fix a permanent refusal, by its reply code. */
 function fixFor(err: Error, prefix: string): string {
+  if (/unknown command .?ssubscribe/i.test(err.message)) {
+    return 'A Redis Cluster lock store needs Redis 7 or later for liveness (sharded pub/sub: SSUBSCRIBE, PUBSUB SHARDNUMSUB): upgrade it, or set liveness: false (a crashed executor is then taken over only when its lease ends)';
+  }
   // Inside a script, Redis 7 words an ACL refusal "ERR The user executing the script can't …".
   const code = /user executing the script can't/i.test(err.message) ? 'NOPERM' : replyCode(err);
   switch (code) {
@@ -65,11 +68,6 @@ function fixFor(err: Error, prefix: string): string {
       return "Check lockConnection's password (and username): the lock store does not accept them";
     case 'NOPERM':
       return `Grant lockConnection's ACL user the commands, keys and channels bullmq-paired needs, e.g. ACL SETUSER <user> ~${prefix}:* &${prefix}:* ${ACL_COMMANDS.map((c) => `+${c}`).join(' ')}`;
-    case 'ERR':
-      if (/unknown command .?ssubscribe/i.test(err.message)) {
-        return 'A Redis Cluster lock store needs Redis 7 or later for liveness (sharded pub/sub: SSUBSCRIBE, PUBSUB SHARDNUMSUB): upgrade it, or set liveness: false (a crashed executor is then taken over only when its lease ends)';
-      }
-      return 'The lock store must be a Redis that runs Lua scripts (EVALSHA and EVAL); check lockConnection';
     case 'WRONGTYPE':
       return `A key under "${prefix}:" holds data bullmq-paired did not write: give the lock a prefix of its own`;
     default:

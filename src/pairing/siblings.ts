@@ -23,11 +23,11 @@ const STALE_ENTRY_MS = 600_000;
  * Watches the other processes of the same twin (same twin name and queue). A copy parked by a
  * process is woken only by that process; when it dies, a sibling that lives on must adopt its
  * parked copies, or they wait for their park delay (minutes). Each process keeps its liveness
- * channel in a sorted set; every `SIBLING_CHECK_MS` it asks, in one PUBSUB NUMSUB, whether the
- * others' channels still have a subscriber, and calls `onDeath` once for a sibling whose
- * channel stayed empty for `SIBLING_GRACE_MS`. The cost grows with processes, not jobs.
- * On a Cluster each process lists the sharded channel it keeps on the set's master, so one
- * call on that master counts them all.
+ * channel in a sorted set; every `SIBLING_CHECK_MS` it asks whether the others' channels
+ * still have a subscriber (the owners script: one call per node), and calls `onDeath` once for
+ * a sibling whose channel stayed empty for `SIBLING_GRACE_MS`. The cost grows with processes,
+ * not jobs. On a Cluster each process lists the sharded channel it keeps on the set's master
+ * (one call there; after a resharding, one per master the listed channels sit on).
  */
 export class SiblingWatch {
   private timer: NodeJS.Timeout | undefined;

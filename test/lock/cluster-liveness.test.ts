@@ -8,8 +8,9 @@
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Cluster } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
+  LeaseLostError,
   LockStoreMisconfiguredError,
   LockStoreUnavailableError,
   PairedLock,
@@ -18,6 +19,7 @@ import { recordAddress } from '../../src/lock/keys.js';
 import { ACL_COMMANDS } from '../../src/lock/preflight.js';
 import { FixtureProcess } from '../support/child.js';
 import { startCluster, type TestCluster } from '../support/cluster.js';
+import { deferred } from '../support/deferred.js';
 import { uniquePrefix } from '../support/redis.js';
 
 let cluster: TestCluster;
@@ -240,5 +242,55 @@ describe('ACL on a Redis Cluster lock store', () => {
     );
     expect(refused).toBeInstanceOf(LockStoreMisconfiguredError);
     expect((refused as Error).message).toContain('+ssubscribe');
+  });
+});
+
+describe('a sharded subscriber that comes back', () => {
+  it('makes its process check its runs: one taken over meanwhile aborts (superseded)', {
+    timeout: 60_000,
+  }, async () => {
+    const prefix = uniquePrefix('cl-resub');
+    const [id] = await idsOnEveryMaster(prefix);
+    if (id === undefined) throw new Error('no task id');
+    const client = cluster.connect();
+    clients.push(client);
+    const lock = new PairedLock(client, { member: 'eu', prefix });
+    lock.on('error', () => {});
+    locks.push(lock);
+    let aborted: unknown;
+    const started = deferred();
+    const run = lock.run(id, ({ signal }) => {
+      started.resolve();
+      return new Promise((resolve) => {
+        signal.addEventListener('abort', () => {
+          aborted = signal.reason;
+          resolve('aborted');
+        });
+      });
+    });
+    await started.promise;
+    // A twin took the record over while this process's channel on its master was empty (as
+    // it would during the blip below), written here directly: fence 2, another owner.
+    const key = recordAddress(prefix, id).key;
+    const record = JSON.parse((await client.get(key)) ?? '{}') as Record<string, unknown>;
+    await client.set(
+      key,
+      JSON.stringify({ ...record, owner: 'us', token: 'us-token', fence: 2 }),
+      'PX',
+      600_000,
+    );
+    // The blip: Redis drops the pub/sub connections on that master; ioredis makes them anew.
+    const master = await cluster.masterOf(key);
+    const admin = master.connect();
+    await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+    await admin.quit();
+    // Under a session the record is otherwise refreshed only every retention / 3 (hours):
+    // before, the run went on as if nothing happened.
+    await vi.waitFor(() => expect(aborted).toBeInstanceOf(LeaseLostError), {
+      timeout: 15_000,
+      interval: 100,
+    });
+    expect(aborted).toMatchObject({ reason: 'superseded', currentFence: 2 });
+    await run.catch(() => {});
   });
 });

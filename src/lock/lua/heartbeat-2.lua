@@ -43,11 +43,18 @@ end
 -- Extending after the lease ran out is safe: the takeover scripts run atomically, so a
 -- record still naming this owner means nobody took it over.
 local epochKey = KEYS[3]
-if not epochKey and (ARGV[6] or '') ~= '' then epochKey = ARGV[6] end
+if not epochKey and (ARGV[6] or '') ~= '' then
+  -- Named by the caller's slot map, which a resharding may have made stale: a key on
+  -- another node is skipped (the next beat stamps the right one), never an error that
+  -- would stop the beat.
+  if type(redis.pcall('EXISTS', ARGV[6])) ~= 'table' then epochKey = ARGV[6] end
+end
 if epochKey then epochSince(epochKey, now, retentionMs) end
 if (ARGV[7] or '') ~= '' and rec.skey then
   rec.skey = ARGV[7]
   rec.movedSince = nil
+  -- An absence noted on the old node says nothing about the channel named now.
+  rec.goneSince = nil
 end
 if (ARGV[8] or '') ~= '' and rec.live then rec.live = ARGV[8] end
 rec.leaseUntil = now + leaseMs
