@@ -1,5 +1,5 @@
 /**
- * LeaseKeeper's timekeeping on fake timers. The lock store is a fake answering `evalsha`
+ * LeaseKeeper's timekeeping on fake timers. The lock store is a fake answering `evalsha` (and `eval`)
  * (the heartbeat script) only: what it replies is all the keeper reads. How the script
  * itself behaves is test/lock's business, against a real Redis.
  */
@@ -32,8 +32,9 @@ afterEach(() => {
 
 /** A keeper of fence 1, granted now, whose heartbeats get `reply()`. */
 function keeper(reply: () => Promise<unknown>, options: Partial<LeaseKeeperOptions> = {}) {
+  // Every script call, whether EVAL (a client's first of each script) or EVALSHA.
   const evalsha = vi.fn(reply);
-  const client = { evalsha } as unknown as RedisConnection;
+  const client = { evalsha, eval: evalsha } as unknown as RedisConnection;
   const onError = vi.fn();
   const k = new LeaseKeeper(
     client,

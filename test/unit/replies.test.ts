@@ -28,7 +28,8 @@ const address = recordAddress('unit', 'task-1');
 
 function answering(reply: unknown[]) {
   const evalsha = vi.fn(async () => reply);
-  return { client: { evalsha } as unknown as RedisConnection, evalsha };
+  // EVAL (a client's first call of each script) or EVALSHA: the same arguments after the first.
+  return { client: { evalsha, eval: evalsha } as unknown as RedisConnection, evalsha };
 }
 
 const ARGS = {
