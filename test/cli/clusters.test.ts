@@ -43,6 +43,16 @@ function clientOf(cluster: TestCluster): Cluster {
 const clusterUrl = (cluster: TestCluster) =>
   `redis+cluster://${cluster.nodes.map((n) => `${n.host}:${n.port}`).join(',')}`;
 
+/** The three twins' servers as the CLI takes them: eu's Cluster, then us's, then ap's Redis. */
+const servers = (): string[] => [
+  '--redis',
+  clusterUrl(eu),
+  '--twin-redis',
+  clusterUrl(us),
+  '--twin-redis',
+  ap().url,
+];
+
 describe('bullmq-paired on Redis Clusters, three twins', () => {
   it('reads twin queues on two Clusters and a Redis, and records spread over a Cluster', {
     timeout: 90_000,
@@ -92,12 +102,7 @@ describe('bullmq-paired on Redis Clusters, three twins', () => {
     }
 
     const target = [
-      '--redis',
-      clusterUrl(eu),
-      '--twin-redis',
-      clusterUrl(us),
-      '--twin-redis',
-      ap().url,
+      ...servers(),
       '--queue',
       name,
       '--prefix',
@@ -129,19 +134,7 @@ describe('bullmq-paired on Redis Clusters, three twins', () => {
   it('refuses a Cluster URL without seeds, and as many names as servers or one', async () => {
     const runs = await Promise.all([
       runCli(['stats', '--redis', 'redis+cluster://']),
-      runCli([
-        'stats',
-        '--redis',
-        clusterUrl(eu),
-        '--twin-redis',
-        clusterUrl(us),
-        '--twin-redis',
-        ap().url,
-        '--queue',
-        'a',
-        '--queue',
-        'b',
-      ]),
+      runCli(['stats', ...servers(), '--queue', 'a', '--queue', 'b']),
     ]);
     expect(runs.map((run) => run.code)).toEqual([2, 2]);
     expect(runs[0]?.stderr).toContain('is not a Cluster URL; use redis+cluster://host:port');

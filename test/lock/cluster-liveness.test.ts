@@ -114,14 +114,19 @@ async function killAndTakeOver(
   );
 }
 
+/** An executor process holding one task per master, and this test's member shadowing them. */
+async function heldOnEveryMaster(name: string) {
+  const prefix = uniquePrefix(name);
+  const ids = await idsOnEveryMaster(prefix);
+  const child = await holder(prefix, ids);
+  return { prefix, ids, child, shadows: shadow(prefix, ids) };
+}
+
 describe('liveness on a Redis Cluster lock store', () => {
   it('takes over from a SIGKILLed executor on every master within seconds despite a 30 s lease', {
     timeout: 60_000,
   }, async () => {
-    const prefix = uniquePrefix('cl-kill');
-    const ids = await idsOnEveryMaster(prefix);
-    const child = await holder(prefix, ids);
-    const shadows = shadow(prefix, ids);
+    const { child, shadows } = await heldOnEveryMaster('cl-kill');
     // While the executor lives, its runs are left to it.
     await sleep(1_000);
     expect(shadows.started.size).toBe(0);
@@ -133,10 +138,7 @@ describe('liveness on a Redis Cluster lock store', () => {
   it("keeps a live executor's runs through a master's failover, then takes over at its death", {
     timeout: 90_000,
   }, async () => {
-    const prefix = uniquePrefix('cl-failover');
-    const ids = await idsOnEveryMaster(prefix);
-    const child = await holder(prefix, ids);
-    const shadows = shadow(prefix, ids);
+    const { prefix, ids, child, shadows } = await heldOnEveryMaster('cl-failover');
     const victim = await cluster.masterOf(recordAddress(prefix, ids[0] as string).key);
     await cluster.kill(victim);
     await cluster.waitForFailover(victim);
