@@ -420,7 +420,8 @@ export class PairCore {
   ): Promise<Asked> {
     const o = this.options;
     let unplaced = 0;
-    for (let restored = 0; ; restored++) {
+    let restored = 0;
+    for (;;) {
       // Never take a grant while our liveness channel is empty; a settled record can still be
       // read meanwhile, so a shadow learns the result without waiting for the subscriber.
       const settled = await this.notifier.live(async () =>
@@ -448,7 +449,8 @@ export class PairCore {
         ownGraceMs: this.ownGraceMs(),
       });
       if (reply.kind === 'granted') {
-        rememberCapped(this.grantPlaces, token, place);
+        // A claim's run started before its answer and took its place then (`execute`).
+        if (how.claim !== true) rememberCapped(this.grantPlaces, token, place);
         await this.confirmGrant(address, { token, fence: reply.fence });
       }
       if (reply.kind === 'unplaced') {
@@ -460,14 +462,13 @@ export class PairCore {
         }
         if (reply.what === 'moved') (this.client as Cluster).refreshSlotsCache();
         await delay(backoffMs(unplaced, UNPLACED_RETRY_CAP_MS));
-        restored--; // not a session restore
         continue;
       }
       if (reply.kind !== 'noSession') return { reply, sentAt, token };
       // Our session key vanished: our runs stop (the twin may take them over) and the key is
       // made anew before any grant, which would otherwise look like a dead owner's at once.
       this.report(new SessionLostError(o.member));
-      if (place.session === undefined || restored >= 3) throw new SessionLostError(o.member);
+      if (place.session === undefined || restored++ >= 3) throw new SessionLostError(o.member);
       await place.session.restore();
     }
   }

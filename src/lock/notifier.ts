@@ -522,7 +522,8 @@ export class Notifier {
       for (const ticket of set) {
         const { owner } = ticket;
         if (owner.channel === '' && owner.sessionKey === '') continue;
-        const id = `${owner.channel}\n${owner.sessionKey}`;
+        // A channel and a session key name one process on one master: either identifies it.
+        const id = owner.channel || owner.sessionKey;
         const entry = byOwner.get(id) ?? { owner, tickets: [] };
         entry.tickets.push(ticket);
         byOwner.set(id, entry);

@@ -91,7 +91,7 @@ local sharded = ARGV[16] == '1'
 local epochKey = KEYS[3]
 if not epochKey and (ARGV[17] or '') ~= '' then epochKey = ARGV[17] end
 -- The caller named this master's keys by its own slot map, stale after a resharding.
-if sharded and epochKey and type(redis.pcall('EXISTS', epochKey)) == 'table' then
+if sharded and epochKey and not onThisNode('EXISTS', epochKey) then
   return {REPLY.UNPLACED, 'moved'}
 end
 
@@ -155,8 +155,8 @@ end
 -- caller make its session anew first.
 if sharded and sessionKey ~= '' then
   -- The caller placed its keys by its own slot map: stale after a resharding.
-  local exists = redis.pcall('EXISTS', sessionKey)
-  if type(exists) == 'table' then return {REPLY.UNPLACED, 'moved'} end
+  local exists = onThisNode('EXISTS', sessionKey)
+  if not exists then return {REPLY.UNPLACED, 'moved'} end
   if exists == 0 then return {REPLY.NO_SESSION} end
   -- Its sharded subscriber on this master may still be on its way (a new master after a
   -- failover): a grant now would look like a dead owner's to a twin.

@@ -47,7 +47,7 @@ if not epochKey and (ARGV[6] or '') ~= '' then
   -- Named by the caller's slot map, which a resharding may have made stale: a key on
   -- another node is skipped (the next beat stamps the right one), never an error that
   -- would stop the beat.
-  if type(redis.pcall('EXISTS', ARGV[6])) ~= 'table' then epochKey = ARGV[6] end
+  if onThisNode('EXISTS', ARGV[6]) then epochKey = ARGV[6] end
 end
 if epochKey then epochSince(epochKey, now, retentionMs) end
 if (ARGV[7] or '') ~= '' and rec.skey then

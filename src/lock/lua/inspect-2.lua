@@ -35,8 +35,7 @@ local function withSession(raw, retentionLeft)
   if raw then
     local ok, rec = pcall(cjson.decode, raw)
     if ok and type(rec) == 'table' and rec.state == 'running' and type(rec.skey) == 'string' then
-      local left = redis.pcall('PTTL', rec.skey)
-      if type(left) == 'number' then sessionLeft = left end
+      sessionLeft = onThisNode('PTTL', rec.skey) or sessionLeft
     end
   end
   return {now, raw or false, retentionLeft, sessionLeft}

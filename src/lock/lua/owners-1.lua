@@ -15,6 +15,7 @@
   NOT_UNDER_SESSION for an unknown session key, a key's PTTL (-2: gone) otherwise.
 ]]
 --- @include "replies"
+--- @include "includes/record"
 
 local numsub = ARGV[1] == '1' and 'SHARDNUMSUB' or 'NUMSUB'
 local n = tonumber(ARGV[2])
@@ -30,8 +31,7 @@ for i = 1, n do
   if skey == '' then
     out[n + i] = REPLY.NOT_UNDER_SESSION
   else
-    local left = redis.pcall('PTTL', skey)
-    out[n + i] = type(left) == 'number' and left or REPLY.NOT_UNDER_SESSION
+    out[n + i] = onThisNode('PTTL', skey) or REPLY.NOT_UNDER_SESSION
   end
 end
 return out

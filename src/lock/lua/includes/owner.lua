@@ -60,8 +60,8 @@ local function ownerLeased(rec, now, o)
   if skey == '' then
     return rec.leaseUntil > now, rec.leaseUntil - now
   end
-  local left = redis.pcall('PTTL', skey)
-  if type(left) == 'table' then
+  local left = onThisNode('PTTL', skey)
+  if not left then
     -- "Script attempted to access a non local key": only a Cluster answers so.
     local leased, recheck = movedOwnerLeased(rec, now, o)
     return leased, recheck, 'moved'

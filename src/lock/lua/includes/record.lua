@@ -7,6 +7,15 @@
       holding each field's expiry time, because Redis has no per-field TTL we can rely on.
   All times come from Redis TIME so that no client clock matters.
 ]]
+-- A command on a key the script did not declare (an owner's session key, an epoch key): its
+-- reply, or nil when the key is on another Cluster node, which Redis refuses ("Script
+-- attempted to access a non local key"): the caller's slot map, or the record's, is stale.
+local function onThisNode(command, key)
+  local reply = redis.pcall(command, key)
+  if type(reply) == 'table' and reply.err then return nil end
+  return reply
+end
+
 local function nowMs()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
