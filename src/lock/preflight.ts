@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import { LockStoreEvictionError, LockStoreMisconfiguredError } from '../errors.js';
 import { classifyError, replyCode } from './reply-errors.js';
@@ -53,7 +53,6 @@ local ttl = redis.call('PTTL', KEYS[1])
 redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[1], '')
 return ttl`;
-const PROBE_SHA = createHash('sha1').update(PROBE).digest('hex');
 
 /** How to fix a permanent refusal, by its reply code. */
 function fixFor(err: Error, prefix: string): string {
@@ -131,13 +130,9 @@ export async function preflight(
     }
   }
   const key = `${prefix}:preflight:{${randomUUID()}}`;
-  await step('a script that writes a key (EVALSHA/EVAL)', async () => {
-    try {
-      await client.evalsha(PROBE_SHA, 1, key, settleChannel);
-    } catch (err) {
-      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
-      await client.eval(PROBE, 1, key, settleChannel);
-    }
+  // Sent once per process, so whole: by its hash it would only be answered NOSCRIPT first.
+  await step('a script that writes a key (EVAL)', async () => {
+    await client.eval(PROBE, 1, key, settleChannel);
   });
   // On a Cluster, every primary holds records: check each.
   const nodes = client.isCluster ? (client as Cluster).nodes('master') : [client as Redis];
