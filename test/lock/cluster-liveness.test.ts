@@ -15,8 +15,9 @@ import {
   LockStoreUnavailableError,
   PairedLock,
 } from '../../src/index.js';
-import { recordAddress } from '../../src/lock/keys.js';
+import { epochKey, recordAddress } from '../../src/lock/keys.js';
 import { ACL_COMMANDS } from '../../src/lock/preflight.js';
+import { heartbeat } from '../../src/lock/scripts.js';
 import { FixtureProcess } from '../support/child.js';
 import { startCluster, type TestCluster } from '../support/cluster.js';
 import { deferred } from '../support/deferred.js';
@@ -294,5 +295,42 @@ describe('a sharded subscriber that comes back', () => {
     });
     expect(aborted).toMatchObject({ reason: 'superseded', currentFence: 2 });
     await run.catch(() => {});
+  });
+});
+
+describe('keys a stale slot map puts on another node', () => {
+  it('a heartbeat skips an epoch key on another node and still refreshes the record', {
+    timeout: 30_000,
+  }, async () => {
+    const prefix = uniquePrefix('cl-epoch');
+    const [id] = await idsOnEveryMaster(prefix);
+    if (id === undefined) throw new Error('no task id');
+    const address = recordAddress(prefix, id);
+    const here = await cluster.masterOf(address.key);
+    let far = '';
+    for (let n = 0; far === ''; n++) {
+      const candidate = epochKey(prefix, String(n));
+      if ((await cluster.masterOf(candidate)) !== here) far = candidate;
+    }
+    const client = cluster.connect();
+    clients.push(client);
+    const now = Date.now();
+    const record = { state: 'running', owner: 'eu', token: 't', fence: 1, attempts: 1 };
+    await client.set(
+      address.key,
+      JSON.stringify({ ...record, leaseUntil: now + 1_000, grantedAt: now, createdAt: now }),
+      'PX',
+      60_000,
+    );
+    // As after a resharding moved that master's lowest slot, before the map was read again.
+    // Before: the script failed on the key ("non local key") at every beat, and the run was
+    // aborted once its lease ran out on the executor's clock.
+    const beat = await heartbeat(client, address, { token: 't', fence: 1 }, 30_000, 60_000, {
+      epochKey: far,
+      sharded: true,
+    });
+    expect(beat).toEqual({ kind: 'ok' });
+    const after = JSON.parse((await client.get(address.key)) ?? '{}') as { leaseUntil: number };
+    expect(after.leaseUntil).toBeGreaterThan(now + 20_000);
   });
 });
