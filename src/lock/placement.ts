@@ -77,6 +77,7 @@ export class Placement {
 
   /** Makes the places of every master known now (one place on one Redis). */
   async start(): Promise<void> {
+    if (this.stopped) throw new ClosedError('PairedLock');
     if (this.shards !== undefined && this.liveness && this.refreshTimer === undefined) {
       // ioredis learns of a resharding only from a MOVED reply, and a running record's slot
       // may see no command of ours for hours: read the slot map every heartbeat (at most a

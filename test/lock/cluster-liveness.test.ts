@@ -334,3 +334,30 @@ describe('keys a stale slot map puts on another node', () => {
     expect(after.leaseUntil).toBeGreaterThan(now + 20_000);
   });
 });
+
+describe('closing while this process is still making its places', () => {
+  it('leaves no session key refreshed behind', { timeout: 30_000 }, async () => {
+    const prefix = uniquePrefix('cl-close');
+    const client = cluster.connect();
+    clients.push(client);
+    const lock = new PairedLock(client, { member: 'eu', prefix });
+    lock.on('error', () => {});
+    // The start-up (sessions and channels on every master) is still under way at the close.
+    const ready = lock.waitUntilReady().catch(() => {});
+    await lock.close();
+    await ready;
+    const sessions = async () => {
+      let found = 0;
+      for (const master of await cluster.masters()) {
+        const admin = master.connect();
+        found += (await admin.keys(`${prefix}:session:*`)).length;
+        await admin.quit();
+      }
+      return found;
+    };
+    // Before: a session made after the close kept its key alive (and its timer the process).
+    await vi.waitFor(async () => expect(await sessions()).toBe(0), { timeout: 5_000 });
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(await sessions()).toBe(0);
+  });
+});
