@@ -335,6 +335,46 @@ describe('keys a stale slot map puts on another node', () => {
   });
 });
 
+describe('a re-stamp after a resharding', () => {
+  it("names the owner's keys on the new master and forgets an absence noted on the old one", {
+    timeout: 30_000,
+  }, async () => {
+    const prefix = uniquePrefix('cl-restamp');
+    const [id] = await idsOnEveryMaster(prefix);
+    if (id === undefined) throw new Error('no task id');
+    const address = recordAddress(prefix, id);
+    const client = cluster.connect();
+    clients.push(client);
+    const now = Date.now();
+    const old = { skey: `${prefix}:session:{old}:eu`, live: `${prefix}:live:{old}:eu` };
+    await client.set(
+      address.key,
+      JSON.stringify({
+        ...{ state: 'running', owner: 'eu', token: 't', fence: 1, attempts: 1 },
+        ...{ leaseUntil: now + 30_000, grantedAt: now, createdAt: now, ...old },
+        ...{ movedSince: now, goneSince: now },
+      }),
+      'PX',
+      60_000,
+    );
+    const fresh = {
+      sessionKey: `${prefix}:session:{new}:eu`,
+      liveChannel: `${prefix}:live:{new}:eu`,
+    };
+    const beat = await heartbeat(client, address, { token: 't', fence: 1 }, 30_000, 60_000, {
+      sharded: true,
+      ...fresh,
+    });
+    expect(beat).toEqual({ kind: 'ok' });
+    const after = JSON.parse((await client.get(address.key)) ?? '{}') as Record<string, unknown>;
+    expect(after).toMatchObject({ skey: fresh.sessionKey, live: fresh.liveChannel });
+    // The empty channel was the old one's: counting it against the new one would turn the
+    // next look into a takeover of a live owner.
+    expect(after.goneSince).toBeUndefined();
+    expect(after.movedSince).toBeUndefined();
+  });
+});
+
 describe('closing while this process is still making its places', () => {
   it('leaves no session key refreshed behind', { timeout: 30_000 }, async () => {
     const prefix = uniquePrefix('cl-close');
