@@ -14,9 +14,13 @@ import {
   geoFalseTakeovers,
   geoLatency,
   geoRegionLoss,
+  geoRegionLossQueued,
   geoTakeoverKill,
   geoThroughput,
+  geoThroughputFar,
 } from './scenarios/geo.js';
+import { idlePerProcess, idleQueues } from './scenarios/idle.js';
+import { twinCompletionLag } from './scenarios/lag.js';
 import { lockStoreOutage } from './scenarios/lock-store-outage.js';
 import {
   clusterTakeoverKill,
@@ -29,6 +33,7 @@ import {
   clusterThroughputNoop,
   commandsPerJob,
   lateTwinDrain,
+  redisCpuPerJob,
   throughput,
 } from './scenarios/throughput.js';
 
@@ -53,6 +58,12 @@ const ALL = [
   'geo_takeover_kill',
   'geo_region_loss',
   'geo_false_takeovers',
+  'redis_cpu_per_job',
+  'geo_throughput_far',
+  'geo_region_loss_queued',
+  'twin_completion_lag',
+  'idle_per_process',
+  'idle_queues',
 ] as const;
 
 const program = new Command()
@@ -73,14 +84,40 @@ for (const id of selected) {
   if (!(ALL as readonly string[]).includes(id))
     program.error(`unknown scenario "${id}"; known: ${ALL.join(', ')}`);
 }
+// A promise a scenario forgot to handle would end the whole run: log it and go on.
+process.on('unhandledRejection', (err) => {
+  console.log(
+    `  unhandled rejection (the run goes on): ${err instanceof Error ? err.stack : String(err)}`,
+  );
+});
 const options: BenchOptions = { quick: flags.quick, log: (line) => console.log(line) };
 const results: Record<string, ScenarioResult> = {};
 
-async function run(id: (typeof ALL)[number], scenario: () => Promise<ScenarioResult>) {
+type Id = (typeof ALL)[number];
+
+/** A failed scenario: recorded unmet with what it threw, so the run goes on. */
+function failed(err: unknown): ScenarioResult {
+  return {
+    paired: {},
+    bullmq: null,
+    ratio: null,
+    target: '(the scenario failed)',
+    met: false,
+    config: '',
+    error: err instanceof Error ? (err.stack ?? err.message) : String(err),
+  };
+}
+
+async function run(id: Id, scenario: () => Promise<ScenarioResult>) {
   if (!selected.has(id)) return;
   console.log(`# ${id}`);
   const started = Date.now();
-  results[id] = await scenario();
+  try {
+    results[id] = await scenario();
+  } catch (err) {
+    results[id] = failed(err);
+    console.log(`  FAILED: ${results[id].error}`);
+  }
   console.log(`  (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 }
 
@@ -99,10 +136,20 @@ await run('takeover_fail', () => takeoverFail(options));
 await run('three_twins_takeover_kill', () => threeTwinsTakeoverKill(options));
 await run('cluster_throughput_noop', () => clusterThroughputNoop(options));
 await run('cluster_takeover_kill', () => clusterTakeoverKill(options));
-const needNoop = ['throughput_noop', 'commands_per_job', 'late_twin_drain'].some((id) =>
-  selected.has(id),
-);
-const noop = needNoop ? await throughput(options, 'noop') : undefined;
+// The no-op runs feed throughput_noop, commands_per_job, redis_cpu_per_job and late_twin_drain.
+const FROM_NOOP: readonly Id[] = ['throughput_noop', 'commands_per_job', 'redis_cpu_per_job'];
+const needNoop = [...FROM_NOOP, 'late_twin_drain'].some((id) => selected.has(id));
+let noop: Awaited<ReturnType<typeof throughput>> | undefined;
+if (needNoop) {
+  console.log('# throughput noop runs');
+  try {
+    noop = await throughput(options, 'noop');
+  } catch (err) {
+    console.log(`  FAILED: ${failed(err).error}`);
+    for (const id of [...FROM_NOOP, 'late_twin_drain'] as const)
+      if (selected.has(id)) results[id] = failed(err);
+  }
+}
 if (noop) {
   if (selected.has('throughput_noop')) results.throughput_noop = noop.result;
   if (selected.has('commands_per_job'))
@@ -112,7 +159,10 @@ await run('throughput_io20', async () => (await throughput(options, 'io20')).res
 await run('throughput_io200', async () => (await throughput(options, 'io200')).result);
 await run('shadow_idle', () => shadowIdle(options));
 await run('cluster_shadow_idle', () => clusterShadowIdle(options));
-if (noop) await run('late_twin_drain', () => lateTwinDrain(options, noop.bullmq));
+if (noop) {
+  const { bullmq } = noop;
+  await run('late_twin_drain', () => lateTwinDrain(options, bullmq));
+}
 await run('bytes_per_pair', () => bytesPerPair(options));
 await run('lock_store_outage', () => lockStoreOutage(options));
 await run('geo_throughput', () => geoThroughput(options));
@@ -120,6 +170,15 @@ await run('geo_latency', () => geoLatency(options));
 await run('geo_takeover_kill', () => geoTakeoverKill(options));
 await run('geo_region_loss', () => geoRegionLoss(options));
 await run('geo_false_takeovers', () => geoFalseTakeovers(options));
+if (noop) {
+  const { paired, bullmq } = noop;
+  await run('redis_cpu_per_job', async () => redisCpuPerJob(paired, bullmq));
+}
+await run('geo_throughput_far', () => geoThroughputFar(options));
+await run('geo_region_loss_queued', () => geoRegionLossQueued(options));
+await run('twin_completion_lag', () => twinCompletionLag(options));
+await run('idle_per_process', () => idlePerProcess(options));
+await run('idle_queues', () => idleQueues(options));
 
 const report = {
   date: new Date().toISOString(),
@@ -143,7 +202,13 @@ const fmt = (value: unknown): string => {
   const v = value as Record<string, unknown>;
   if ('p50' in v) return `p50 ${v.p50} / p99 ${v.p99} ms (n=${v.samples})`;
   if ('jobsPerSec' in v) return `${v.jobsPerSec} jobs/s`;
+  if ('error' in v) return `FAILED: ${String(v.error).split('\n')[0]}`;
   if ('commandsPerJob' in v) return `${v.commandsPerJob} cmd/job`;
+  if ('redisCpuUsPerJob' in v) return `${v.redisCpuUsPerJob} µs Redis CPU/job`;
+  if ('commandsPerSecPerProcess' in v)
+    return `${(v.commandsPerSecPerProcess as number[]).join(' / ')} cmd/s per process`;
+  if ('remainingAtKill' in v)
+    return `${v.seconds} s for ${v.remainingAtKill} left (bound ${v.boundSeconds} s), ${v.lost} lost`;
   if ('commandsPerSec' in v) return `${(v.commandsPerSec as number[]).join(' → ')} cmd/s`;
   if ('bytesPerInFlightPair' in v)
     return `${v.bytesPerInFlightPair} B, ${v.keysLeftAfterRetention} keys left`;
@@ -162,7 +227,10 @@ const fmt = (value: unknown): string => {
     return `${v.takeovers} takeovers of live executors, ${v.ranTwice} run twice (${v.lockLinkResets} lock-link resets, ${v.jobs} jobs)`;
   if ('completedBeforeKill' in v)
     return `Redis died with eu: ${v.completedBeforeKill} completed, ${v.lost} lost, ${v.notAccepted} never accepted`;
-  if ('plainLocal' in v) return `local: ${fmt(v.plainLocal)}; stretched: ${fmt(v.stretched)}`;
+  if ('plainLocal' in v)
+    return 'stretched' in v
+      ? `local: ${fmt(v.plainLocal)}; stretched: ${fmt(v.stretched)}`
+      : `local: ${fmt(v.plainLocal)}`;
   if ('stretched' in v) return `stretched: ${fmt(v.stretched)}`;
   if ('stretchedTuned' in v)
     return `stretched, lockDuration 2 s + stalledInterval 1 s: ${fmt(v.stretchedTuned)}`;
@@ -172,8 +240,9 @@ const fmt = (value: unknown): string => {
 };
 console.log(`\n| id | paired | bullmq | ratio | target | met |\n|---|---|---|---|---|---|`);
 for (const [id, r] of Object.entries(results)) {
+  const paired = r.error === undefined ? fmt(r.paired) : fmt({ error: r.error });
   console.log(
-    `| ${id} | ${fmt(r.paired)} | ${fmt(r.bullmq)} | ${r.ratio ?? '—'} | ${r.target} | ${r.met ? 'yes' : 'no'} |`,
+    `| ${id} | ${paired} | ${fmt(r.bullmq)} | ${r.ratio ?? '—'} | ${r.target} | ${r.met ? 'yes' : 'no'} |`,
   );
 }
 console.log(`\nwritten to ${out}`);

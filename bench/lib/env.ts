@@ -41,6 +41,11 @@ export class BenchEnv {
     });
   }
 
+  /** Any TypeScript fixture (a file URL, e.g. under bench/fixtures), stopped with the environment. */
+  async fixture(file: URL, env: Record<string, string>): Promise<FixtureProcess> {
+    return this.spawn(file, env);
+  }
+
   /** A plain BullMQ worker process on queue `<base>-plain`. */
   async plain(env: Record<string, string> = {}): Promise<FixtureProcess> {
     return this.spawn('plain-worker.ts', {
@@ -51,10 +56,13 @@ export class BenchEnv {
     });
   }
 
-  /** The PairedQueue feeding the twins started by `twin()` (each twin's queue on `on[twin]`). */
+  /**
+   * The PairedQueue feeding the twins started by `twin()` (each twin's queue on `on[twin]`).
+   * `executor` undefined (the default): the option is left out, so the library's default rules.
+   */
   pairedQueue(
     on: Partial<Record<string, TestRedis>> = {},
-    executor: ExecutorChoice = 'first',
+    executor: ExecutorChoice | undefined = undefined,
     twins: readonly string[] = ['eu', 'us'],
   ): PairedQueue {
     const connection = (twin: string) => {
@@ -62,7 +70,7 @@ export class BenchEnv {
       return { host: redis.host, port: redis.port };
     };
     const queue = new PairedQueue(this.base, {
-      executor,
+      ...(executor === undefined ? {} : { executor }),
       twins: Object.fromEntries(
         twins.map((t) => [t, { connection: connection(t), queue: `${this.base}-${t}` }]),
       ),
@@ -108,7 +116,12 @@ export class BenchEnv {
     return total;
   }
 
-  private async spawn(fixture: string, env: Record<string, string>): Promise<FixtureProcess> {
+  /** The server's CPU time and its commands' own time so far (INFO cpu, INFO commandstats). */
+  async redisCpu(on: TestRedis = this.redis): Promise<RedisCpu> {
+    return redisCpu(on);
+  }
+
+  private async spawn(fixture: string | URL, env: Record<string, string>): Promise<FixtureProcess> {
     const child = new FixtureProcess(fixture, env);
     this.children.push(child);
     await child.next('ready');
@@ -122,6 +135,44 @@ export class BenchEnv {
     for (const close of this.closers.reverse()) await close();
     await this.redis.stop();
   }
+}
+
+export interface RedisCpu {
+  /** used_cpu_sys + used_cpu_user, ms (the whole server: commands, I/O, its cron). */
+  cpuMs: number;
+  /** Sum of `usec` over INFO commandstats, ms (time inside commands only). */
+  commandMs: number;
+}
+
+/** CPU figures of one Redis (one short-lived connection; its INFO calls cost microseconds). */
+export async function redisCpu(on: TestRedis): Promise<RedisCpu> {
+  const client = on.connect();
+  try {
+    const [cpu, stats] = [await client.info('cpu'), await client.info('commandstats')];
+    const field = (name: string) => Number(new RegExp(`${name}:([\\d.]+)`).exec(cpu)?.[1] ?? 0);
+    let usec = 0;
+    for (const match of stats.matchAll(/,usec=(\d+)/g)) usec += Number(match[1]);
+    return {
+      cpuMs: (field('used_cpu_sys') + field('used_cpu_user')) * 1000,
+      commandMs: usec / 1000,
+    };
+  } finally {
+    client.disconnect();
+  }
+}
+
+/**
+ * Per command name, `calls` over INFO commandstats (script-internal calls included), without
+ * INFO itself (the observer's own calls).
+ */
+export async function commandsByName(client: Redis): Promise<Map<string, number>> {
+  const info = await client.info('commandstats');
+  const calls = new Map<string, number>();
+  for (const match of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+    const name = match[1] as string;
+    if (name !== 'info') calls.set(name, Number(match[2]));
+  }
+  return calls;
 }
 
 /** Runs `fn` with a fresh environment and always cleans up. */

@@ -33,3 +33,22 @@ export function round(value: number, digits = 2): number {
   const factor = 10 ** digits;
   return Math.round(value * factor) / factor;
 }
+
+/**
+ * Nearest-rank percentiles of values that may be negative or below 1 (ms, rounded); no
+ * histogram, so no clamping. Empty: every figure 0.
+ */
+export function spread(values: number[]): LatencySummary {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (p: number) =>
+    sorted.length === 0 ? 0 : (sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0);
+  const mean = sorted.length === 0 ? 0 : sorted.reduce((a, b) => a + b, 0) / sorted.length;
+  return {
+    samples: sorted.length,
+    p50: Math.round(at(50)),
+    p99: Math.round(at(99)),
+    min: Math.round(sorted[0] ?? 0),
+    max: Math.round(sorted[sorted.length - 1] ?? 0),
+    mean: Math.round(mean),
+  };
+}

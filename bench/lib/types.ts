@@ -8,6 +8,8 @@ export interface ScenarioResult {
   met: boolean;
   /** How it was measured, in one line (configuration that matters). */
   config: string;
+  /** Set when the scenario threw: what it threw (the run went on without it). */
+  error?: string;
 }
 
 export interface BenchOptions {

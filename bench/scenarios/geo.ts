@@ -11,7 +11,12 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue } from 'bullmq';
-import { type ExecutorChoice, PairedQueue, PartialAddError } from '../../src/index.js';
+import {
+  EXECUTOR_OPTION,
+  type ExecutorChoice,
+  PairedQueue,
+  PartialAddError,
+} from '../../src/index.js';
 import { type ChildLine, FixtureProcess } from '../../test/support/child.js';
 import { startRedis, type TestRedis, uniquePrefix } from '../../test/support/redis.js';
 import {
@@ -32,13 +37,13 @@ const CHUNK = 1_000;
 const WORKERS = { CONCURRENCY: '50', QUIET: '1', WAIT_READY: '1' };
 
 /**
- * paired: PairedQueue's `executor` chosen at add time (`balanced` unless a scenario says);
+ * paired: PairedQueue's `executor` as the scenario says, else left out (the library default);
  * pairedFirst: `executor: 'first'` (the first twin to pick its copy up asks the lock store).
  */
 type Mode = 'paired' | 'pairedFirst' | 'plainLocal' | 'stretched';
 /** Link settings a scenario may change (placement and purpose are the mode's). */
 type WanSettings = Omit<WanTopologyOptions, 'purpose'> & {
-  /** PairedQueue's `executor` in mode 'paired'. Default 'balanced'. */
+  /** PairedQueue's `executor` in mode 'paired'. Unset: left out, so the library default rules. */
   executor?: ExecutorChoice;
 };
 const MODES: readonly Mode[] = ['plainLocal', 'stretched', 'pairedFirst', 'paired'];
@@ -50,7 +55,7 @@ const hostPort = (url: string) => {
 };
 
 /** One mode's servers, links, worker processes and producer; `close()` ends them all. */
-class GeoEnv {
+export class GeoEnv {
   readonly base = uniquePrefix('geo');
   readonly children: FixtureProcess[] = [];
   /** The worker processes of each region. */
@@ -127,8 +132,9 @@ class GeoEnv {
     for (const region of REGIONS)
       this.queue(`${this.base}-${region}`, topology.queueRedis[region].url, region);
     // The producer runs in eu: eu's twin direct, us's through the cross-region link.
+    const executor = this.mode === 'pairedFirst' ? 'first' : this.wan.executor;
     const producer = new PairedQueue(this.base, {
-      executor: this.mode === 'pairedFirst' ? 'first' : (this.wan.executor ?? 'balanced'),
+      ...(executor === undefined ? {} : { executor }),
       twins: {
         eu: { connection: hostPort(topology.regions.eu.queueUrl), queue: `${this.base}-eu` },
         us: { connection: hostPort(topology.regions.eu.remoteQueueUrl), queue: `${this.base}-us` },
@@ -196,7 +202,7 @@ class GeoEnv {
   }
 }
 
-async function withGeo<T>(
+export async function withGeo<T>(
   mode: Mode,
   fn: (env: GeoEnv) => Promise<T>,
   wan: WanSettings = {},
@@ -210,7 +216,7 @@ async function withGeo<T>(
 }
 
 const LABEL: Record<Mode, string> = {
-  paired: 'paired, executor chosen at add (lock store third-site)',
+  paired: "paired, the scenario's executor or the library default (lock store third-site)",
   pairedFirst: "paired, executor 'first' (lock store third-site)",
   plainLocal: 'plain BullMQ, local Redis',
   stretched: 'stretched BullMQ (eu Redis, us 40 ms away)',
@@ -222,19 +228,28 @@ interface GeoRun {
   jobsPerSec: number;
 }
 
-export async function geoThroughput({ quick, log }: BenchOptions): Promise<ScenarioResult> {
-  const jobs = quick ? 300 : 3_000;
+/** `jobs` jobs of 100 ms added in bulks, until every job (paired: every copy) completed. */
+function throughputRun(mode: Mode, jobs: number, wan: WanSettings = {}): Promise<GeoRun> {
   const data = { ms: 100 };
-  const runs = {} as Record<Mode, GeoRun>;
-  for (const mode of MODES) {
-    runs[mode] = await withGeo(mode, async (env) => {
+  return withGeo(
+    mode,
+    async (env) => {
       const started = performance.now();
       for (let added = 0; added < jobs; added += CHUNK)
         await env.addBulk(Math.min(CHUNK, jobs - added), data);
       await until(async () => (await env.completed()) >= jobs, 600_000, `${jobs} jobs (${mode})`);
       const seconds = (performance.now() - started) / 1000;
       return { jobs, seconds: round(seconds), jobsPerSec: Math.round(jobs / seconds) };
-    });
+    },
+    wan,
+  );
+}
+
+export async function geoThroughput({ quick, log }: BenchOptions): Promise<ScenarioResult> {
+  const jobs = quick ? 300 : 3_000;
+  const runs = {} as Record<Mode, GeoRun>;
+  for (const mode of MODES) {
+    runs[mode] = await throughputRun(mode, jobs);
     log(`  ${LABEL[mode]}: ${runs[mode].jobsPerSec} jobs/s`);
   }
   const ratio = round(runs.paired.jobsPerSec / runs.plainLocal.jobsPerSec, 3);
@@ -242,7 +257,7 @@ export async function geoThroughput({ quick, log }: BenchOptions): Promise<Scena
   return {
     paired: {
       ...runs.paired,
-      executor: 'balanced',
+      executor: 'the library default',
       pairedOverStretched: round(ratio / stretchedRatio, 3),
       executorFirst: {
         ...runs.pairedFirst,
@@ -256,7 +271,7 @@ export async function geoThroughput({ quick, log }: BenchOptions): Promise<Scena
     ratio,
     target: 'paired >= 0.9 x plain local',
     met: ratio >= 0.9,
-    config: `${jobs} jobs awaiting 100 ms, added in bulks of ${CHUNK}; 2 worker processes x concurrency 50 (one per region); WAN lab: eu-us 40 ms one way, lock store third-site 20 ms; paired counts logical jobs until every copy settled; ratio = paired / plain local`,
+    config: `${jobs} jobs awaiting 100 ms, added in bulks of ${CHUNK}; 2 worker processes x concurrency 50 (one per region); WAN lab: eu-us 40 ms one way, lock store third-site 20 ms; paired: PairedQueue's default executor (executorFirst: 'first'); paired counts logical jobs until every copy settled; ratio = paired / plain local`,
   };
 }
 
@@ -365,7 +380,7 @@ export async function geoTakeoverKill({ quick, log }: BenchOptions): Promise<Sce
  * Calls `addOne(n)` for n = 0 … count − 1 at `rate` a second without drift (every few ms, the
  * calls due by now). `addOne` is awaited: it should only start its add, not wait for it.
  */
-async function atSteadyRate(
+export async function atSteadyRate(
   count: number,
   rate: number,
   addOne: (n: number) => unknown,
@@ -379,12 +394,16 @@ async function atSteadyRate(
   }
 }
 
-/** Polls `done()` every 100 ms until it is true (then true) or `timeoutMs` passed (then false). */
-async function settles(done: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
+/** Polls `done()` every `everyMs` until it is true (then true) or `timeoutMs` passed (then false). */
+async function settles(
+  done: () => Promise<boolean>,
+  timeoutMs: number,
+  everyMs = 100,
+): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (!(await done())) {
     if (Date.now() > deadline) return false;
-    await sleep(100);
+    await sleep(everyMs);
   }
   return true;
 }
@@ -627,7 +646,92 @@ export async function geoFalseTakeovers({ quick, log }: BenchOptions): Promise<S
       ratio: null,
       target: '0 takeovers of live executors',
       met: finished && measured.takeovers === 0,
-      config: `paired, default options (lease 30 s, liveness on), executor 'balanced', lock store in ${placement} (eu: us's workers 80 ms round trip from it); ${rate} jobs/s for ${seconds} s, each awaiting 2 s (about ${rate * 2} executions live at any time), producer in eu; 20 ms jitter on every WAN link; each lock-store connection of both regions' workers reset (RST) at random, ${round(resetsPerSecond, 4)} per second per connection (once every 30 s on average); takeovers counted from the workers' 'takeover' events`,
+      config: `paired, default options (lease 30 s, liveness on, PairedQueue's default executor), lock store in ${placement} (eu: us's workers 80 ms round trip from it); ${rate} jobs/s for ${seconds} s, each awaiting 2 s (about ${rate * 2} executions live at any time), producer in eu; 20 ms jitter on every WAN link; each lock-store connection of both regions' workers reset (RST) at random, ${round(resetsPerSecond, 4)} per second per connection (once every 30 s on average); takeovers counted from the workers' 'takeover' events`,
+    };
+  } finally {
+    await env.close();
+  }
+}
+
+/**
+ * geo_throughput_far: geo_throughput with the lock store 40 ms one way from each region (80 ms
+ * round trip), paired with PairedQueue's default executor against plain BullMQ on a local
+ * Redis, in the same run.
+ */
+export async function geoThroughputFar({ quick, log }: BenchOptions): Promise<ScenarioResult> {
+  const jobs = quick ? 300 : 3_000;
+  const plainLocal = await throughputRun('plainLocal', jobs);
+  log(`  ${LABEL.plainLocal}: ${plainLocal.jobsPerSec} jobs/s`);
+  const paired = await throughputRun('paired', jobs, { thirdSiteMs: 40 });
+  log(`  paired, library default executor, lock store 40 ms away: ${paired.jobsPerSec} jobs/s`);
+  const ratio = round(paired.jobsPerSec / plainLocal.jobsPerSec, 3);
+  return {
+    paired: { ...paired, executor: 'the library default', lockStoreOneWayMs: 40 },
+    bullmq: { plainLocal: { ...plainLocal } },
+    ratio,
+    target: 'ratio >= 0.9',
+    met: ratio >= 0.9,
+    config: `${jobs} jobs awaiting 100 ms, added in bulks of ${CHUNK} by a producer in eu; 2 worker processes x concurrency 50 (one per region); WAN lab: eu-us 40 ms one way, lock store third-site 40 ms one way from each region; paired: PairedQueue's default executor, logical jobs until every copy settled; ratio = paired / plain BullMQ on one local Redis (no WAN)`,
+  };
+}
+
+/**
+ * geo_region_loss_queued: us's copies wait in its paused queue (us "busy") while eu runs
+ * what it may; then every us worker process is SIGKILLed. How long until eu has completed
+ * every job, against the time eu's slots need for the work left at the kill, plus 1 s.
+ */
+export async function geoRegionLossQueued({ quick, log }: BenchOptions): Promise<ScenarioResult> {
+  const jobs = quick ? 200 : 1_000;
+  const jobMs = 50;
+  const slots = Number(WORKERS.CONCURRENCY);
+  // Longer than the default standbyGraceMs (10 s) plus the work: "lost" means never ran.
+  const settleMs = quick ? 30_000 : 60_000;
+  const env = await GeoEnv.start('paired');
+  try {
+    const euQueue = env.observedIn.eu as Queue;
+    const usQueue = env.observedIn.us as Queue;
+    await usQueue.pause();
+    for (let added = 0; added < jobs; added += CHUNK)
+      await env.addBulk(Math.min(CHUNK, jobs - added), { ms: jobMs });
+    const killedAt = performance.now();
+    await Promise.all(env.workers.us.map((child) => child.kill('SIGKILL')));
+    const completedAtKill = await euQueue.getCompletedCount();
+    const remaining = jobs - completedAtKill;
+    const boundSeconds = (remaining * jobMs) / 1000 / slots + 1;
+    const finished = await settles(
+      async () => (await euQueue.getCompletedCount()) >= jobs,
+      settleMs,
+      20,
+    );
+    const seconds = (performance.now() - killedAt) / 1000;
+    const completed = await euQueue.getCompletedCount();
+    const failed = await euQueue.getFailedCount();
+    const all = await euQueue.getJobs(['completed', 'waiting', 'active', 'delayed', 'failed']);
+    const chosenForUs = all.filter(
+      (job) => (job.opts as Record<string, unknown>)[EXECUTOR_OPTION] === 'us',
+    ).length;
+    const measured = {
+      jobs,
+      jobMs,
+      completedOnEuAtKill: completedAtKill,
+      remainingAtKill: remaining,
+      seconds: round(seconds),
+      boundSeconds: round(boundSeconds),
+      finished,
+      lost: jobs - completed,
+      failed,
+      chosenForUs,
+    };
+    log(
+      `  paired, library default executor: ${remaining} of ${jobs} left at the kill of us, eu done ${finished ? `after ${measured.seconds} s` : `not within ${settleMs / 1000} s`} (bound ${measured.boundSeconds} s), ${measured.lost} lost, ${chosenForUs} chosen for us`,
+    );
+    return {
+      paired: measured,
+      bullmq: null,
+      ratio: null,
+      target: 'seconds <= (work / slots) + 1 and 0 lost',
+      met: finished && seconds <= boundSeconds && measured.lost === 0,
+      config: `WAN lab (eu-us 40 ms, lock store third-site 20 ms), 1 twin worker process x concurrency ${slots} per region, PairedQueue's default executor, producer in eu; us's queue paused (its copies stay queued), ${jobs} jobs of ${jobMs} ms added in bulks, then every us worker process SIGKILLed at once; seconds from the kill until eu completed all of them; bound = (jobs not completed on eu at the kill x ${jobMs} ms / ${slots} slots) + 1 s; lost = not completed on eu within ${settleMs / 1000} s; chosenForUs = eu's copies stamped with executor us`,
     };
   } finally {
     await env.close();

@@ -160,7 +160,7 @@ async function pairedOutage(env: BenchEnv, warmupMs: number): Promise<OutageSamp
     // The ledger (unused here) stays off the lock store: only the pairing's clients reconnect.
     const twinEnv = { ...WORKERS, LOCK_URL: lockRedis.url, LEDGER_URL: env.redis.url };
     await Promise.all([env.twin('eu', twinEnv), env.twin('us', twinEnv)]);
-    const paired = env.pairedQueue();
+    const paired = env.pairedQueue({}, 'first');
     const queues = [env.queue(`${env.base}-eu`), env.queue(`${env.base}-us`)];
     const jobs = flow(
       async (count) => {

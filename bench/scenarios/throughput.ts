@@ -4,6 +4,10 @@ import { round } from '../lib/stats.js';
 import type { BenchOptions, ScenarioResult } from '../lib/types.js';
 
 const CHUNK = 1_000;
+/** What the paired runs use: BENCH_EXECUTOR if set, else whatever PairedQueue defaults to. */
+const EXECUTOR_LABEL = process.env.BENCH_EXECUTOR
+  ? `'${process.env.BENCH_EXECUTOR}' (BENCH_EXECUTOR)`
+  : 'the library default';
 const WORKERS = { CONCURRENCY: '50' };
 
 interface Run {
@@ -11,6 +15,13 @@ interface Run {
   seconds: number;
   jobsPerSec: number;
   commandsPerJob: number;
+  /** The Redis server's CPU time (used_cpu_sys + used_cpu_user) per (logical) job, µs. */
+  redisCpuUsPerJob: number;
+  /**
+   * INFO commandstats usec per (logical) job, µs: a command's own time, but a script's time
+   * includes the commands it calls, which have entries of their own too (counted twice).
+   */
+  commandUsPerJob: number;
 }
 
 async function completed(env: BenchEnv, queues: string[]): Promise<number> {
@@ -25,6 +36,7 @@ async function measure(
   queues: string[],
 ): Promise<Run> {
   const before = await env.commandCalls();
+  const cpuBefore = await env.redisCpu();
   const started = performance.now();
   for (let added = 0; added < jobs; added += CHUNK) await add(Math.min(CHUNK, jobs - added));
   await until(
@@ -34,11 +46,14 @@ async function measure(
   );
   const seconds = (performance.now() - started) / 1000;
   const commands = (await env.commandCalls()) - before;
+  const cpuAfter = await env.redisCpu();
   return {
     jobs,
     seconds: round(seconds),
     jobsPerSec: Math.round(jobs / seconds),
     commandsPerJob: round(commands / jobs, 1),
+    redisCpuUsPerJob: round(((cpuAfter.cpuMs - cpuBefore.cpuMs) * 1000) / jobs, 1),
+    commandUsPerJob: round(((cpuAfter.commandMs - cpuBefore.commandMs) * 1000) / jobs, 1),
   };
 }
 
@@ -46,7 +61,8 @@ async function measure(
 export function pairedRun(
   jobs: number,
   data: Record<string, unknown>,
-  executor: ExecutorChoice = (process.env.BENCH_EXECUTOR as ExecutorChoice | undefined) ?? 'first',
+  /** Unset (and BENCH_EXECUTOR unset): the library's default executor choice. */
+  executor: ExecutorChoice | undefined = process.env.BENCH_EXECUTOR as ExecutorChoice | undefined,
   /** Pair records on a local Redis Cluster instead of the queues' Redis. */
   lockOnCluster = false,
 ): Promise<Run> {
@@ -117,8 +133,28 @@ export async function throughput(
       ratio,
       target: `ratio >= ${minimum}`,
       met: ratio >= minimum,
-      config: `${jobs} jobs${ms > 0 ? ` awaiting ${ms} ms` : ' (no-op)'}; 2 worker processes x concurrency 50 (paired: one per twin); one Redis`,
+      config: `${jobs} jobs${ms > 0 ? ` awaiting ${ms} ms` : ' (no-op)'}; 2 worker processes x concurrency 50 (paired: one per twin, executor ${EXECUTOR_LABEL}); one Redis`,
     },
+  };
+}
+
+/** redis_cpu_per_job: the Redis server's CPU per logical job over the throughput_noop runs. */
+export function redisCpuPerJob(paired: Run, bullmq: Run): ScenarioResult {
+  const ratio = round(paired.redisCpuUsPerJob / bullmq.redisCpuUsPerJob, 3);
+  const per = (run: Run) => ({
+    redisCpuUsPerJob: run.redisCpuUsPerJob,
+    commandUsPerJob: run.commandUsPerJob,
+    jobs: run.jobs,
+    seconds: run.seconds,
+  });
+  return {
+    paired: { ...per(paired), executor: EXECUTOR_LABEL },
+    bullmq: per(bullmq),
+    ratio,
+    target: 'ratio <= 2.2',
+    met: ratio <= 2.2,
+    config:
+      "the throughput_noop runs: used_cpu_sys + used_cpu_user of the one redis-server (queues and pair records on it; the bench's 20 ms completed-count polling included, 2 queues paired vs 1 plain) before and after, per logical job; commandUsPerJob: the sum of INFO commandstats usec, for reference only (a script's usec includes the commands it calls, which are also counted under their own names, and paired runs more scripts); ratio on the server CPU",
   };
 }
 
@@ -145,7 +181,7 @@ export async function lateTwinDrain(
     await env.twin('eu', { ...WORKERS, ...ledger });
     const usQueue = env.queue(`${env.base}-us`);
     await usQueue.pause(); // us is "down": its copies pile up
-    const queue = env.pairedQueue();
+    const queue = env.pairedQueue({}, 'first');
     for (let added = 0; added < jobs; added += CHUNK) {
       await queue.addBulk(
         Array.from({ length: Math.min(CHUNK, jobs - added) }, () => ({ name: 'job', data: {} })),
