@@ -101,6 +101,7 @@ export async function startExample({ connection, port }: { connection: Redis; po
       twin,
       lockConnection: connection,
       group: 'push',
+      jobLogs: true, // the pairing lines on each job's Logs tab
     });
     const worker = new Worker<Push, Sent>(`push-${twin}`, paired.processor, { connection });
     paired.attach(worker);

@@ -10,9 +10,9 @@ export const EXECUTOR_OPTION = 'pairedExecutor';
 
 /**
  * Who runs a job in the common case:
+ * - `'balanced'` (the default): one twin per job by a hash of its id (each twin runs half);
  * - `'first'`: whichever twin picks its copy up first (one lock-store round trip before the
  *   run and one after it, inside the worker slot);
- * - `'balanced'`: one twin per job by a hash of its id (each twin runs half);
  * - a twin name: that twin (e.g. the producer's own region, for the lowest latency).
  */
 export type ExecutorChoice = 'first' | 'balanced' | (string & {});
@@ -22,7 +22,8 @@ export function executorOption(
   value: unknown,
   twins: readonly string[],
 ): ExecutorChoice {
-  if (value === undefined) return 'first';
+  // No lock-store round trip in the job's slot: the cheapest mode on one site and across regions.
+  if (value === undefined) return 'balanced';
   if (value === 'first' || value === 'balanced') return value;
   if (typeof value === 'string' && twins.includes(value)) return value;
   throw optionError(

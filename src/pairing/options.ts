@@ -62,7 +62,10 @@ export interface PairedProcessorOptions
    * value. Default 10 000.
    */
   standbyGraceMs?: number;
-  /** Write a `job.log` line for each paired decision (shows in Bull Board). Default true. */
+  /**
+   * Write a `job.log` line for each paired decision (shows in Bull Board). Each line is one
+   * more command on the job's path, so they are off unless asked for. Default false.
+   */
   jobLogs?: boolean;
   /**
    * Where paired decisions are logged: a pino logger or anything with its `debug`/`info`/
@@ -164,7 +167,8 @@ export function resolveProcessorOptions(options: unknown): ResolvedProcessorOpti
     standbyGraceMs: integerOption(OWNER, 'standbyGraceMs', standbyGraceMs ?? 10_000, {
       min: 10,
     }),
-    jobLogs: booleanOption(OWNER, 'jobLogs', jobLogs ?? true),
+    // Off by default: a job.log line per copy is a command per copy on the job's path.
+    jobLogs: booleanOption(OWNER, 'jobLogs', jobLogs ?? false),
     logger: loggerOption(OWNER, logger),
     telemetry: telemetryOption(OWNER, telemetry),
   };

@@ -101,7 +101,8 @@ export class PairedFlowProducer {
         queueName: target.queueName,
         prefix: target.prefix,
         data: node.data,
-        opts: { ...opts, jobId },
+        // Each job of the tree has its executor chosen as an add would choose it.
+        opts: { ...opts, jobId, ...node.queue.executorFor(jobId) },
         ...(children.length > 0 ? { children: children.map((perTwin) => perTwin[ti]) } : {}),
       })) as FlowJob[];
     };

@@ -41,6 +41,7 @@ import {
 import { PairingCheck } from './pairing-record.js';
 import { mirrorProgress, ProgressTracker } from './progress.js';
 import { SiblingWatch } from './siblings.js';
+import { TwinPresence } from './twin-presence.js';
 import type { PairedProcessorFunction, PairInfo } from './types.js';
 
 export type { PairedProcessorFunction, PairInfo } from './types.js';
@@ -69,6 +70,13 @@ const SOON_ROUNDS = 10;
 
 /** Longest wait between two attempts to promote a woken copy its queue Redis refused. */
 const PROMOTE_RETRY_CAP_MS = 5_000;
+
+/**
+ * Jobs added this soon (ms) after a process was listed among its twin's processes are not
+ * started before their claim: a standby may still act on an older look that found the twin
+ * without a live process (a look is reused for 250 ms), and the producer's clock may differ.
+ */
+const LISTED_MARGIN_MS = 1_000;
 
 /** Marks a copy that was parked: BullMQ must not fail or complete it. */
 const PARKED = Symbol('parked');
@@ -104,6 +112,11 @@ interface Start {
 /** BullMQ builds a worker's jobs with the worker as their (protected) `queue`. */
 const workerOf = (job: Job): unknown => (job as unknown as { queue: unknown }).queue;
 
+/** A job's `queue` that is a BullMQ Worker (what `attach` and the siblings registry need). */
+const isWorker = (value: unknown): value is Worker =>
+  typeof (value as Worker | undefined)?.waitUntilReady === 'function' &&
+  typeof (value as Worker).opts === 'object';
+
 /**
  * Wraps a BullMQ processor so that the twin that picks a job up first executes it and the
  * other shadows it without holding a worker slot, completing with the executor's result,
@@ -131,8 +144,16 @@ export class PairedProcessor<
   /** Per attached worker: the queue that promotes the copies it adopts. */
   private readonly adopters = new Map<Worker, Queue>();
   private readonly siblings: SiblingWatch[] = [];
-  /** Per attached worker: settles once this process is listed among its twin's processes. */
-  private readonly registered = new Map<unknown, Promise<void>>();
+  /** Whether a chosen twin still has a live process (liveness on; else standbys wait the grace). */
+  private readonly presence: TwinPresence | undefined;
+  /**
+   * Per worker: when (Date.now()) this process was first listed among its twin's processes.
+   * A standby runs a job chosen for this twin at once only while the twin has no listed live
+   * process, so jobs added since this listing (plus a margin) were not taken that way.
+   */
+  private readonly listedAt = new Map<Worker, number>();
+  /** Per worker: settles once this process is listed among its twin's processes. */
+  private readonly registered = new Map<Worker, Promise<void>>();
   /** What every copy's Decisions report to: the same for all of them. */
   private readonly reporting: Reporting;
   /**
@@ -164,6 +185,9 @@ export class PairedProcessor<
       this.report(err),
     );
     this.core = new PairCore(options.lockConnection, this.options.lock, (err) => this.report(err));
+    this.presence = this.core.options.liveness
+      ? new TwinPresence(this.core.client, this.core, (err) => this.report(err))
+      : undefined;
     this.reporting = {
       twin: this.options.twin,
       jobLogs: this.options.jobLogs,
@@ -197,28 +221,50 @@ export class PairedProcessor<
   /** Hands this worker's running jobs over to the twin when the worker starts closing. */
   attach(worker: Worker): this {
     worker.on('closing', () => this.handOver((owner) => owner === worker));
-    const siblings = this.siblingWatch(worker);
-    if (siblings !== undefined) {
+    void this.watchWorker(worker);
+    return this;
+  }
+
+  /**
+   * Lists this process among its twin's for `worker`'s queue, adopts copies parked there by
+   * processes that died, and watches its siblings; once per worker, at `attach` or at the
+   * worker's first job (a worker made without `attach` is listed too: the other twin's
+   * standbys run the jobs chosen for a twin with no listed live process). Resolves once listed.
+   */
+  private watchWorker(worker: Worker): Promise<void> {
+    const known = this.registered.get(worker);
+    if (known !== undefined) return known;
+    const watch = (async (): Promise<SiblingWatch | undefined> => {
+      await worker.waitUntilReady();
+      // Listed under the queue's recorded twin, where the other twin's standbys look. A
+      // pairing that contradicts PairedQueue's record is reported here, before any job runs.
+      await this.pairing.groupOf(worker).catch(() => {});
+      const siblings = this.siblingWatch(worker);
       // A copy this worker parks is safe only once siblings know this process exists. A
       // failure here is reported by the start-up checks and the watch itself.
-      this.registered.set(
-        worker,
-        this.untilReady()
-          .then((ready) => (ready ? siblings.register() : undefined))
-          .catch(() => {}),
-      );
-    }
-    // A pairing that contradicts PairedQueue's record is reported before any job runs.
-    void worker
-      .waitUntilReady()
-      .then(() => this.pairing.groupOf(worker))
-      .catch(() => {});
-    void worker
-      .waitUntilReady()
-      .then(() => this.adoptParked(worker))
-      .then(() => siblings?.start())
+      if (siblings !== undefined && (await this.untilReady())) {
+        await siblings.register();
+        this.listedAt.set(worker, Date.now());
+      }
+      return siblings;
+    })();
+    const registered = watch.then(
+      () => {},
+      () => {},
+    );
+    this.registered.set(worker, registered);
+    void watch
+      .then(async (siblings) => {
+        await this.adoptParked(worker);
+        siblings?.start();
+      })
       .catch((err: unknown) => this.report(asError(err)));
-    return this;
+    return registered;
+  }
+
+  /** The twin `worker`'s queue belongs to: as `PairedQueue` recorded it, else the `twin` option. */
+  private twinOf(worker: unknown): string {
+    return (isWorker(worker) && this.pairing.recordedTwin(worker)) || this.options.twin;
   }
 
   /**
@@ -227,7 +273,8 @@ export class PairedProcessor<
    */
   private siblingWatch(worker: Worker): SiblingWatch | undefined {
     if (!this.core.options.liveness) return undefined;
-    const key = siblingsKey(this.options.lock.prefix, this.options.twin, worker.name);
+    if (this.closed) return undefined;
+    const key = siblingsKey(this.options.lock.prefix, this.twinOf(worker), worker.name);
     const watch = new SiblingWatch(
       this.core.client,
       key,
@@ -296,8 +343,9 @@ export class PairedProcessor<
       const copy = job as Job<DataType, ResultType, NameType>;
       const wake = (reason: WakeReason): void => this.promote(copy, ticket, address, reason);
       // A standby of a job not claimed yet: watched as its own process would have.
-      if (record.state === 'waiting') this.watchStandby(copy, ticket, address);
-      else if (record.state === 'running') ticket.onNextWake(record.ownerLiveness, wake);
+      if (record.state === 'waiting') {
+        this.watchStandby(copy, ticket, address, this.presenceKey(copy, chosenExecutor(job.opts)));
+      } else if (record.state === 'running') ticket.onNextWake(record.ownerLiveness, wake);
       else wake('settled');
     }
   }
@@ -316,6 +364,7 @@ export class PairedProcessor<
     const queues = [...this.adopters.values()];
     this.adopters.clear();
     for (const watch of this.siblings.splice(0)) watch.stop();
+    this.presence?.stop();
     await Promise.all(queues.map((queue) => queue.close()));
     await this.core.close();
   }
@@ -336,10 +385,14 @@ export class PairedProcessor<
     } catch (err) {
       return this.lockStoreDown(job, token, signal, err, say);
     }
+    // Listed among its twin's processes before it runs or parks anything (once per worker).
+    const worker = workerOf(job);
+    if (isWorker(worker)) await this.watchWorker(worker);
     // An earlier park of this copy is over: it is here. Its watch (a standby's) stops too.
     this.parked.get(address.key)?.close();
     this.parked.delete(address.key);
     const chosen = chosenExecutor(job.opts);
+    const self = this.twinOf(worker);
     const learned = this.learned.get(address.key);
     // Only for this very job: a later job that reuses the id is not completed with it.
     if (learned !== undefined && learned.jobTimestamp === job.timestamp) {
@@ -350,18 +403,41 @@ export class PairedProcessor<
       return learned.result as ResultType;
     }
     const first = job.attemptsMade === 0 && (job.attemptsStarted ?? 0) <= 1;
-    if (chosen !== undefined && first) {
-      if (chosen !== this.options.twin) {
+    // The chosen twin has no live process left: nobody will claim the job, run it here now.
+    const chosenGone = await this.isGone(this.presenceKey(job, chosen));
+    if (chosen !== undefined && first && !chosenGone) {
+      if (chosen !== self) {
         const done =
           this.core.rttMs < NEAR_STORE_MS ? await this.standbyInSlot(job, address, say) : undefined;
         if (done !== undefined) return done.result;
         return this.standby(job, token, address, chosen, say);
       }
-      // Young enough that the standby's grace cannot have run out: see `runAtOnce`.
+      // Young enough that the standby's grace cannot have run out, and added while this
+      // process was listed (a standby may have run what was added while the twin had no
+      // live process): see `runAtOnce`.
       const availableAt = job.timestamp + (job.delay ?? 0);
-      if (this.core.speculative && Date.now() - availableAt < this.options.standbyGraceMs / 2) {
+      if (
+        this.core.speculative &&
+        Date.now() - availableAt < this.options.standbyGraceMs / 2 &&
+        job.timestamp >= (this.listedAt.get(worker as Worker) ?? 0) + LISTED_MARGIN_MS
+      ) {
         return this.runAtOnce(job, token, signal, address, say);
       }
+      // The copy's first pickup, not run anywhere by this twin yet: a claim answered before
+      // the run still gets fence 1 when the standby has not taken the job.
+      let claimed: Awaited<ReturnType<PairCore['claim']>>;
+      try {
+        claimed = await this.core.claim(address, randomUUID());
+      } catch (err) {
+        return await this.lockStoreDown(job, token, signal, err, say);
+      }
+      if (claimed.reply.kind === 'granted') {
+        const start = { token: claimed.token, sentAt: claimed.sentAt, reply: claimed.reply };
+        const result = await this.execute(job, token, signal, address, start, say);
+        if (result !== PARKED) return result;
+        throw new DelayedError();
+      }
+      // Taken: the acquire below answers what the record holds (done, busy, failed).
     }
     // With a chosen executor only its claim is granted fence 1: a run that started with it
     // before its claim was answered never shares it with a later grant. A twin that was not
@@ -372,7 +448,7 @@ export class PairedProcessor<
         ? { minFence: 1 }
         : {
             minFence: 2,
-            waitForClaimMs: chosen === this.options.twin ? 0 : this.options.standbyGraceMs,
+            waitForClaimMs: chosen === self || chosenGone ? 0 : this.options.standbyGraceMs,
           };
     const ticket = this.core.ticket(address);
     let parked = false;
@@ -473,7 +549,6 @@ export class PairedProcessor<
     chosen: string,
     say: Decisions,
   ): Promise<never> {
-    await this.registered.get(workerOf(job));
     const ticket = this.core.ticket(address);
     // Listed before the park: a worker adopting delayed copies meanwhile leaves this one be.
     this.parked.set(address.key, ticket);
@@ -485,7 +560,9 @@ export class PairedProcessor<
       throw err;
     }
     // Reported once the watch has read the record: with the executor's fence when it runs.
-    this.watchStandby(job, ticket, address, (fence, owner) => say.shadowed(fence, owner || chosen));
+    this.watchStandby(job, ticket, address, this.presenceKey(job, chosen), (fence, owner) =>
+      say.shadowed(fence, owner || chosen),
+    );
     throw new DelayedError();
   }
 
@@ -532,6 +609,8 @@ export class PairedProcessor<
     job: Job<DataType, ResultType, NameType>,
     ticket: Ticket,
     address: RecordAddress,
+    /** Where the chosen twin lists its live processes; undefined when not watched. */
+    chosenKey: string | undefined,
     /** Called once, at the first look that finds the job waiting for its executor or run. */
     onShadow: (fence: number, owner: string) => void = () => {},
   ): void {
@@ -564,9 +643,17 @@ export class PairedProcessor<
         const left = this.options.standbyGraceMs - (record?.ageMs ?? 0);
         // Unclaimed for the whole grace: the chosen twin is down or far behind; take it.
         if (left <= 0) return this.promote(job, ticket, address, 'gone');
+        // No live process of the chosen twin: nobody will claim it; take it now.
+        if (await this.isGone(chosenKey)) return this.promote(job, ticket, address, 'gone');
+        if (!watching()) return;
         const timer = later(left, () => ticket.wake('recheck'));
+        const cancel =
+          chosenKey === undefined
+            ? undefined
+            : this.presence?.onGone(chosenKey, () => ticket.wake('recheck'), watching);
         ticket.onNextWake(NO_OWNER, () => {
           clearTimeout(timer);
+          cancel?.();
           void look();
         });
         return;
@@ -600,6 +687,23 @@ export class PairedProcessor<
       this.promote(job, ticket, address, 'gone');
     };
     void look();
+  }
+
+  /**
+   * Where the twin chosen for `job` lists its live processes (siblings registry), or
+   * undefined when there is nothing to watch: no twin chosen, this twin chosen, liveness off.
+   */
+  private presenceKey(job: Job, chosen: string | undefined): string | undefined {
+    const worker = workerOf(job);
+    if (chosen === undefined || !isWorker(worker) || this.presence === undefined) return undefined;
+    if (chosen === this.twinOf(worker)) return undefined;
+    return siblingsKey(this.options.lock.prefix, chosen, this.pairing.twinQueue(worker, chosen));
+  }
+
+  /** Whether the twin listed at `key` has no live process left; false when unknown. */
+  private async isGone(key: string | undefined): Promise<boolean> {
+    if (key === undefined || this.presence === undefined) return false;
+    return this.presence.isGone(key);
   }
 
   private learn(key: string, result: LearnedResult): void {
@@ -770,8 +874,6 @@ export class PairedProcessor<
       if (isParked) this.promote(job, ticket, address, reason);
     });
     if (woke !== undefined && round < 5) return false;
-    // Siblings must know this process before it parks a copy only it would wake.
-    await this.registered.get((job as unknown as { queue: unknown }).queue);
     // With a session, the watcher sees the owner's lease run out (per process, not per job),
     // so the copy parks long: its delay only matters if this process dies meanwhile. Without
     // one, the copy must come back when the record's own lease would end.

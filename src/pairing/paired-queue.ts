@@ -83,16 +83,18 @@ export interface PairedQueueOptions {
   /**
    * Which twin runs each job in the common case, chosen here at add time and stamped on both
    * copies (job option `pairedExecutor`):
-   * - `'first'` (default): whichever twin's worker picks its copy up first. Each copy asks the
-   *   lock store before it runs and the executor stores its result after: two lock-store
-   *   round trips inside a worker slot, negligible on one site, 40–200 ms over a WAN.
-   * - `'balanced'`: one twin per job by a hash of its id, so each twin runs half.
+   * - `'balanced'` (default): one twin per job by a hash of its id, so each twin runs half.
+   * - `'first'`: whichever twin's worker picks its copy up first. Each copy asks the lock
+   *   store before it runs and the executor stores its result after: two lock-store round
+   *   trips inside a worker slot, negligible on one site, 40–200 ms over a WAN.
    * - a twin name: that twin runs every job (e.g. the producer's own region).
    * With a chosen executor no lock-store round trip is on the job's path: the executor starts
    * at once and claims the job while it runs (fence 1), and the other twin's copy parks at
    * once (a standby, no slot held) and takes over (fence 2 or higher) when the executor
-   * fails, closes or dies, or when no worker of that twin has claimed the job within
-   * `PairedProcessor`'s `standbyGraceMs`.
+   * fails, closes or dies, at once when that twin has no live worker process left, or when
+   * no worker of that twin has claimed the job within `PairedProcessor`'s `standbyGraceMs`.
+   * Jobs of `PairedFlowProducer` flows and of job schedulers are chosen the same way (a
+   * scheduler's iterations all go to one twin, chosen by the scheduler's id).
    */
   executor?: ExecutorChoice;
 }
@@ -383,15 +385,10 @@ export class PairedQueue<
       }
       assertJsonData(`${OWNER}.add`, job.data);
       const jobId = pairableJobId(opts.jobId);
-      const executor = chooseExecutor(this.executor, this.twins, jobId);
       return {
         name: job.name,
         data: job.data,
-        opts: {
-          ...opts,
-          jobId,
-          ...(executor === undefined ? {} : { [EXECUTOR_OPTION]: executor }),
-        },
+        opts: { ...opts, jobId, ...this.executorFor(jobId) },
       };
     });
     const ids = prepared.map((job) => job.opts.jobId);
@@ -637,6 +634,16 @@ export class PairedQueue<
   }
 
   /**
+   * The job option that names the twin chosen to run `jobId` (`pairedExecutor`), to spread
+   * into a copy's options; empty under `executor: 'first'`. Used for adds, flows and job
+   * schedulers alike.
+   */
+  executorFor(jobId: string): Record<string, string> {
+    const executor = chooseExecutor(this.executor, this.twins, jobId);
+    return executor === undefined ? {} : { [EXECUTOR_OPTION]: executor };
+  }
+
+  /**
    * Creates or updates a job scheduler on both twins, so that each iteration is one job id on
    * both (`repeat:<schedulerId>:<millis>`, BullMQ's naming) and runs once. Takes BullMQ's
    * arguments; resolves with the next job on each twin (`undefined` where BullMQ added none:
@@ -659,7 +666,12 @@ export class PairedQueue<
     const id = pairableSchedulerId(schedulerId);
     checkRepeatOptions(id, repeatOpts);
     const operation = `upsertJobScheduler("${id}")`;
-    const jobTemplate = { ...template, opts: { ...this.defaultJobOptions, ...template.opts } };
+    // Every iteration of one scheduler goes to one twin: BullMQ names the iterations itself,
+    // so the choice is made by the scheduler's id and kept in the template on both twins.
+    const jobTemplate = {
+      ...template,
+      opts: { ...this.defaultJobOptions, ...template.opts, ...this.executorFor(id) },
+    };
     type Next = Job<DataType, ResultType, NameType> | undefined;
     const upsert = (twin: Twin, repeat: PairedRepeatOptions): Promise<Next> =>
       twin.queue.upsertJobScheduler(id, repeat, jobTemplate) as Promise<Next>;

@@ -179,6 +179,24 @@ export class PairingCheck {
     throw mismatch;
   }
 
+  /**
+   * The twin `source`'s queue belongs to, as `PairedQueue` recorded it (read by `groupOf`);
+   * undefined when not known. It decides which copies a chosen executor's twin runs: a
+   * `twin` option that names another twin is reported, and this one is used.
+   */
+  recordedTwin(source: PairingSource): string | undefined {
+    return this.known.get(source.toKey(PAIRING_KEY))?.twin;
+  }
+
+  /**
+   * The queue name of `twin` in `source`'s pairing, as recorded (one Redis: the twins' queues
+   * differ), else `source`'s own name (two Redis servers, one queue name). Read from the
+   * record `groupOf` cached.
+   */
+  twinQueue(source: PairingSource, twin: string): string {
+    return this.known.get(source.toKey(PAIRING_KEY))?.twins[twin]?.queue ?? source.name;
+  }
+
   /** As `groupOf`, but undefined when the `group` option contradicts the record (reported). */
   async groupIfPaired(source: PairingSource): Promise<string | undefined> {
     try {

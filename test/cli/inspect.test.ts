@@ -20,7 +20,9 @@ describe('bullmq-paired inspect and stats', () => {
     const base = uniquePrefix('cli');
     const lockPrefix = `${base}-lock`;
     const connection = redis().connect();
+    // 'first': the twin started first executes every job, so each pair's state is certain.
     const queue = new PairedQueue<{ kind: Kind }>(base, {
+      executor: 'first',
       twins: { a: { connection, queue: `${base}-a` }, b: { connection, queue: `${base}-b` } },
     });
     closers.push(() => queue.close());

@@ -65,24 +65,29 @@ describe('PairedQueue executor: a twin chosen at add time', () => {
     expect(executions(await kit.ledger(), id)).toHaveLength(1);
   });
 
-  it('only a claim is granted fence 1: a chosen twin that asks first (its copy too old to start unclaimed) gets fence 2', async () => {
+  it('a chosen twin whose copy is too old to start unclaimed runs it once its claim is granted, with fence 1', async () => {
     const queue = kit.pairedQueue('eu');
     const { id } = await queue.add('n', { ms: 5 });
-    // Older than half the grace by the time eu picks it up: eu asks before it runs.
+    // Older than half the grace by the time eu picks it up: eu claims before it runs.
     await new Promise((resolve) => setTimeout(resolve, 300));
     const eu = await kit.startWorker('eu', { STANDBY_GRACE_MS: '200' });
-    expect(await eu.next('started', (l) => l.id === id)).toMatchObject({ fence: 2 });
+    expect(await eu.next('started', (l) => l.id === id)).toMatchObject({ fence: 1 });
     const done = await copiesIn(queue, id, ['eu']);
-    expect(done.eu.returnvalue).toEqual({ by: 'eu', fence: 2 });
+    expect(done.eu.returnvalue).toEqual({ by: 'eu', fence: 1 });
   });
 
   it("a chosen twin's run that started before its claim lost is aborted, fenced lower, and its copy ends with the pair's result", async () => {
-    const us = await kit.startWorker('us', { STANDBY_GRACE_MS: '200' });
+    // eu believes the job young (a grace of 10 min) and was listed before it was added, so
+    // it starts at once and claims meanwhile; its queue is paused until us has run the job.
+    const eu = await kit.startWorker('eu', { STANDBY_GRACE_MS: '600000' });
     const queue = kit.pairedQueue('eu');
+    await queue.queue('eu').pause();
+    // Past the margin after eu's listing within which a job is claimed before its run.
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    const us = await kit.startWorker('us', { STANDBY_GRACE_MS: '200' });
     const { id } = await queue.add('n', { holdUntil: 'go:late' });
     await us.next('started', (l) => l.id === id);
-    // eu believes the job young (a grace of 10 min), so it starts at once and claims meanwhile.
-    const eu = await kit.startWorker('eu', { STANDBY_GRACE_MS: '600000' });
+    await queue.queue('eu').resume();
     await eu.next('started', (l) => l.id === id);
     // Superseded by its claim's answer, eu's copy shadows us's run (parked) before the release.
     await copiesIn(queue, id, ['eu'], 'delayed');
@@ -119,6 +124,85 @@ describe('PairedQueue executor: a twin chosen at add time', () => {
     await kit.release('go:kill');
     const done = await copiesIn(queue, id, ['us']);
     expect(done.us.returnvalue).toEqual({ by: 'us', fence: 2 });
+  });
+});
+
+describe('PairedQueue executor: a job id added again within retention', () => {
+  it('is the same job: both copies complete with the stored result; a chosen run started before its claim is refused is aborted', async () => {
+    const eu = await kit.startWorker('eu');
+    await kit.startWorker('us');
+    const queue = kit.pairedQueue('eu');
+    // Past the margin after eu's listing within which a job is claimed before its run.
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    const opts = { jobId: 'again-1', removeOnComplete: true };
+    await queue.add('n', { ms: 5 }, opts);
+    const lock = redis().connect();
+    const key = `${kit.names.lockPrefix}:pair:{${kit.names.queue}:again-1}`;
+    await vi.waitFor(async () => expect(await lock.get(key)).toContain('"done"'), {
+      timeout: 10_000,
+    });
+    await vi.waitFor(
+      async () => expect(await queue.queue('us').getJobState('again-1')).toBe('unknown'),
+      {
+        timeout: 10_000,
+      },
+    );
+    const stored = await lock.get(key);
+    // Added again once BullMQ removed both copies: held until its signal aborts.
+    await queue.add('n', { holdUntil: 'go:never' }, { jobId: 'again-1' });
+    const copies = await copiesIn(queue, 'again-1');
+    expect(copies.eu.returnvalue).toEqual({ by: 'eu', fence: 1 });
+    expect(copies.us.returnvalue).toEqual({ by: 'eu', fence: 1 });
+    // The record is the first run's: nothing stored over it.
+    expect(await lock.get(key)).toBe(stored);
+    const runs = executions(await kit.ledger(), 'again-1');
+    expect(runs.every((e) => e.twin === 'eu' && Number(e.fence) === 1)).toBe(true);
+    // eu's second copy ended from the record (its start, if any, aborted by the refusal).
+    expect(eu.lines.some((l) => l.event === 'twinCompleted' && l.jobId === 'again-1')).toBe(true);
+  });
+});
+
+describe('PairedQueue executor: the chosen twin has no live process left', () => {
+  it('a chosen twin SIGKILLed with 200 jobs queued for it: the survivor runs them all at once, not after standbyGraceMs', async () => {
+    // A grace of a minute: on the code before twin presence, the survivor waited it out.
+    const grace = { STANDBY_GRACE_MS: '60000' };
+    const eu = await kit.startWorker('eu', { CONCURRENCY: '1', ...grace });
+    await kit.startWorker('us', { CONCURRENCY: '50', ...grace });
+    const queue = kit.pairedQueue('eu');
+    const added = await queue.addBulk(
+      Array.from({ length: 200 }, (_, i) => ({
+        name: 'n',
+        data: { ms: 50 },
+        opts: { jobId: `queued-${i}` },
+      })),
+    );
+    await eu.next('started');
+    await eu.kill('SIGKILL');
+    const killedAt = Date.now();
+    for (const { id } of added) await copiesIn(queue, id, ['us']);
+    const seconds = (Date.now() - killedAt) / 1000;
+    console.info(`survivor finished 200 queued jobs ${seconds.toFixed(2)} s after the kill`);
+    // 200 x 50 ms over 50 slots is 0.2 s of work; generous for a noisy 2-core machine, far
+    // below the minute of grace.
+    expect(seconds).toBeLessThan(20);
+    const ran = executions(await kit.ledger());
+    // Every job ran; what us ran carries a fence above any eu could have held.
+    expect(new Set(ran.map((e) => e.id)).size).toBe(200);
+    expect(ran.filter((e) => e.twin === 'us').every((e) => Number(e.fence) >= 2)).toBe(true);
+  });
+
+  it('the survivor runs at once what is added for a twin that has had no live process', async () => {
+    const us = await kit.startWorker('us', { STANDBY_GRACE_MS: '60000' });
+    const queue = kit.pairedQueue('eu');
+    const { id } = await queue.add('n', { ms: 5 });
+    await us.next('shadowed', (l) => l.jobId === id);
+    const { us: done } = await copiesIn(queue, id, ['us']);
+    expect(done.returnvalue).toEqual({ by: 'us', fence: 2 });
+    // Once the twin is known gone, a new job runs on its first pickup, without parking.
+    const { id: next } = await queue.add('n', { ms: 5 });
+    await copiesIn(queue, next, ['us']);
+    expect(us.lines.filter((l) => l.event === 'shadowed' && l.jobId === next)).toEqual([]);
+    expect(executions(await kit.ledger(), next).map((e) => [e.twin, e.fence])).toEqual([['us', 2]]);
   });
 });
 

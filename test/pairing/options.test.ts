@@ -86,7 +86,7 @@ describe('PairedProcessor options', () => {
     expect(paired.options).toMatchObject({
       twin: 'eu',
       whenLockStoreDown: 'wait',
-      jobLogs: true,
+      jobLogs: false,
       maxParkMs: 300_000,
     });
     expect(paired.options.lock).toMatchObject({

@@ -78,14 +78,19 @@ export function twinsKit(setup: TwinsSetup) {
         LEDGER: names.ledger,
         HOLD_PREFIX: `${names.queue}:`,
         LOCK_PREFIX: names.lockPrefix,
+        // These tests read the job.log lines of paired decisions (off by default).
+        JOB_LOGS: '1',
         ...env,
       });
       children.push(child);
       await child.next('ready');
       return child;
     },
-    /** `executor`: PairedQueue's option of that name (default 'first'). */
-    pairedQueue(executor?: ExecutorChoice): TestQueue {
+    /**
+     * `executor`: PairedQueue's option of that name. 'first' unless given: these tests start
+     * one twin before the other to say which one executes ('default': the library's own).
+     */
+    pairedQueue(executor: ExecutorChoice | 'default' = 'first'): TestQueue {
       // Fail fast rather than queue commands while a test has a Redis killed.
       const connection = (twin: Twin) => {
         const redis = setup.queueRedis[twin]();
@@ -98,7 +103,7 @@ export function twinsKit(setup: TwinsSetup) {
       };
       const queue: TestQueue = new PairedQueue(names.queue, {
         addTimeoutMs: 1_000,
-        ...(executor === undefined ? {} : { executor }),
+        ...(executor === 'default' ? {} : { executor }),
         twins: {
           eu: { connection: connection('eu'), queue: queueName('eu') },
           us: { connection: connection('us'), queue: queueName('us') },

@@ -1,6 +1,7 @@
 import { type Job, Worker, type WorkerOptions } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 import {
+  EXECUTOR_OPTION,
   JobSchedulerNotPairedError,
   PairedFlowProducer,
   PairedProcessor,
@@ -100,6 +101,21 @@ function count<T>(items: T[], key: (item: T) => string): Map<string, number> {
   return counts;
 }
 
+/** Both copies of `id` name one chosen executor (the default `executor`), and it ran the job. */
+async function expectChosenRan(
+  queue: PairedQueue,
+  id: string,
+  executions: { id: string; twin: Twin }[],
+): Promise<void> {
+  const copies = await queue.getJob(id);
+  const chosen = TWINS.map(
+    (twin) => (copies?.jobs[twin]?.opts as Record<string, unknown> | undefined)?.[EXECUTOR_OPTION],
+  );
+  expect(chosen[0]).toBeTypeOf('string');
+  expect(chosen[1]).toBe(chosen[0]);
+  expect(executions.filter((e) => e.id === id).map((e) => e.twin)).toEqual([chosen[0]]);
+}
+
 describe('job schedulers across twins', () => {
   for (const setup of SETUPS) {
     it(`runs each iteration of an "every" scheduler once, both copies completing (${setup})`, async () => {
@@ -126,6 +142,8 @@ describe('job schedulers across twins', () => {
       for (const id of ids) await bothCompleted(queue, id);
       // Each iteration ran once in total (never on both twins) ...
       expect([...count(twins.executions, (e) => e.id).values()].every((n) => n === 1)).toBe(true);
+      // ... on the twin the default executor chose for the scheduler, stamped on every copy.
+      for (const id of ids) await expectChosenRan(queue, id, twins.executions);
       // ... and both twins hold the same iterations, all completed.
       const held = await Promise.all(
         TWINS.map(async (twin) =>
@@ -362,6 +380,10 @@ describe('flows across twins (PairedFlowProducer)', () => {
       expect([...items1.keys()].sort()).toEqual(['item-1', 'item-2', 'item-3']);
       expect([...items1.values()]).toEqual([1, 1, 1]);
       expect(orderWorkers.executions.map((e) => e.id)).toEqual(['order-1']);
+      // Every job of the tree had its executor chosen (the default), and that twin ran it.
+      await expectChosenRan(ordersQueue, 'order-1', orderWorkers.executions);
+      for (const n of [1, 2, 3])
+        await expectChosenRan(itemsQueue, `item-${n}`, itemWorkers.executions);
       const order = await ordersQueue.getJob('order-1');
       for (const twin of TWINS) {
         expect(order?.jobs[twin]?.returnvalue).toEqual({ sum: 60, children: 3 });

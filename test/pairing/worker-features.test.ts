@@ -60,6 +60,7 @@ function pair(setup: Setup, run: (twin: Twin) => PairedProcessorFunction<unknown
       twin,
       lockConnection: setup.lockRedis().connect(),
       group: queue.group,
+      jobLogs: true, // a test reads the cancel line
     });
     paired.on('error', () => {});
     const worker = new Worker(queueName(twin), paired.processor, {

@@ -1,0 +1,135 @@
+import { asError } from '../errors.js';
+import type { RedisConnection } from '../lock/scripts.js';
+import type { SiblingLiveness } from './siblings.js';
+
+/** How often a twin that standbys wait for is looked at, in ms. */
+const PRESENCE_CHECK_MS = 250;
+/**
+ * How long a twin must have had no live worker process before it counts as gone, in ms: a
+ * subscriber reconnecting after a blip is back well within it, so a live twin's queued jobs
+ * are not run here too; a twin whose processes were all SIGKILLed is gone within about this.
+ */
+const PRESENCE_GRACE_MS = 500;
+
+interface Watched {
+  /** When a look first found no live process (cleared by a look that finds one). */
+  emptySince: number | undefined;
+  /** When the last look ended (performance.now()), to answer `isGone` from it for a while. */
+  lookedAt: number;
+  looking: Promise<void> | undefined;
+  /** Each listener, with what tells whether it is still wanted (a ticket closed meanwhile is not). */
+  listeners: Map<() => void, () => boolean>;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/**
+ * Whether the twin chosen to run a job still has a live worker process for its queue, as its
+ * workers list themselves in the siblings registry (`SiblingWatch`: one sorted set of liveness
+ * channels per twin and queue). A standby waits for the chosen twin's claim only while that
+ * twin has one: once none is left (every process of a region SIGKILLed, or never started), the
+ * jobs chosen for it run on the survivor as soon as it has a slot, not after
+ * `standbyGraceMs`. It is looked at only while standbys wait for it (one set read and one
+ * subscriber count per twin every `PRESENCE_CHECK_MS`), so its cost is flat in jobs and
+ * nothing when idle.
+ */
+export class TwinPresence {
+  private readonly watched = new Map<string, Watched>();
+  private stopped = false;
+
+  constructor(
+    private readonly client: RedisConnection,
+    private readonly liveness: SiblingLiveness,
+    private readonly report: (err: Error) => void,
+  ) {}
+
+  /**
+   * Whether the twin listed at `key` has had no live process for the grace, from what is
+   * known; looks again first when the last look is older than a check period.
+   */
+  async isGone(key: string): Promise<boolean> {
+    const entry = this.entry(key);
+    if (performance.now() - entry.lookedAt > PRESENCE_CHECK_MS) await this.look(key, entry);
+    return this.gone(entry);
+  }
+
+  /**
+   * Calls `listener` once, when the twin listed at `key` is gone, unless `wanted()` says no by
+   * then (checked at each look, so a listener whose wait ended otherwise stops the looks).
+   * Returns a canceller.
+   */
+  onGone(key: string, listener: () => void, wanted: () => boolean): () => void {
+    const entry = this.entry(key);
+    entry.listeners.set(listener, wanted);
+    entry.timer ??= setInterval(() => void this.look(key, entry), PRESENCE_CHECK_MS);
+    entry.timer.unref();
+    return () => {
+      entry.listeners.delete(listener);
+      this.idle(key, entry);
+    };
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const entry of this.watched.values()) clearInterval(entry.timer);
+    this.watched.clear();
+  }
+
+  private entry(key: string): Watched {
+    let entry = this.watched.get(key);
+    if (entry === undefined) {
+      entry = {
+        emptySince: undefined,
+        lookedAt: Number.NEGATIVE_INFINITY,
+        looking: undefined,
+        listeners: new Map(),
+        timer: undefined,
+      };
+      this.watched.set(key, entry);
+    }
+    return entry;
+  }
+
+  private gone(entry: Watched): boolean {
+    return (
+      entry.emptySince !== undefined && performance.now() - entry.emptySince >= PRESENCE_GRACE_MS
+    );
+  }
+
+  /** Stops looking at a twin nobody waits for; its last answer is kept for `isGone`. */
+  private idle(key: string, entry: Watched): void {
+    if (entry.listeners.size > 0) return;
+    clearInterval(entry.timer);
+    entry.timer = undefined;
+    if (this.gone(entry) || entry.emptySince === undefined) return;
+    // An absence still within its grace is forgotten: a later look starts it again.
+    this.watched.delete(key);
+  }
+
+  private look(key: string, entry: Watched): Promise<void> {
+    entry.looking ??= (async () => {
+      try {
+        const channels = await this.client.zrange(key, '0', '-1');
+        const counts = channels.length === 0 ? [] : await this.liveness.subscribers(channels);
+        const live = counts.some((n) => n > 0);
+        if (live) entry.emptySince = undefined;
+        else entry.emptySince ??= performance.now();
+      } catch (err) {
+        // Unknown: nothing changes; the next look tries again.
+        this.report(asError(err));
+      } finally {
+        entry.lookedAt = performance.now();
+        entry.looking = undefined;
+      }
+      if (this.stopped) return;
+      for (const [listener, wanted] of entry.listeners) {
+        if (!wanted()) entry.listeners.delete(listener);
+      }
+      if (!this.gone(entry)) return this.idle(key, entry);
+      const listeners = [...entry.listeners.keys()];
+      entry.listeners.clear();
+      this.idle(key, entry);
+      for (const listener of listeners) listener();
+    })();
+    return entry.looking;
+  }
+}
