@@ -642,9 +642,10 @@ export class PairedProcessor<
         shadow(record);
         const left = this.options.standbyGraceMs - (record?.ageMs ?? 0);
         // Unclaimed for the whole grace: the chosen twin is down or far behind; take it.
-        if (left <= 0) return this.promote(job, ticket, address, 'gone');
+        // Neither was ever started: they keep their place in the wait list (no LREM each).
+        if (left <= 0) return this.promote(job, ticket, address, 'gone', false);
         // No live process of the chosen twin: nobody will claim it; take it now.
-        if (await this.isGone(chosenKey)) return this.promote(job, ticket, address, 'gone');
+        if (await this.isGone(chosenKey)) return this.promote(job, ticket, address, 'gone', false);
         if (!watching()) return;
         const timer = later(left, () => ticket.wake('recheck'));
         const cancel =
@@ -902,14 +903,14 @@ export class PairedProcessor<
     ticket: Ticket,
     address: RecordAddress,
     reason: WakeReason,
+    // Promote puts the copy at the far end of the wait list: behind a backlog a takeover
+    // would wait seconds for a slot. Moving it to the front (an LREM over the wait list) is
+    // worth it for a takeover; a settled copy only completes and can wait its turn.
+    toFront = reason !== 'settled',
   ): void {
     ticket.close();
     if (this.parked.get(address.key) === ticket) this.parked.delete(address.key);
     // The copy may be back already (its delay ended, or another wake won): nothing to do then.
-    // Promote puts the copy at the far end of the wait list: behind a backlog a takeover
-    // would wait seconds for a slot. Moving it to the front (an LREM over the wait list) is
-    // worth it for a takeover; a settled copy only completes and can wait its turn.
-    const toFront = reason !== 'settled';
     void this.promoteUntilDone(job, toFront);
   }
 
