@@ -55,7 +55,8 @@ async function pairedIdle(
       return calls.reduce((a, b) => a + b, 0);
     };
     await env.twin('eu', { CONCURRENCY: String(n), ...lock });
-    const queue = env.pairedQueue({ us: usRedis }, 'first');
+    // A chosen executor (the default mode), named so that eu runs every job.
+    const queue = env.pairedQueue({ us: usRedis }, 'eu');
     const euQueue = env.queue(`${env.base}-eu`);
     const usQueue = env.queue(`${env.base}-us`, usRedis);
     await usQueue.pause();

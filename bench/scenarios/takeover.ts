@@ -13,7 +13,8 @@ async function pairedSample(
   hit: (eu: FixtureProcess) => void,
 ) {
   const eu = await env.twin('eu', { ...VERBOSE, ...twinEnv });
-  const { id } = await env.pairedQueue({}, 'first').add('long', { ms: LONG_MS });
+  // A chosen executor (the default mode), named so that eu is the one killed.
+  const { id } = await env.pairedQueue({}, 'eu').add('long', { ms: LONG_MS });
   await eu.next('started', (l) => l.id === id);
   const us = await env.twin('us', { ...VERBOSE, ...twinEnv });
   await us.next('shadowed', (l) => l.jobId === id);
@@ -107,7 +108,7 @@ export async function takeoverFail({ quick, log }: BenchOptions): Promise<Scenar
   const samples = quick ? 5 : 20;
   const paired = await withEnv(async (env) => {
     const twins = [await env.twin('eu', VERBOSE), await env.twin('us', VERBOSE)] as const;
-    const queue = env.pairedQueue({}, 'first');
+    const queue = env.pairedQueue(); // the library's default executor
     const values: number[] = [];
     for (let i = 0; i < samples; i++) {
       const { id } = await queue.add('fail', { ms: 300, failOnFence: 1 });

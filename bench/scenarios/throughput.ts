@@ -181,7 +181,7 @@ export async function lateTwinDrain(
     await env.twin('eu', { ...WORKERS, ...ledger });
     const usQueue = env.queue(`${env.base}-us`);
     await usQueue.pause(); // us is "down": its copies pile up
-    const queue = env.pairedQueue({}, 'first');
+    const queue = env.pairedQueue(); // the library's default executor
     for (let added = 0; added < jobs; added += CHUNK) {
       await queue.addBulk(
         Array.from({ length: Math.min(CHUNK, jobs - added) }, () => ({ name: 'job', data: {} })),

@@ -382,6 +382,11 @@ export class PairCore {
     return this.notifier.rttMs;
   }
 
+  /** How far the lock store is, ms: the least recent round trip, unlike `rttMs`'s peak. */
+  get distanceMs(): number {
+    return this.notifier.distanceMs;
+  }
+
   /** Whether a grant can be used before its reply arrives (no `durability` WAIT to pass first). */
   get speculative(): boolean {
     return this.replication === undefined && this.isReady && this.notifier.healthy;

@@ -408,7 +408,9 @@ export class PairedProcessor<
     if (chosen !== undefined && first && !chosenGone) {
       if (chosen !== self) {
         const done =
-          this.core.rttMs < NEAR_STORE_MS ? await this.standbyInSlot(job, address, say) : undefined;
+          this.core.distanceMs < NEAR_STORE_MS
+            ? await this.standbyInSlot(job, address, say)
+            : undefined;
         if (done !== undefined) return done.result;
         return this.standby(job, token, address, chosen, say);
       }
@@ -567,9 +569,9 @@ export class PairedProcessor<
   }
 
   /**
-   * A standby next to the lock store: reads the record (marking it 'waiting' if the executor
-   * has not claimed it yet) and waits in its slot for the settle, as long as a shadow would
-   * (`holdMs`). Returns the pair's result, or undefined to park as a standby after all.
+   * A standby next to the lock store (`distanceMs`): reads the record and waits in its slot
+   * for the settle, as long as a shadow would (`holdMs`). Returns the pair's result, or
+   * undefined to park as a standby after all (the parked standby's watch marks the record).
    */
   private async standbyInSlot(
     job: Job<DataType, ResultType, NameType>,
@@ -583,7 +585,9 @@ export class PairedProcessor<
     const ticket = this.core.ticket(address);
     try {
       for (let round = 0; round < 3; round++) {
-        const record = await this.core.inspect(address, true);
+        // Read without marking it 'waiting': a mark makes the claim announce its grant, a
+        // wake-up and a read that find it running. A copy that parks marks it then.
+        const record = await this.core.inspect(address, false);
         if (record?.state === 'done') {
           await say.twinCompleted(record.fence, record.owner);
           const progress = record.progress === undefined ? null : JSON.stringify(record.progress);
