@@ -38,7 +38,14 @@ export class Ticket {
     private readonly notifier: Notifier,
   ) {}
 
-  wake(reason: WakeReason): void {
+  /**
+   * The outcome a settle message carried, once one did: the pair is done with this result,
+   * so a shadow completes its copy without reading the record.
+   */
+  done: SettledDone | undefined;
+
+  wake(reason: WakeReason, done?: SettledDone): void {
+    if (done !== undefined) this.done = done;
     const listener = this.listener;
     this.listener = undefined;
     if (listener) listener(reason);
@@ -127,21 +134,44 @@ const HEALTH_INTERVAL_MS = 1_000;
 const RTT_SAMPLES = 10;
 const HEALTH_TIMEOUT_MS = 1_500;
 
+/** A record that became done, as its settle message told it (the result fit in the message). */
+export interface SettledDone {
+  fence: number;
+  owner: string;
+  /** The stored result, JSON. */
+  result: string;
+  /** The executor's last progress, JSON; null when none. */
+  progress: string | null;
+}
+
 /**
- * The ticket tag a settle message names. The scripts encode `[key, field]` with Redis' cjson,
- * which escapes '/' as '\/' where `JSON.stringify` does not: decoded and encoded again, a
- * key with a '/' (a job id, a queue name) still wakes its waiters.
+ * The ticket tag a settle message names, and the outcome it carries. The scripts encode
+ * `[key, field]` (a grant announced to a standby) or `[key, field, state, fence, owner,
+ * result, progress]` (a settle; result and progress '' when too large to ride along) with
+ * Redis' cjson, which escapes '/' as '\/' where `JSON.stringify` does not: decoded and
+ * encoded again, a key with a '/' (a job id, a queue name) still wakes its waiters.
  */
-function settledTag(message: string): string {
+export function parseSettled(message: string): { tag: string; done?: SettledDone } {
   try {
     const parsed: unknown = JSON.parse(message);
-    if (Array.isArray(parsed) && parsed.length === 2) {
-      return addressTag(String(parsed[0]), String(parsed[1]));
+    if (Array.isArray(parsed) && parsed.length >= 2) {
+      const tag = addressTag(String(parsed[0]), String(parsed[1]));
+      const [, , state, fence, owner, result, progress] = parsed as unknown[];
+      if (state !== 'done' || typeof result !== 'string' || result === '') return { tag };
+      return {
+        tag,
+        done: {
+          fence: Number(fence),
+          owner: String(owner),
+          result,
+          progress: typeof progress === 'string' && progress !== '' ? progress : null,
+        },
+      };
     }
   } catch {
     // not one of ours: matches no ticket
   }
-  return message;
+  return { tag: message };
 }
 
 /** Whether a raw pair record has settled (done, failed, released): what a settle message says. */
@@ -249,7 +279,9 @@ export class Notifier {
       );
     });
     this.subscriber.on('message', (channel: string, message: string) => {
-      if (channel === this.settleChannel) this.wakeTag(settledTag(message));
+      if (channel !== this.settleChannel) return;
+      const { tag, done } = parseSettled(message);
+      this.wakeTag(tag, done);
     });
     if (client.isCluster) {
       // A sharded subscriber (one per master) that ended is made anew by ioredis after a
@@ -521,8 +553,8 @@ export class Notifier {
     if (set?.size === 0) this.tickets.delete(ticket.tag);
   }
 
-  private wakeTag(tag: string): void {
-    for (const ticket of this.tickets.get(tag) ?? []) ticket.wake('settled');
+  private wakeTag(tag: string, done?: SettledDone): void {
+    for (const ticket of this.tickets.get(tag) ?? []) ticket.wake('settled', done);
   }
 
   watchLiveness(): void {

@@ -456,6 +456,8 @@ export class PairedProcessor<
     let parked = false;
     try {
       for (let round = 0; ; round++) {
+        // Woken by a settle message that carried the result: done, without asking again.
+        if (ticket.done !== undefined) return await this.completeFrom(job, ticket.done, say);
         let acquired: Acquired;
         try {
           acquired = await this.core.acquire(address, undefined, ask);
@@ -587,12 +589,14 @@ export class PairedProcessor<
       for (let round = 0; round < 3; round++) {
         // Read without marking it 'waiting': a mark makes the claim announce its grant, a
         // wake-up and a read that find it running. A copy that parks marks it then.
+        // The settle message that woke it carried the result: no read.
+        const told = ticket.done;
+        if (told !== undefined) return { result: await this.completeFrom(job, told, say) };
         const record = await this.core.inspect(address, false);
         if (record?.state === 'done') {
-          await say.twinCompleted(record.fence, record.owner);
           const progress = record.progress === undefined ? null : JSON.stringify(record.progress);
-          await mirrorProgress(job, progress, (err) => this.report(err));
-          return { result: record.result as ResultType };
+          const done = { fence: record.fence, owner: record.owner, progress };
+          return { result: await this.completeFrom(job, { ...done, value: record.result }, say) };
         }
         // Failed or released: the parked standby's watch brings it back to take over.
         if (record !== null && record.state !== 'waiting' && record.state !== 'running') break;
@@ -606,6 +610,23 @@ export class PairedProcessor<
       ticket.close();
     }
     return undefined;
+  }
+
+  /**
+   * Ends a copy as twin-completed with the pair's result: from a settle message (`result` as
+   * JSON) or a record read (`value`, parsed).
+   */
+  private async completeFrom(
+    job: Job<DataType, ResultType, NameType>,
+    done: { fence: number; owner: string; progress: string | null } & (
+      | { result: string }
+      | { value: unknown }
+    ),
+    say: Decisions,
+  ): Promise<ResultType> {
+    await say.twinCompleted(done.fence, done.owner);
+    await mirrorProgress(job, done.progress, (err) => this.report(err));
+    return ('result' in done ? parseJson<ResultType>(done.result) : done.value) as ResultType;
   }
 
   /** Follows a standby's record until its copy must come back (see `standby`). */
@@ -633,6 +654,18 @@ export class PairedProcessor<
     };
     const look = async (): Promise<void> => {
       if (!watching()) return;
+      const told = ticket.done;
+      if (told !== undefined) {
+        // The settle message carried the result: learned without a read.
+        this.learn(address.key, {
+          jobTimestamp: job.timestamp,
+          fence: told.fence,
+          owner: told.owner,
+          result: parseJson(told.result),
+          progress: told.progress,
+        });
+        return this.promote(job, ticket, address, 'settled');
+      }
       let record: PairRecord | null;
       try {
         record = await this.core.inspect(address, true);

@@ -1,11 +1,16 @@
 --[[
   Shared by complete / fail / release: the owner (token + fence) moves a running record
   to a settled state and announces it on the settle channel, so waiting shadows wake at once.
+  The announcement is {key, field, state, fence, owner, result, progress}: a 'done' result
+  (and progress) of at most INLINE_BYTES together rides along, so a shadow completes its copy
+  without reading the record; otherwise both are '' and a shadow reads it.
   Replies (replies.json): {OK, fence} settled (or already settled so by this fence: a retry);
   {STALE, state, fence, owner} refused; {MISSING} record gone; {CORRUPT} record unreadable.
 ]]
 --- @include "replies"
 --- @include "includes/record"
+
+local INLINE_BYTES = 1024
 
 local function settle(key, indexKey, field, token, fence, retentionMs, channel, state, payloadName, payload, final, progress)
   local now = nowMs()
@@ -29,6 +34,11 @@ local function settle(key, indexKey, field, token, fence, retentionMs, channel, 
   if final then rec.final = true end
   if progress and progress ~= '' then rec.progress = progress end
   saveRecord(key, indexKey, field, rec, now, retentionMs)
-  redis.call('PUBLISH', channel, cjson.encode({key, field}))
+  local inline, inlineProgress = '', ''
+  if state == 'done' and payload ~= '' and #payload + #(progress or '') <= INLINE_BYTES then
+    inline, inlineProgress = payload, progress or ''
+  end
+  redis.call('PUBLISH', channel,
+    cjson.encode({key, field, state, rec.fence, rec.owner or '', inline, inlineProgress}))
   return {REPLY.OK, rec.fence}
 end
