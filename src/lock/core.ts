@@ -255,6 +255,11 @@ export class PairCore {
     );
   }
 
+  /** Reports `err` as the core's own errors are (to every user of a shared core). */
+  reportError(err: Error): void {
+    this.report(err);
+  }
+
   address(id: string, hash?: string): RecordAddress {
     return recordAddress(this.options.prefix, id, hash);
   }

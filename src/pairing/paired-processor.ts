@@ -14,19 +14,14 @@ import {
   type PeerErrorInfo,
   PeerFailedError,
 } from '../errors.js';
-import {
-  type Acquired,
-  type ClaimReply,
-  type ExecuteExtras,
-  PairCore,
-  type RunContext,
-} from '../lock/core.js';
+import type { Acquired, ClaimReply, ExecuteExtras, PairCore, RunContext } from '../lock/core.js';
 import { type RecordAddress, recordId, siblingsKey } from '../lock/keys.js';
 import { NO_OWNER, type Ticket, type WakeReason } from '../lock/notifier.js';
 import { misconfigured } from '../lock/preflight.js';
 import { type PairRecord, parseJson } from '../lock/record.js';
 import { backoffMs } from '../lock/reply-errors.js';
 import { type AcquireReply, ownerOf } from '../lock/scripts.js';
+import { type CoreLease, leaseCore } from '../lock/shared-core.js';
 import { traced, workerTelemetry } from '../observability/tracing.js';
 import { show } from '../validate.js';
 import { cancelledByBullMQ, cancelledCopyError, isCancel } from './cancel.js';
@@ -40,7 +35,7 @@ import {
 } from './options.js';
 import { PairingCheck } from './pairing-record.js';
 import { mirrorProgress, ProgressTracker } from './progress.js';
-import { SiblingWatch } from './siblings.js';
+import { siblingsOf } from './siblings.js';
 import { TwinPresence } from './twin-presence.js';
 import type { PairedProcessorFunction, PairInfo } from './types.js';
 
@@ -135,6 +130,7 @@ export class PairedProcessor<
     signal?: AbortSignal,
   ) => Promise<ResultType>;
   private readonly core: PairCore;
+  private readonly coreLease: CoreLease;
   /** The group of each queue's record ids, as PairedQueue recorded it, checked against ours. */
   private readonly pairing: PairingCheck;
   private readonly executions = new Set<Execution>();
@@ -143,7 +139,8 @@ export class PairedProcessor<
   private readonly learned = new Map<string, LearnedResult>();
   /** Per attached worker: the queue that promotes the copies it adopts. */
   private readonly adopters = new Map<Worker, Queue>();
-  private readonly siblings: SiblingWatch[] = [];
+  /** Stops this processor's watches in the siblings registry (one per worker). */
+  private readonly unlisten: (() => void)[] = [];
   /** Whether a chosen twin still has a live process (liveness on; else standbys wait the grace). */
   private readonly presence: TwinPresence | undefined;
   /**
@@ -184,7 +181,12 @@ export class PairedProcessor<
     this.pairing = new PairingCheck(this.options.twin, this.options.group, (err) =>
       this.report(err),
     );
-    this.core = new PairCore(options.lockConnection, this.options.lock, (err) => this.report(err));
+    // Shared by every PairedProcessor of this process on the same lock connection and lock
+    // options: one session, subscriber and watch per process and lock store.
+    this.coreLease = leaseCore(options.lockConnection, this.options.lock, (err) =>
+      this.report(err),
+    );
+    this.core = this.coreLease.core;
     this.presence = this.core.options.liveness
       ? new TwinPresence(this.core.client, this.core, (err) => this.report(err))
       : undefined;
@@ -234,19 +236,20 @@ export class PairedProcessor<
   private watchWorker(worker: Worker): Promise<void> {
     const known = this.registered.get(worker);
     if (known !== undefined) return known;
-    const watch = (async (): Promise<SiblingWatch | undefined> => {
+    const watch = (async (): Promise<void> => {
       await worker.waitUntilReady();
       // Listed under the queue's recorded twin, where the other twin's standbys look. A
       // pairing that contradicts PairedQueue's record is reported here, before any job runs.
       await this.pairing.groupOf(worker).catch(() => {});
-      const siblings = this.siblingWatch(worker);
       // A copy this worker parks is safe only once siblings know this process exists. A
-      // failure here is reported by the start-up checks and the watch itself.
-      if (siblings !== undefined && (await this.untilReady())) {
-        await siblings.register();
-        this.listedAt.set(worker, Date.now());
-      }
-      return siblings;
+      // failure here is reported by the start-up checks and the registry itself.
+      if (!this.core.options.liveness || !(await this.untilReady()) || this.closed) return;
+      const key = siblingsKey(this.options.lock.prefix, this.twinOf(worker), worker.name);
+      // When a sibling dies, its parked copies have nobody to wake them: adopt them.
+      const adopt = (): void =>
+        void this.adoptParked(worker).catch((err: unknown) => this.report(asError(err)));
+      this.unlisten.push(await siblingsOf(this.core).register(key, adopt));
+      this.listedAt.set(worker, Date.now());
     })();
     const registered = watch.then(
       () => {},
@@ -254,10 +257,7 @@ export class PairedProcessor<
     );
     this.registered.set(worker, registered);
     void watch
-      .then(async (siblings) => {
-        await this.adoptParked(worker);
-        siblings?.start();
-      })
+      .then(() => this.adoptParked(worker))
       .catch((err: unknown) => this.report(asError(err)));
     return registered;
   }
@@ -265,25 +265,6 @@ export class PairedProcessor<
   /** The twin `worker`'s queue belongs to: as `PairedQueue` recorded it, else the `twin` option. */
   private twinOf(worker: unknown): string {
     return (isWorker(worker) && this.pairing.recordedTwin(worker)) || this.options.twin;
-  }
-
-  /**
-   * When another process of this twin dies, its parked copies have nobody to wake them:
-   * adopt them, as a starting worker does (lock store with liveness on).
-   */
-  private siblingWatch(worker: Worker): SiblingWatch | undefined {
-    if (!this.core.options.liveness) return undefined;
-    if (this.closed) return undefined;
-    const key = siblingsKey(this.options.lock.prefix, this.twinOf(worker), worker.name);
-    const watch = new SiblingWatch(
-      this.core.client,
-      key,
-      this.core,
-      () => void this.adoptParked(worker).catch((err: unknown) => this.report(asError(err))),
-      (err) => this.report(err),
-    );
-    this.siblings.push(watch);
-    return watch;
   }
 
   /**
@@ -363,10 +344,10 @@ export class PairedProcessor<
     this.parked.clear();
     const queues = [...this.adopters.values()];
     this.adopters.clear();
-    for (const watch of this.siblings.splice(0)) watch.stop();
+    for (const stop of this.unlisten.splice(0)) stop();
     this.presence?.stop();
     await Promise.all(queues.map((queue) => queue.close()));
-    await this.core.close();
+    await this.coreLease.release();
   }
 
   private async process(
