@@ -16,10 +16,9 @@ import {
 } from '../errors.js';
 import type { Acquired, ClaimReply, ExecuteExtras, PairCore, RunContext } from '../lock/core.js';
 import { type RecordAddress, recordId, siblingsKey } from '../lock/keys.js';
-import { NO_OWNER, type Ticket, type WakeReason } from '../lock/notifier.js';
+import type { Ticket, WakeReason } from '../lock/notifier.js';
 import { misconfigured } from '../lock/preflight.js';
-import { type PairRecord, parseJson } from '../lock/record.js';
-import { backoffMs } from '../lock/reply-errors.js';
+import { parseJson } from '../lock/record.js';
 import { type AcquireReply, ownerOf } from '../lock/scripts.js';
 import { type CoreLease, leaseCore } from '../lock/shared-core.js';
 import { traced, workerTelemetry } from '../observability/tracing.js';
@@ -34,8 +33,10 @@ import {
   resolveProcessorOptions,
 } from './options.js';
 import { PairingCheck } from './pairing-record.js';
+import { Parking } from './parking.js';
 import { mirrorProgress, ProgressTracker } from './progress.js';
 import { siblingsOf } from './siblings.js';
+import { completeFromPair, type PairResult, Standbys, toldResult } from './standby.js';
 import { TwinPresence } from './twin-presence.js';
 import type { PairedProcessorFunction, PairInfo } from './types.js';
 
@@ -63,13 +64,12 @@ const SOON_MS = 1_000;
 /** Rounds a copy waits in its slot for an owner whose end is moments away, before parking. */
 const SOON_ROUNDS = 10;
 
-/** Longest wait between two attempts to promote a woken copy its queue Redis refused. */
-const PROMOTE_RETRY_CAP_MS = 5_000;
-
 /**
- * Jobs added this soon (ms) after a process was listed among its twin's processes are not
- * started before their claim: a standby may still act on an older look that found the twin
- * without a live process (a look is reused for 250 ms), and the producer's clock may differ.
+ * Jobs added this soon (ms) after the first live process of a twin was listed are not
+ * started before their claim (one round trip in the slot instead): while the twin had no live
+ * process, the other twin's standbys ran its jobs, and one may still act on an older look
+ * that found it gone (a look is reused for 250 ms); the producer's clock may differ too. A
+ * process listed next to a live sibling has no such window.
  */
 const LISTED_MARGIN_MS = 1_000;
 
@@ -81,20 +81,6 @@ const PARKED = Symbol('parked');
  * delayed move, a promote and a second pickup): it waits there, as a shadow does.
  */
 const NEAR_STORE_MS = 5;
-
-/** Results a standby learned while its copy was parked, kept at most (oldest dropped first). */
-const MAX_STANDBY_RESULTS = 10_000;
-
-/** A settled pair as a standby learned it, for its copy's next pickup. */
-interface LearnedResult {
-  /** The copy's `job.timestamp`: the result belongs to that job, not to a later one of its id. */
-  jobTimestamp: number;
-  fence: number;
-  owner: string;
-  result: unknown;
-  /** The executor's last progress as JSON, null if none. */
-  progress: string | null;
-}
 
 /** How a granted run started: after its grant, or before (its claim decides). */
 interface Start {
@@ -134,9 +120,10 @@ export class PairedProcessor<
   /** The group of each queue's record ids, as PairedQueue recorded it, checked against ours. */
   private readonly pairing: PairingCheck;
   private readonly executions = new Set<Execution>();
-  private readonly parked = new Map<string, Ticket>();
-  /** Per record: the pair's result, learned by a standby's watch before its copy came back. */
-  private readonly learned = new Map<string, LearnedResult>();
+  /** Parked copies: what wakes each, results learned meanwhile, promotions. */
+  private readonly parking: Parking;
+  /** Copies whose job the other twin was chosen to run. */
+  private readonly standbys: Standbys;
   /** Per attached worker: the queue that promotes the copies it adopts. */
   private readonly adopters = new Map<Worker, Queue>();
   /** Stops this processor's watches in the siblings registry (one per worker). */
@@ -190,6 +177,17 @@ export class PairedProcessor<
     this.presence = this.core.options.liveness
       ? new TwinPresence(this.core.client, this.core, (err) => this.report(err))
       : undefined;
+    const isClosed = (): boolean => this.closed;
+    const report = (err: Error): void => this.report(err);
+    this.parking = new Parking(isClosed, report);
+    this.standbys = new Standbys(
+      this.core,
+      this.options,
+      this.parking,
+      this.presence,
+      isClosed,
+      report,
+    );
     this.reporting = {
       twin: this.options.twin,
       jobLogs: this.options.jobLogs,
@@ -248,8 +246,12 @@ export class PairedProcessor<
       // When a sibling dies, its parked copies have nobody to wake them: adopt them.
       const adopt = (): void =>
         void this.adoptParked(worker).catch((err: unknown) => this.report(asError(err)));
-      this.unlisten.push(await siblingsOf(this.core).register(key, adopt));
-      this.listedAt.set(worker, Date.now());
+      const registry = siblingsOf(this.core);
+      // With a live sibling listed, the other twin's standbys never took this twin for gone:
+      // no job added before this listing can have run there (see LISTED_MARGIN_MS).
+      const othersLive = await registry.othersLive(key).catch(() => false);
+      this.unlisten.push(await registry.register(key, adopt));
+      this.listedAt.set(worker, othersLive ? Number.NEGATIVE_INFINITY : Date.now());
     })();
     const registered = watch.then(
       () => {},
@@ -315,17 +317,19 @@ export class PairedProcessor<
     for (const job of await queue.getDelayed(0, ADOPT_AT_MOST - 1)) {
       if (!job.id || this.closed) continue;
       const address = this.core.address(recordId(group, job.id));
-      if (this.parked.has(address.key)) continue;
+      if (this.parking.holds(address.key)) continue;
       const record = await this.core.inspect(address);
       if (record === null) continue; // never paired: a delay of the user's own
-      if (this.parked.has(address.key)) continue; // parked by this process meanwhile
+      if (this.parking.holds(address.key)) continue; // parked by this process meanwhile
       const ticket = this.core.ticket(address);
-      this.parked.set(address.key, ticket);
+      this.parking.hold(address.key, ticket);
       const copy = job as Job<DataType, ResultType, NameType>;
-      const wake = (reason: WakeReason): void => this.promote(copy, ticket, address, reason);
+      const wake = (reason: WakeReason): void =>
+        this.parking.promote(copy, ticket, address, reason);
       // A standby of a job not claimed yet: watched as its own process would have.
       if (record.state === 'waiting') {
-        this.watchStandby(copy, ticket, address, this.presenceKey(copy, chosenExecutor(job.opts)));
+        const chosenKey = this.presenceKey(copy, chosenExecutor(job.opts));
+        this.standbys.watch(copy, ticket, address, chosenKey);
       } else if (record.state === 'running') ticket.onNextWake(record.ownerLiveness, wake);
       else wake('settled');
     }
@@ -340,8 +344,7 @@ export class PairedProcessor<
     if (this.closed) return;
     this.closed = true;
     this.handOver(() => true);
-    for (const ticket of this.parked.values()) ticket.close();
-    this.parked.clear();
+    this.parking.closeAll();
     const queues = [...this.adopters.values()];
     this.adopters.clear();
     for (const stop of this.unlisten.splice(0)) stop();
@@ -370,30 +373,34 @@ export class PairedProcessor<
     const worker = workerOf(job);
     if (isWorker(worker)) await this.watchWorker(worker);
     // An earlier park of this copy is over: it is here. Its watch (a standby's) stops too.
-    this.parked.get(address.key)?.close();
-    this.parked.delete(address.key);
+    this.parking.back(address.key);
     const chosen = chosenExecutor(job.opts);
     const self = this.twinOf(worker);
-    const learned = this.learned.get(address.key);
-    // Only for this very job: a later job that reuses the id is not completed with it.
-    if (learned !== undefined && learned.jobTimestamp === job.timestamp) {
-      // A standby's watch read the pair's result while this copy was parked.
-      this.learned.delete(address.key);
-      await say.twinCompleted(learned.fence, learned.owner);
-      await mirrorProgress(job, learned.progress, (err) => this.report(err));
-      return learned.result as ResultType;
+    // A standby's watch learned the pair's result while this copy was parked (for this very
+    // job: a later job that reuses the id is not completed with it).
+    const learned = this.parking.takeLearned(address.key, job.timestamp);
+    if (learned !== undefined) {
+      const { fence, owner, progress, result } = learned;
+      return this.complete(job, { fence, owner, progress, value: result }, say);
     }
     const first = job.attemptsMade === 0 && (job.attemptsStarted ?? 0) <= 1;
     // The chosen twin has no live process left: nobody will claim the job, run it here now.
-    const chosenGone = await this.isGone(this.presenceKey(job, chosen));
+    const chosenGone = await this.standbys.isGone(this.presenceKey(job, chosen));
     if (chosen !== undefined && first && !chosenGone) {
       if (chosen !== self) {
+        // Longer than a shadow's hold: a standby may look before its executor has even picked
+        // its own copy up (another queue, another process), so the wait includes that pickup.
+        const hold = this.holdMs() === 0 ? 0 : this.options.shadowHoldMs;
         const done =
           this.core.distanceMs < NEAR_STORE_MS
-            ? await this.standbyInSlot(job, address, say)
+            ? await this.standbys.inSlot<ResultType>(job, address, say, hold)
             : undefined;
         if (done !== undefined) return done.result;
-        return this.standby(job, token, address, chosen, say);
+        const chosenKey = this.presenceKey(job, chosen);
+        await this.standbys.park(job, token, address, chosenKey, (fence, owner) =>
+          say.shadowed(fence, owner || chosen),
+        );
+        throw new DelayedError();
       }
       // Young enough that the standby's grace cannot have run out, and added while this
       // process was listed (a standby may have run what was added while the twin had no
@@ -438,7 +445,8 @@ export class PairedProcessor<
     try {
       for (let round = 0; ; round++) {
         // Woken by a settle message that carried the result: done, without asking again.
-        if (ticket.done !== undefined) return await this.completeFrom(job, ticket.done, say);
+        if (ticket.done !== undefined)
+          return await this.complete(job, toldResult(ticket.done), say);
         let acquired: Acquired;
         try {
           acquired = await this.core.acquire(address, undefined, ask);
@@ -523,192 +531,6 @@ export class PairedProcessor<
   }
 
   /**
-   * A copy whose job the other twin was chosen to run: parked at once (no slot held, no
-   * lock-store round trip), watched from here, and brought back when the pair settles, its
-   * executor is gone, or nobody claimed the job within `standbyGraceMs`.
-   */
-  private async standby(
-    job: Job<DataType, ResultType, NameType>,
-    token: string | undefined,
-    address: RecordAddress,
-    chosen: string,
-    say: Decisions,
-  ): Promise<never> {
-    const ticket = this.core.ticket(address);
-    // Listed before the park: a worker adopting delayed copies meanwhile leaves this one be.
-    this.parked.set(address.key, ticket);
-    try {
-      await this.parkCopy(job, token, this.options.maxParkMs);
-    } catch (err) {
-      ticket.close();
-      if (this.parked.get(address.key) === ticket) this.parked.delete(address.key);
-      throw err;
-    }
-    // Reported once the watch has read the record: with the executor's fence when it runs.
-    this.watchStandby(job, ticket, address, this.presenceKey(job, chosen), (fence, owner) =>
-      say.shadowed(fence, owner || chosen),
-    );
-    throw new DelayedError();
-  }
-
-  /**
-   * A standby next to the lock store (`distanceMs`): reads the record and waits in its slot
-   * for the settle, as long as a shadow would (`holdMs`). Returns the pair's result, or
-   * undefined to park as a standby after all (the parked standby's watch marks the record).
-   */
-  private async standbyInSlot(
-    job: Job<DataType, ResultType, NameType>,
-    address: RecordAddress,
-    say: Decisions,
-  ): Promise<{ result: ResultType } | undefined> {
-    // Longer than a shadow's hold: a standby may look before its executor has even picked
-    // its own copy up (another queue, another process), so the wait includes that pickup.
-    const hold = this.holdMs() === 0 ? 0 : this.options.shadowHoldMs;
-    if (hold === 0) return undefined;
-    const ticket = this.core.ticket(address);
-    try {
-      for (let round = 0; round < 3; round++) {
-        // Read without marking it 'waiting': a mark makes the claim announce its grant, a
-        // wake-up and a read that find it running. A copy that parks marks it then.
-        // The settle message that woke it carried the result: no read.
-        const told = ticket.done;
-        if (told !== undefined) return { result: await this.completeFrom(job, told, say) };
-        const record = await this.core.inspect(address, false);
-        if (record?.state === 'done') {
-          const progress = record.progress === undefined ? null : JSON.stringify(record.progress);
-          const done = { fence: record.fence, owner: record.owner, progress };
-          return { result: await this.completeFrom(job, { ...done, value: record.result }, say) };
-        }
-        // Failed or released: the parked standby's watch brings it back to take over.
-        if (record !== null && record.state !== 'waiting' && record.state !== 'running') break;
-        if (round === 2) break;
-        await ticket.wait(record?.state === 'running' ? record.ownerLiveness : NO_OWNER, hold);
-        if (!ticket.woke) break;
-      }
-    } catch {
-      // The lock store did not answer: the parked standby's watch retries and reports it.
-    } finally {
-      ticket.close();
-    }
-    return undefined;
-  }
-
-  /**
-   * Ends a copy as twin-completed with the pair's result: from a settle message (`result` as
-   * JSON) or a record read (`value`, parsed).
-   */
-  private async completeFrom(
-    job: Job<DataType, ResultType, NameType>,
-    done: { fence: number; owner: string; progress: string | null } & (
-      | { result: string }
-      | { value: unknown }
-    ),
-    say: Decisions,
-  ): Promise<ResultType> {
-    await say.twinCompleted(done.fence, done.owner);
-    await mirrorProgress(job, done.progress, (err) => this.report(err));
-    return ('result' in done ? parseJson<ResultType>(done.result) : done.value) as ResultType;
-  }
-
-  /** Follows a standby's record until its copy must come back (see `standby`). */
-  private watchStandby(
-    job: Job<DataType, ResultType, NameType>,
-    ticket: Ticket,
-    address: RecordAddress,
-    /** Where the chosen twin lists its live processes; undefined when not watched. */
-    chosenKey: string | undefined,
-    /** Called once, at the first look that finds the job waiting for its executor or run. */
-    onShadow: (fence: number, owner: string) => void = () => {},
-  ): void {
-    let shadowing = false;
-    const shadow = (record: PairRecord | null): void => {
-      if (shadowing) return;
-      shadowing = true;
-      onShadow(record?.fence ?? 0, record?.owner ?? '');
-    };
-    const watching = (): boolean =>
-      !this.closed && !ticket.closed && this.parked.get(address.key) === ticket;
-    const later = (ms: number, then: () => void): NodeJS.Timeout => {
-      const timer = setTimeout(then, Math.max(ms, 1));
-      timer.unref();
-      return timer;
-    };
-    const look = async (): Promise<void> => {
-      if (!watching()) return;
-      const told = ticket.done;
-      if (told !== undefined) {
-        // The settle message carried the result: learned without a read.
-        this.learn(address.key, {
-          jobTimestamp: job.timestamp,
-          fence: told.fence,
-          owner: told.owner,
-          result: parseJson(told.result),
-          progress: told.progress,
-        });
-        return this.promote(job, ticket, address, 'settled');
-      }
-      let record: PairRecord | null;
-      try {
-        record = await this.core.inspect(address, true);
-      } catch (err) {
-        this.report(asError(err));
-        later(this.options.lockStoreRetryMs, () => void look());
-        return;
-      }
-      if (!watching()) return;
-      if (record === null || record.state === 'waiting') {
-        shadow(record);
-        const left = this.options.standbyGraceMs - (record?.ageMs ?? 0);
-        // Unclaimed for the whole grace: the chosen twin is down or far behind; take it.
-        // Neither was ever started: they keep their place in the wait list (no LREM each).
-        if (left <= 0) return this.promote(job, ticket, address, 'gone', false);
-        // No live process of the chosen twin: nobody will claim it; take it now.
-        if (await this.isGone(chosenKey)) return this.promote(job, ticket, address, 'gone', false);
-        if (!watching()) return;
-        const timer = later(left, () => ticket.wake('recheck'));
-        const cancel =
-          chosenKey === undefined
-            ? undefined
-            : this.presence?.onGone(chosenKey, () => ticket.wake('recheck'), watching);
-        ticket.onNextWake(NO_OWNER, () => {
-          clearTimeout(timer);
-          cancel?.();
-          void look();
-        });
-        return;
-      }
-      if (record.state === 'running') {
-        shadow(record);
-        const owner = record.ownerLiveness;
-        // Without a session the record's own lease says when its owner may be gone.
-        const timer =
-          owner.sessionKey === '' && record.leaseLeftMs !== null
-            ? later(record.leaseLeftMs + 5, () => ticket.wake('recheck'))
-            : undefined;
-        ticket.onNextWake(owner, (reason) => {
-          clearTimeout(timer);
-          if (reason === 'gone') this.promote(job, ticket, address, reason);
-          else void look();
-        });
-        return;
-      }
-      if (record.state === 'done') {
-        this.learn(address.key, {
-          jobTimestamp: job.timestamp,
-          fence: record.fence,
-          owner: record.owner,
-          result: record.result,
-          progress: record.progress === undefined ? null : JSON.stringify(record.progress),
-        });
-        return this.promote(job, ticket, address, 'settled');
-      }
-      // Failed or released: the copy asks in its slot whether to take over.
-      this.promote(job, ticket, address, 'gone');
-    };
-    void look();
-  }
-
-  /**
    * Where the twin chosen for `job` lists its live processes (siblings registry), or
    * undefined when there is nothing to watch: no twin chosen, this twin chosen, liveness off.
    */
@@ -719,18 +541,9 @@ export class PairedProcessor<
     return siblingsKey(this.options.lock.prefix, chosen, this.pairing.twinQueue(worker, chosen));
   }
 
-  /** Whether the twin listed at `key` has no live process left; false when unknown. */
-  private async isGone(key: string | undefined): Promise<boolean> {
-    if (key === undefined || this.presence === undefined) return false;
-    return this.presence.isGone(key);
-  }
-
-  private learn(key: string, result: LearnedResult): void {
-    this.learned.set(key, result);
-    if (this.learned.size > MAX_STANDBY_RESULTS) {
-      const oldest = this.learned.keys().next().value;
-      if (oldest !== undefined) this.learned.delete(oldest);
-    }
+  /** Ends a copy as twin-completed with the pair's result. */
+  private complete(job: Job, done: PairResult, say: Decisions): Promise<ResultType> {
+    return completeFromPair<ResultType>(job, done, say, (err) => this.report(err));
   }
 
   private async execute(
@@ -890,7 +703,7 @@ export class PairedProcessor<
     let isParked = false;
     ticket.onNextWake(ownerOf(busy), (reason) => {
       woke = reason;
-      if (isParked) this.promote(job, ticket, address, reason);
+      if (isParked) this.parking.promote(job, ticket, address, reason);
     });
     if (woke !== undefined && round < 5) return false;
     // With a session, the watcher sees the owner's lease run out (per process, not per job),
@@ -900,64 +713,19 @@ export class PairedProcessor<
       busy.ownerSessionKey !== '' ? this.options.maxParkMs : Math.max(busy.recheckMs, 0) + 5;
     await this.parkCopy(job, token, Math.min(delay, this.options.maxParkMs));
     isParked = true;
-    this.parked.set(address.key, ticket);
-    if (woke !== undefined) this.promote(job, ticket, address, woke);
+    this.parking.hold(address.key, ticket);
+    if (woke !== undefined) this.parking.promote(job, ticket, address, woke);
     return true;
   }
 
+  /** Parks the copy (see `Parking.park`); BullMQ must then neither fail nor complete it. */
   private async parkCopy(
     job: Job<DataType, ResultType, NameType>,
     token: string | undefined,
     delayMs: number,
   ): Promise<typeof PARKED> {
-    if (token === undefined)
-      throw new TypeError('PairedProcessor: a BullMQ job token is needed to park a copy');
-    await job.moveToDelayed(Date.now() + delayMs, token);
+    await this.parking.park(job, token, delayMs);
     return PARKED;
-  }
-
-  private promote(
-    job: Job<DataType, ResultType, NameType>,
-    ticket: Ticket,
-    address: RecordAddress,
-    reason: WakeReason,
-    // Promote puts the copy at the far end of the wait list: behind a backlog a takeover
-    // would wait seconds for a slot. Moving it to the front (an LREM over the wait list) is
-    // worth it for a takeover; a settled copy only completes and can wait its turn.
-    toFront = reason !== 'settled',
-  ): void {
-    ticket.close();
-    if (this.parked.get(address.key) === ticket) this.parked.delete(address.key);
-    // The copy may be back already (its delay ended, or another wake won): nothing to do then.
-    void this.promoteUntilDone(job, toFront);
-  }
-
-  /**
-   * Promotes a parked copy, retrying while its queue Redis cannot take it: a wake-up is the
-   * only thing that brings the copy back before `maxParkMs`, so a promote lost to an outage
-   * of the queue Redis left it waiting minutes. Ends when the copy is no longer delayed
-   * (back already: BullMQ's "not in the delayed state" or "missing key") or on close.
-   */
-  private async promoteUntilDone(
-    job: Job<DataType, ResultType, NameType>,
-    toFront: boolean,
-  ): Promise<void> {
-    for (let attempt = 0; !this.closed; attempt++) {
-      try {
-        await job.promote();
-      } catch (err) {
-        const message = err instanceof Error ? err.message : String(err);
-        if (/not in the delayed state|Missing key for job/.test(message)) return;
-        if (attempt === 0) this.report(asError(err));
-        await sleep(backoffMs(attempt, PROMOTE_RETRY_CAP_MS));
-        continue;
-      }
-      if (toFront) {
-        // Best effort: the copy is promoted; only its place in the wait list is at stake.
-        await job.changePriority({ priority: job.priority, lifo: true }).catch(() => {});
-      }
-      return;
-    }
   }
 
   private async lockStoreDown(
