@@ -385,7 +385,7 @@ export class PairedProcessor<
     }
     const first = job.attemptsMade === 0 && (job.attemptsStarted ?? 0) <= 1;
     // The chosen twin has no live process left: nobody will claim the job, run it here now.
-    const chosenGone = await this.standbys.isGone(this.presenceKey(job, chosen));
+    const chosenGone = this.standbys.isGone(this.presenceKey(job, chosen));
     if (chosen !== undefined && first && !chosenGone) {
       if (chosen !== self) {
         // Longer than a shadow's hold: a standby may look before its executor has even picked

@@ -51,8 +51,8 @@ export class Standbys {
     private readonly report: (err: Error) => void,
   ) {}
 
-  /** Whether the twin listed at `key` has no live process left; false when unknown. */
-  async isGone(key: string | undefined): Promise<boolean> {
+  /** Whether the twin listed at `key` has no live process left, as known now; false when unknown. */
+  isGone(key: string | undefined): boolean {
     if (key === undefined || this.presence === undefined) return false;
     return this.presence.isGone(key);
   }
@@ -169,7 +169,7 @@ export class Standbys {
         // Unclaimed for the whole grace (the chosen twin is far behind), or no live process of
         // the chosen twin (nobody will claim it): take it. Never started, the copy keeps its
         // place in the wait list (no LREM each).
-        if (left <= 0 || (await this.isGone(chosenKey))) {
+        if (left <= 0 || this.isGone(chosenKey)) {
           return this.parking.promote(job, ticket, address, 'gone', false);
         }
         if (!watching()) return;

@@ -44,11 +44,12 @@ export class TwinPresence {
 
   /**
    * Whether the twin listed at `key` has had no live process for the grace, from what is
-   * known; looks again first when the last look is older than a check period.
+   * known now (never waits: a copy in its slot must not wait for the lock store); looks again
+   * in the background when the last look is older than a check period.
    */
-  async isGone(key: string): Promise<boolean> {
+  isGone(key: string): boolean {
     const entry = this.entry(key);
-    if (performance.now() - entry.lookedAt > PRESENCE_CHECK_MS) await this.look(key, entry);
+    if (performance.now() - entry.lookedAt > PRESENCE_CHECK_MS) void this.look(key, entry);
     return this.gone(entry);
   }
 
@@ -64,7 +65,7 @@ export class TwinPresence {
     entry.timer.unref();
     return () => {
       entry.listeners.delete(listener);
-      this.idle(key, entry);
+      this.idle(entry);
     };
   }
 
@@ -96,13 +97,10 @@ export class TwinPresence {
   }
 
   /** Stops looking at a twin nobody waits for; its last answer is kept for `isGone`. */
-  private idle(key: string, entry: Watched): void {
+  private idle(entry: Watched): void {
     if (entry.listeners.size > 0) return;
     clearInterval(entry.timer);
     entry.timer = undefined;
-    if (this.gone(entry) || entry.emptySince === undefined) return;
-    // An absence still within its grace is forgotten: a later look starts it again.
-    this.watched.delete(key);
   }
 
   private look(key: string, entry: Watched): Promise<void> {
@@ -111,8 +109,12 @@ export class TwinPresence {
         const channels = await this.client.zrange(key, '0', '-1');
         const counts = channels.length === 0 ? [] : await this.liveness.subscribers(channels);
         const live = counts.some((n) => n > 0);
+        const now = performance.now();
+        // An absence counts only as seen without a gap: after a pause in the looks (nobody
+        // waited for this twin), it starts again from this look.
+        const continuous = now - entry.lookedAt <= 2 * PRESENCE_CHECK_MS + 1_000;
         if (live) entry.emptySince = undefined;
-        else entry.emptySince ??= performance.now();
+        else if (entry.emptySince === undefined || !continuous) entry.emptySince = now;
       } catch (err) {
         // Unknown: nothing changes; the next look tries again.
         this.report(asError(err));
@@ -124,10 +126,10 @@ export class TwinPresence {
       for (const [listener, wanted] of entry.listeners) {
         if (!wanted()) entry.listeners.delete(listener);
       }
-      if (!this.gone(entry)) return this.idle(key, entry);
+      if (!this.gone(entry)) return this.idle(entry);
       const listeners = [...entry.listeners.keys()];
       entry.listeners.clear();
-      this.idle(key, entry);
+      this.idle(entry);
       for (const listener of listeners) listener();
     })();
     return entry.looking;
