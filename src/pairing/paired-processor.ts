@@ -250,8 +250,10 @@ export class PairedProcessor<
       // With a live sibling listed, the other twin's standbys never took this twin for gone:
       // no job added before this listing can have run there (see LISTED_MARGIN_MS).
       const othersLive = await registry.othersLive(key).catch(() => false);
+      // From when the listing was sent: it counts from when the lock store took it.
+      const listing = Date.now();
       this.unlisten.push(await registry.register(key, adopt));
-      this.listedAt.set(worker, othersLive ? Number.NEGATIVE_INFINITY : Date.now());
+      this.listedAt.set(worker, othersLive ? Number.NEGATIVE_INFINITY : listing);
     })();
     const registered = watch.then(
       () => {},
