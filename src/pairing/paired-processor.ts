@@ -68,7 +68,7 @@ const SOON_ROUNDS = 10;
  * Jobs added this soon (ms) after the first live process of a twin was listed are not
  * started before their claim (one round trip in the slot instead): while the twin had no live
  * process, the other twin's standbys ran its jobs, and one may still act on an older look
- * that found it gone (a look is reused for 250 ms); the producer's clock may differ too. A
+ * that found it gone (a look is reused for 150 ms); the producer's clock may differ too. A
  * process listed next to a live sibling has no such window.
  */
 const LISTED_MARGIN_MS = 1_000;

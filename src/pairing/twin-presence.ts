@@ -3,13 +3,13 @@ import type { RedisConnection } from '../lock/scripts.js';
 import type { SiblingLiveness } from './siblings.js';
 
 /** How often a twin that standbys wait for is looked at, in ms. */
-const PRESENCE_CHECK_MS = 250;
+const PRESENCE_CHECK_MS = 150;
 /**
  * How long a twin must have had no live worker process before it counts as gone, in ms: a
  * subscriber reconnecting after a blip is back well within it, so a live twin's queued jobs
  * are not run here too; a twin whose processes were all SIGKILLed is gone within about this.
  */
-const PRESENCE_GRACE_MS = 500;
+const PRESENCE_GRACE_MS = 350;
 
 interface Watched {
   /** When a look first found no live process (cleared by a look that finds one). */
