@@ -184,20 +184,7 @@ export class Standbys {
           return this.parking.promote(job, ticket, address, 'gone', false);
         }
         if (!watching()) return;
-        // Past the grace behind a working twin: its progress is looked at in memory (the
-        // presence watch reads it for every standby at once), with no read of this record;
-        // the claim's announcement or the settle still wakes the ticket.
-        const behindCheck = (): void => {
-          if (!watching()) return;
-          if (this.isGone(chosenKey) || !this.isProgressing(chosenKey)) {
-            ticket.wake('recheck');
-            return;
-          }
-          timer = later(BEHIND_RECHECK_MS, behindCheck);
-        };
-        let timer = behind
-          ? later(BEHIND_RECHECK_MS, behindCheck)
-          : later(left, () => ticket.wake('recheck'));
+        const timer = later(behind ? BEHIND_RECHECK_MS : left, () => ticket.wake('recheck'));
         const cancel =
           chosenKey === undefined
             ? undefined
