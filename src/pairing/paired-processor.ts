@@ -136,8 +136,6 @@ export class PairedProcessor<
    * process, so jobs added since this listing (plus a margin) were not taken that way.
    */
   private readonly listedAt = new Map<Worker, number>();
-  /** Per worker: where this process is listed among its twin's processes. */
-  private readonly listedKeys = new Map<Worker, string>();
   /** Per worker: settles once this process is listed among its twin's processes. */
   private readonly registered = new Map<Worker, Promise<void>>();
   /** What every copy's Decisions report to: the same for all of them. */
@@ -249,7 +247,6 @@ export class PairedProcessor<
       const adopt = (): void =>
         void this.adoptParked(worker).catch((err: unknown) => this.report(asError(err)));
       const registry = siblingsOf(this.core);
-      this.listedKeys.set(worker, key);
       // With a live sibling listed, the other twin's standbys never took this twin for gone:
       // no job added before this listing can have run there (see LISTED_MARGIN_MS).
       const othersLive = await registry.othersLive(key).catch(() => false);
@@ -562,9 +559,6 @@ export class PairedProcessor<
     const { reply } = start;
     const twin = this.options.twin;
     if (reply.takeover) say.takeover(reply.fence, reply.takeover, reply.idleMs);
-    // This twin is working through its jobs: the other twin's standbys keep waiting for it.
-    const listed = this.listedKeys.get(workerOf(job) as Worker);
-    if (listed !== undefined) siblingsOf(this.core).noteProgress(listed);
     // BullMQ builds a worker's jobs with the worker as their (protected) `queue`: that tells
     // which worker's close() must hand this execution over.
     const owner = (job as unknown as { queue: unknown }).queue;

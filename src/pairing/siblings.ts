@@ -18,8 +18,6 @@ const SIBLING_CHECK_MS = 1_000;
 const SIBLING_GRACE_MS = 1_000;
 /** How often the list of siblings is read again (a newcomer is watched within this), in ms. */
 const SIBLING_READ_MS = 10_000;
-/** Least time between two progress stamps of one entry (`noteProgress`), in ms. */
-const PROGRESS_EVERY_MS = 1_000;
 /** How often a process renews its own entry (and prunes stale ones), in ms. */
 const SIBLING_REFRESH_MS = 60_000;
 /** An entry not renewed for this long belongs to a process long gone: pruned without a word. */
@@ -32,8 +30,6 @@ interface Listed {
   members: string[];
   readAt: number;
   refreshedAt: number;
-  /** When a started job last re-stamped the entry (`noteProgress`). */
-  progressAt: number;
   /** The sibling this process watches (the next one on the ring), and since when it looked dead. */
   watched: string | undefined;
   goneSince: number | undefined;
@@ -80,7 +76,6 @@ export class SiblingRegistry {
         members: [],
         readAt: Number.NEGATIVE_INFINITY,
         refreshedAt: Number.NEGATIVE_INFINITY,
-        progressAt: Number.NEGATIVE_INFINITY,
         watched: undefined,
         goneSince: undefined,
         onDeath: new Set(),
@@ -98,21 +93,6 @@ export class SiblingRegistry {
       this.listed.delete(key);
       if (this.listed.size === 0) this.stop();
     };
-  }
-
-  /**
-   * This process started a job of the queue listed at `key`: re-stamps its entry (at most
-   * once a second), which tells the other twin's standbys that this twin is working through
-   * its backlog, not stuck (`TwinPresence.isProgressing`).
-   */
-  noteProgress(key: string): void {
-    const listed = this.listed.get(key);
-    const now = Date.now();
-    if (listed === undefined || now - listed.progressAt < PROGRESS_EVERY_MS) return;
-    listed.progressAt = now;
-    this.client.zadd(key, String(now), listed.ownChannel).catch((err: unknown) => {
-      this.report(asError(err));
-    });
   }
 
   /** Whether another process listed under `key` has a live liveness channel now. */

@@ -10,9 +10,6 @@ import type { Parking } from './parking.js';
 import { mirrorProgress } from './progress.js';
 import type { TwinPresence } from './twin-presence.js';
 
-/** A standby past its grace, waiting for a twin that is behind but working, looks again this often (ms). */
-const BEHIND_RECHECK_MS = 1_000;
-
 /** The pair's outcome for a copy to complete with: from a settle message or a record read. */
 export type PairResult = { fence: number; owner: string; progress: string | null } & (
   | { json: string } // as a settle message carries it
@@ -53,11 +50,6 @@ export class Standbys {
     private readonly isClosed: () => boolean,
     private readonly report: (err: Error) => void,
   ) {}
-
-  /** Whether the twin listed at `key` has started jobs within the last seconds (see `TwinPresence`). */
-  private isProgressing(key: string | undefined): boolean {
-    return key !== undefined && this.presence?.isProgressing(key) === true;
-  }
 
   /** Whether the twin listed at `key` has no live process left, as known now; false when unknown. */
   isGone(key: string | undefined): boolean {
@@ -174,17 +166,14 @@ export class Standbys {
       if (record === null || record.state === 'waiting') {
         shadow(record);
         const left = this.options.standbyGraceMs - (record?.ageMs ?? 0);
-        // No live process of the chosen twin (nobody will claim it), or unclaimed for the whole
-        // grace by a twin that is not working through its jobs either (stuck, paused, its
-        // queue Redis away): take it. A twin that is behind but working is waited for: taking
-        // its backlog would run every job of it twice. Never started, the copy keeps its place
-        // in the wait list (no LREM each).
-        const behind = left <= 0 && this.isProgressing(chosenKey);
-        if (this.isGone(chosenKey) || (left <= 0 && !behind)) {
+        // Unclaimed for the whole grace (the chosen twin is far behind), or no live process of
+        // the chosen twin (nobody will claim it): take it. Never started, the copy keeps its
+        // place in the wait list (no LREM each).
+        if (left <= 0 || this.isGone(chosenKey)) {
           return this.parking.promote(job, ticket, address, 'gone', false);
         }
         if (!watching()) return;
-        const timer = later(behind ? BEHIND_RECHECK_MS : left, () => ticket.wake('recheck'));
+        const timer = later(left, () => ticket.wake('recheck'));
         const cancel =
           chosenKey === undefined
             ? undefined

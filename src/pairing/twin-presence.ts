@@ -10,11 +10,6 @@ const PRESENCE_CHECK_MS = 150;
  * are not run here too; a twin whose processes were all SIGKILLed is gone within about this.
  */
 const PRESENCE_GRACE_MS = 350;
-/**
- * A twin whose listing was re-stamped (a process of it started a job: `SiblingRegistry.
- * noteProgress`, at most once a second) within this long is making progress, ms.
- */
-const PROGRESS_WINDOW_MS = 3_000;
 
 interface Watched {
   /** When a look first found no live process (cleared by a look that finds one). */
@@ -25,12 +20,6 @@ interface Watched {
   /** Each listener, with what tells whether it is still wanted (a ticket closed meanwhile is not). */
   listeners: Map<() => void, () => boolean>;
   timer: NodeJS.Timeout | undefined;
-  /** The highest stamp seen on a live channel (the listing process's clock: only compared with itself). */
-  stamp: number;
-  /** When (performance.now()) a look last saw that stamp rise. */
-  advancedAt: number;
-  /** When the first look of this twin ended: before a window of looks, progress is unknown. */
-  firstLookAt: number;
 }
 
 /**
@@ -65,21 +54,6 @@ export class TwinPresence {
   }
 
   /**
-   * Whether the twin listed at `key` is working through its jobs: a live process of it
-   * started a job within the last few seconds (its listing re-stamped, seen by a look while
-   * someone waits: see `onGone`). A standby whose grace ran out keeps waiting for such a twin
-   * (it is behind, not stuck), rather than run the job a second time.
-   */
-  isProgressing(key: string): boolean {
-    const entry = this.watched.get(key);
-    if (entry === undefined || this.gone(entry)) return false;
-    const now = performance.now();
-    // Not looked at for a whole window yet: a live twin gets the benefit of the doubt.
-    if (now - entry.firstLookAt < PROGRESS_WINDOW_MS) return true;
-    return now - entry.advancedAt < PROGRESS_WINDOW_MS;
-  }
-
-  /**
    * Calls `listener` once, when the twin listed at `key` is gone, unless `wanted()` says no by
    * then (checked at each look, so a listener whose wait ended otherwise stops the looks).
    * Returns a canceller.
@@ -110,9 +84,6 @@ export class TwinPresence {
         looking: undefined,
         listeners: new Map(),
         timer: undefined,
-        stamp: Number.NEGATIVE_INFINITY,
-        advancedAt: Number.NEGATIVE_INFINITY,
-        firstLookAt: Number.NEGATIVE_INFINITY,
       };
       this.watched.set(key, entry);
     }
@@ -135,20 +106,10 @@ export class TwinPresence {
   private look(key: string, entry: Watched): Promise<void> {
     entry.looking ??= (async () => {
       try {
-        const listed = await this.client.zrange(key, '0', '-1', 'WITHSCORES');
-        const channels = listed.filter((_, i) => i % 2 === 0);
+        const channels = await this.client.zrange(key, '0', '-1');
         const counts = channels.length === 0 ? [] : await this.liveness.subscribers(channels);
         const live = counts.some((n) => n > 0);
         const now = performance.now();
-        // Stamps come from each listed process's own clock: only a rise is read, never a value.
-        const stamp = Math.max(
-          Number.NEGATIVE_INFINITY,
-          ...channels.map((_, i) => ((counts[i] ?? 0) > 0 ? Number(listed[2 * i + 1]) : -Infinity)),
-        );
-        if (stamp > entry.stamp) {
-          if (entry.stamp !== Number.NEGATIVE_INFINITY) entry.advancedAt = now;
-          entry.stamp = stamp;
-        }
         // An absence counts only as seen without a gap: after a pause in the looks (nobody
         // waited for this twin), it starts again from this look.
         const continuous = now - entry.lookedAt <= 2 * PRESENCE_CHECK_MS + 1_000;
@@ -159,7 +120,6 @@ export class TwinPresence {
         this.report(asError(err));
       } finally {
         entry.lookedAt = performance.now();
-        if (entry.firstLookAt === Number.NEGATIVE_INFINITY) entry.firstLookAt = entry.lookedAt;
         entry.looking = undefined;
       }
       if (this.stopped) return;

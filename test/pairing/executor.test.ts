@@ -162,42 +162,6 @@ describe('PairedQueue executor: a job id added again within retention', () => {
   });
 });
 
-describe('PairedQueue executor: a chosen twin behind its backlog, or stuck', () => {
-  it('waits past standbyGraceMs for a twin that is working through a backlog: every job runs once, on the chosen twin', async () => {
-    // A grace far below eu's backlog (30 jobs of 100 ms, one at a time: 3 s).
-    const grace = { STANDBY_GRACE_MS: '500' };
-    await kit.startWorker('eu', { CONCURRENCY: '1', ...grace });
-    await kit.startWorker('us', grace);
-    const queue = kit.pairedQueue('eu');
-    const added = await queue.addBulk(
-      Array.from({ length: 30 }, (_, i) => ({
-        name: 'n',
-        data: { ms: 100 },
-        opts: { jobId: `behind-${i}` },
-      })),
-    );
-    for (const { id } of added) await copiesIn(queue, id, ['eu', 'us'], 'completed', 30_000);
-    const ran = executions(await kit.ledger());
-    // Before: us ran every job still queued on eu after 500 ms a second time (fence 2).
-    expect(ran.filter((e) => e.twin === 'us').map((e) => e.id)).toEqual([]);
-    expect(ran).toHaveLength(30);
-  });
-
-  it('runs the jobs of a live twin that makes no progress (its queue paused) after standbyGraceMs', async () => {
-    const grace = { STANDBY_GRACE_MS: '500' };
-    await kit.startWorker('eu', grace);
-    await kit.startWorker('us', grace);
-    const queue = kit.pairedQueue('eu');
-    await queue.queue('eu').pause();
-    const { id } = await queue.add('n', { ms: 5 });
-    const { us } = await copiesIn(queue, id, ['us']);
-    expect(us.returnvalue).toEqual({ by: 'us', fence: 2 });
-    await queue.queue('eu').resume();
-    const { eu } = await copiesIn(queue, id, ['eu']);
-    expect(eu.returnvalue).toEqual({ by: 'us', fence: 2 });
-  });
-});
-
 describe('PairedQueue executor: the chosen twin has no live process left', () => {
   it('a chosen twin SIGKILLed with 200 jobs queued for it: the survivor runs them all at once, not after standbyGraceMs', async () => {
     // A grace of a minute: on the code before twin presence, the survivor waited it out.
