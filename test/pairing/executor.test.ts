@@ -162,6 +162,31 @@ describe('PairedQueue executor: a job id added again within retention', () => {
   });
 });
 
+describe('PairedQueue executor: a chosen twin behind its backlog', () => {
+  it('past standbyGraceMs the standby takes queued jobs over from a busy twin, and every job still runs exactly once', async () => {
+    // A grace far below eu's backlog (30 jobs of 100 ms, one at a time: 3 s).
+    const grace = { STANDBY_GRACE_MS: '500' };
+    await kit.startWorker('eu', { CONCURRENCY: '1', ...grace });
+    await kit.startWorker('us', grace);
+    const queue = kit.pairedQueue('eu');
+    const added = await queue.addBulk(
+      Array.from({ length: 30 }, (_, i) => ({
+        name: 'n',
+        data: { ms: 100 },
+        opts: { jobId: `behind-${i}` },
+      })),
+    );
+    for (const { id } of added) await copiesIn(queue, id, ['eu', 'us'], 'completed', 30_000);
+    const ran = executions(await kit.ledger());
+    // us took over part of eu's backlog (fence 2): a job that old is never started by eu
+    // before its claim is answered, so eu's copy completes from the record instead.
+    expect(ran.filter((e) => e.twin === 'us').length).toBeGreaterThan(0);
+    expect(ran.filter((e) => e.twin === 'us').every((e) => Number(e.fence) === 2)).toBe(true);
+    expect(ran).toHaveLength(30);
+    expect(new Set(ran.map((e) => e.id)).size).toBe(30);
+  });
+});
+
 describe('PairedQueue executor: the chosen twin has no live process left', () => {
   it('a chosen twin SIGKILLed with 200 jobs queued for it: the survivor runs them all at once, not after standbyGraceMs', async () => {
     // A grace of a minute: on the code before twin presence, the survivor waited it out.
