@@ -32,7 +32,8 @@ async function plainKillSample(env: BenchEnv, settings: Record<string, string>) 
   const b = await env.plain({ ...VERBOSE, ...settings });
   const killedAt = Date.now();
   await a.kill('SIGKILL');
-  const started = await b.next('started', (l) => l.id === job.id);
+  // BullMQ's defaults recover a stalled job after up to two stalledInterval periods (60 s).
+  const started = await b.next('started', (l) => l.id === job.id, 120_000);
   return Number(started.at) - killedAt;
 }
 
