@@ -100,7 +100,9 @@ async function ranOnceAtOnce(
   const entries = await ledger();
   for (const id of ids) {
     const copies = await queue.getJob(id);
-    const chosen = (copies?.jobs.eu?.opts as Record<string, unknown>)[EXECUTOR_OPTION];
+    const chosen = (copies?.jobs.eu?.opts as Record<string, unknown> | undefined)?.[
+      EXECUTOR_OPTION
+    ];
     const ran = executions(entries, id);
     expect(ran.map((e) => [e.twin, e.fence])).toEqual([[chosen, 1]]);
     const executorCopy = copies?.jobs[chosen as 'eu' | 'us'];
