@@ -53,6 +53,14 @@ export class Decisions {
     this.to.emitter.emit('executed', event);
   }
 
+  /**
+   * A standby's copy parks before its watch has read the record: its span is marked a
+   * 'shadow' of the chosen twin now (the span ends with this pickup), the event follows.
+   */
+  standby(chosen: string): void {
+    this.role('shadow', 0, chosen);
+  }
+
   shadowed(fence: number, owner: string): void {
     this.role('shadow', fence, owner);
     const event = { ...this.base(fence), owner };

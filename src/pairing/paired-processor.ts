@@ -399,6 +399,7 @@ export class PairedProcessor<
             : undefined;
         if (done !== undefined) return done.result;
         const chosenKey = this.presenceKey(job, chosen);
+        say.standby(chosen);
         await this.standbys.park(job, token, address, chosenKey, (fence, owner) =>
           say.shadowed(fence, owner || chosen),
         );
