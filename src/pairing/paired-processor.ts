@@ -65,11 +65,12 @@ const SOON_MS = 1_000;
 const SOON_ROUNDS = 10;
 
 /**
- * Jobs added this soon (ms) after the first live process of a twin was listed are not
+ * Jobs added this soon (ms) after a process was listed among its twin's processes are not
  * started before their claim (one round trip in the slot instead): while the twin had no live
  * process, the other twin's standbys ran its jobs, and one may still act on an older look
- * that found it gone (a look is reused for 150 ms); the producer's clock may differ too. A
- * process listed next to a live sibling has no such window.
+ * that found it gone (a look is reused for 150 ms); the producer's clock may differ too. Every
+ * process counts from its own listing: processes of a twin restarted together are listed one
+ * after the other, and the first one listed says nothing of the jobs added before it.
  */
 const LISTED_MARGIN_MS = 1_000;
 
@@ -246,14 +247,10 @@ export class PairedProcessor<
       // When a sibling dies, its parked copies have nobody to wake them: adopt them.
       const adopt = (): void =>
         void this.adoptParked(worker).catch((err: unknown) => this.report(asError(err)));
-      const registry = siblingsOf(this.core);
-      // With a live sibling listed, the other twin's standbys never took this twin for gone:
-      // no job added before this listing can have run there (see LISTED_MARGIN_MS).
-      const othersLive = await registry.othersLive(key).catch(() => false);
       // From when the listing was sent: it counts from when the lock store took it.
       const listing = Date.now();
-      this.unlisten.push(await registry.register(key, adopt));
-      this.listedAt.set(worker, othersLive ? Number.NEGATIVE_INFINITY : listing);
+      this.unlisten.push(await siblingsOf(this.core).register(key, adopt));
+      this.listedAt.set(worker, listing);
     })();
     const registered = watch.then(
       () => {},

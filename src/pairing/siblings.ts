@@ -95,14 +95,6 @@ export class SiblingRegistry {
     };
   }
 
-  /** Whether another process listed under `key` has a live liveness channel now. */
-  async othersLive(key: string): Promise<boolean> {
-    const own = this.listed.get(key)?.ownChannel;
-    const others = (await this.client.zrange(key, '0', '-1')).filter((c) => c !== own);
-    if (others.length === 0) return false;
-    return (await this.liveness.subscribers(others)).some((n) => n > 0);
-  }
-
   stop(): void {
     clearInterval(this.timer);
     this.timer = undefined;
