@@ -166,12 +166,14 @@ export class Standbys {
       if (record === null || record.state === 'waiting') {
         shadow(record);
         const left = this.options.standbyGraceMs - (record?.ageMs ?? 0);
-        // Unclaimed for the whole grace (the chosen twin is far behind), or no live process of
-        // the chosen twin (nobody will claim it): take it. Never started, the copy keeps its
-        // place in the wait list (no LREM each).
-        if (left <= 0 || this.isGone(chosenKey)) {
+        // Unclaimed for the whole grace: the chosen twin is far behind, so this twin takes the
+        // job over at the front of its wait list (work-stealing: the chosen twin, finding the
+        // job that old, claims before it runs and completes it from the record).
+        if (left <= 0) return this.parking.promote(job, ticket, address, 'gone');
+        // No live process of the chosen twin: nobody will claim any of its jobs. They were
+        // never started and keep their place in the wait list (no LREM each).
+        if (this.isGone(chosenKey))
           return this.parking.promote(job, ticket, address, 'gone', false);
-        }
         if (!watching()) return;
         const timer = later(left, () => ticket.wake('recheck'));
         const cancel =
