@@ -10,6 +10,8 @@ const PRESENCE_CHECK_MS = 150;
  * are not run here too; a twin whose processes were all SIGKILLed is gone within about this.
  */
 const PRESENCE_GRACE_MS = 350;
+/** A look older than this (ms) is not trusted to say a twin is gone (see `isGone`). */
+const TRUSTED_LOOK_MS = 2 * PRESENCE_CHECK_MS;
 
 interface Watched {
   /** When a look first found no live process (cleared by a look that finds one). */
@@ -24,7 +26,7 @@ interface Watched {
 
 /**
  * Whether the twin chosen to run a job still has a live worker process for its queue, as its
- * workers list themselves in the siblings registry (`SiblingWatch`: one sorted set of liveness
+ * workers list themselves in the siblings registry (`SiblingRegistry`: one sorted set of liveness
  * channels per twin and queue). A standby waits for the chosen twin's claim only while that
  * twin has one: once none is left (every process of a region SIGKILLed, or never started), the
  * jobs chosen for it run on the survivor as soon as it has a slot, not after
@@ -49,8 +51,11 @@ export class TwinPresence {
    */
   isGone(key: string): boolean {
     const entry = this.entry(key);
-    if (performance.now() - entry.lookedAt > PRESENCE_CHECK_MS) void this.look(key, entry);
-    return this.gone(entry);
+    const age = performance.now() - entry.lookedAt;
+    if (age > PRESENCE_CHECK_MS) void this.look(key, entry);
+    // A 'gone' from an old look is not acted on: the twin may be back (restarted) and start
+    // its new jobs at once. Until a fresh look, the standby waits as usual; its watch looks.
+    return age <= TRUSTED_LOOK_MS && this.gone(entry);
   }
 
   /**

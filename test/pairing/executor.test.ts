@@ -229,6 +229,27 @@ describe('PairedQueue executor: the chosen twin has no live process left', () =>
     expect(us.lines.filter((l) => l.event === 'shadowed' && l.jobId === next)).toEqual([]);
     expect(executions(await kit.ledger(), next).map((e) => [e.twin, e.fence])).toEqual([['us', 2]]);
   });
+
+  it('a twin that comes back is not taken for gone on an old look: its new job runs there, once', async () => {
+    const us = await kit.startWorker('us', { STANDBY_GRACE_MS: '60000' });
+    const queue = kit.pairedQueue('eu');
+    const { id } = await queue.add('n', { ms: 5 });
+    await copiesIn(queue, id, ['us']); // eu found gone: us ran it
+    await kit.startWorker('eu', { STANDBY_GRACE_MS: '60000' });
+    const lock = redis().connect();
+    const listed = `${kit.names.lockPrefix}:siblings:eu:${kit.names.queue}-eu`;
+    await vi.waitFor(async () => expect(await lock.zcard(listed)).toBe(1), { timeout: 10_000 });
+    // Past eu's own first second (it claims before it runs then), and past one look period.
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    // eu's queue held until us has decided about its copy of the new job.
+    await queue.queue('eu').pause();
+    const { id: next } = await queue.add('n', { ms: 5 });
+    await us.next('shadowed', (l) => l.jobId === next);
+    await queue.queue('eu').resume();
+    await copiesIn(queue, next);
+    // Before: us's first pickup read the verdict 'gone' of its last look, seconds old, and ran it.
+    expect(executions(await kit.ledger(), next).map((e) => [e.twin, e.fence])).toEqual([['eu', 1]]);
+  });
 });
 
 describe('PairedQueue executor over a slow link to the lock store', () => {
