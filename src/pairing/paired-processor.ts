@@ -37,7 +37,7 @@ import { Parking } from './parking.js';
 import { mirrorProgress, ProgressTracker } from './progress.js';
 import { siblingsOf } from './siblings.js';
 import { completeFromPair, type PairResult, Standbys, toldResult } from './standby.js';
-import { TwinPresence } from './twin-presence.js';
+import { presenceOf, type TwinPresence } from './twin-presence.js';
 import type { PairedProcessorFunction, PairInfo } from './types.js';
 
 export type { PairedProcessorFunction, PairInfo } from './types.js';
@@ -175,9 +175,7 @@ export class PairedProcessor<
       this.report(err),
     );
     this.core = this.coreLease.core;
-    this.presence = this.core.options.liveness
-      ? new TwinPresence(this.core.client, this.core, (err) => this.report(err))
-      : undefined;
+    this.presence = this.core.options.liveness ? presenceOf(this.core) : undefined;
     const isClosed = (): boolean => this.closed;
     const report = (err: Error): void => this.report(err);
     this.parking = new Parking(isClosed, report);
@@ -347,7 +345,7 @@ export class PairedProcessor<
     const queues = [...this.adopters.values()];
     this.adopters.clear();
     for (const stop of this.unlisten.splice(0)) stop();
-    this.presence?.stop();
+    this.presence?.prune(); // this processor's standbys wait no more
     await Promise.all(queues.map((queue) => queue.close()));
     await this.coreLease.release();
   }
@@ -384,7 +382,8 @@ export class PairedProcessor<
     }
     const first = job.attemptsMade === 0 && (job.attemptsStarted ?? 0) <= 1;
     // The chosen twin has no live process left: nobody will claim the job, run it here now.
-    const chosenGone = this.standbys.isGone(this.presenceKey(job, chosen));
+    const chosenKey = this.presenceKey(job, chosen);
+    const chosenGone = this.standbys.isGone(chosenKey);
     if (chosen !== undefined && first && !chosenGone) {
       if (chosen !== self) {
         // Longer than a shadow's hold: a standby may look before its executor has even picked
@@ -395,7 +394,6 @@ export class PairedProcessor<
             ? await this.standbys.inSlot<ResultType>(job, address, say, hold)
             : undefined;
         if (done !== undefined) return done.result;
-        const chosenKey = this.presenceKey(job, chosen);
         say.standby(chosen);
         await this.standbys.park(job, token, address, chosenKey, (fence, owner) =>
           say.shadowed(fence, owner || chosen),
@@ -423,9 +421,7 @@ export class PairedProcessor<
       }
       if (claimed.reply.kind === 'granted') {
         const start = { token: claimed.token, sentAt: claimed.sentAt, reply: claimed.reply };
-        const result = await this.execute(job, token, signal, address, start, say);
-        if (result !== PARKED) return result;
-        throw new DelayedError();
+        return await this.runGranted(job, token, signal, address, start, say);
       }
       // Taken: the acquire below answers what the record holds (done, busy, failed).
     }
@@ -457,10 +453,7 @@ export class PairedProcessor<
         if (reply.kind === 'granted') {
           ticket.close();
           const start = { token: acquired.token, sentAt: acquired.sentAt, reply };
-          const result = await this.execute(job, token, signal, address, start, say);
-          if (result !== PARKED) return result;
-          parked = true;
-          throw new DelayedError();
+          return await this.runGranted(job, token, signal, address, start, say);
         }
         if (reply.kind === 'done') {
           await say.twinCompleted(reply.fence, reply.owner);
@@ -525,9 +518,21 @@ export class PairedProcessor<
       idleMs: undefined,
     };
     const start: Start = { token: claimToken, sentAt, reply, claim };
+    return this.runGranted(job, token, signal, address, start, say);
+  }
+
+  /** Runs a granted copy; one that ends parked goes back to BullMQ as delayed. */
+  private async runGranted(
+    job: Job<DataType, ResultType, NameType>,
+    token: string | undefined,
+    signal: AbortSignal | undefined,
+    address: RecordAddress,
+    start: Start,
+    say: Decisions,
+  ): Promise<ResultType> {
     const result = await this.execute(job, token, signal, address, start, say);
-    if (result !== PARKED) return result;
-    throw new DelayedError();
+    if (result === PARKED) throw new DelayedError();
+    return result;
   }
 
   /**

@@ -36,7 +36,6 @@ interface Watched {
  */
 export class TwinPresence {
   private readonly watched = new Map<string, Watched>();
-  private stopped = false;
 
   constructor(
     private readonly client: RedisConnection,
@@ -74,10 +73,17 @@ export class TwinPresence {
     };
   }
 
-  stop(): void {
-    this.stopped = true;
-    for (const entry of this.watched.values()) clearInterval(entry.timer);
-    this.watched.clear();
+  /**
+   * Drops the listeners no longer wanted (a processor that closed) and stops looking at twins
+   * nobody waits for any more: called at a processor's close, so no look outlives it.
+   */
+  prune(): void {
+    for (const entry of this.watched.values()) {
+      for (const [listener, wanted] of entry.listeners) {
+        if (!wanted()) entry.listeners.delete(listener);
+      }
+      this.idle(entry);
+    }
   }
 
   private entry(key: string): Watched {
@@ -127,7 +133,6 @@ export class TwinPresence {
         entry.lookedAt = performance.now();
         entry.looking = undefined;
       }
-      if (this.stopped) return;
       for (const [listener, wanted] of entry.listeners) {
         if (!wanted()) entry.listeners.delete(listener);
       }
@@ -139,4 +144,22 @@ export class TwinPresence {
     })();
     return entry.looking;
   }
+}
+
+const presences = new WeakMap<object, TwinPresence>();
+
+/**
+ * The one presence watch of the processors sharing `core` (a `PairCore`): a twin that
+ * standbys of several queues wait for is looked at once per check period, not once per
+ * processor. It reports as the core does.
+ */
+export function presenceOf(
+  core: SiblingLiveness & { client: RedisConnection; reportError(err: Error): void },
+): TwinPresence {
+  let presence = presences.get(core);
+  if (presence === undefined) {
+    presence = new TwinPresence(core.client, core, (err) => core.reportError(err));
+    presences.set(core, presence);
+  }
+  return presence;
 }
