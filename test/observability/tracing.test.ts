@@ -79,6 +79,29 @@ describe('tracing through BullMQ telemetry (bullmq-otel)', () => {
     }
   });
 
+  it("marks a standby's parked pickup as a 'shadow' span of the chosen twin", async () => {
+    const telemetry = new BullMQOtel({ tracerName: 'paired-test' });
+    const twins = inProcessTwins(redis(), {
+      run: () => async () => 'sent',
+      // No wait in the slot: the standby's copy parks on its first pickup.
+      options: () => ({ shadowHoldMs: 0 }),
+      worker: { telemetry },
+    });
+    try {
+      twins.start();
+      const { id } = await twins.queue.add('push', {});
+      await twins.settled(id);
+      await expect.poll(() => pairSpans(id).length, { timeout: 10_000 }).toBeGreaterThanOrEqual(3);
+      const standby = pairSpans(id).filter((s) => s.attributes['bullmq.paired.role'] === 'shadow');
+      // Before: the role came with the watch's first look, after the span had ended.
+      expect(pairSpans(id).map((s) => s.attributes['bullmq.paired.role'])).not.toContain(undefined);
+      expect(standby).toHaveLength(1);
+      expect(standby[0]?.attributes['bullmq.paired.owner']).toMatch(/^(eu|us)$/);
+    } finally {
+      await twins.close();
+    }
+  });
+
   it('rejects a telemetry option that is not BullMQ telemetry', () => {
     const lockConnection = redis().connect();
     expect(
