@@ -3,7 +3,7 @@ import { EXECUTOR_OPTION } from '../../src/index.js';
 import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.js';
 import { useRedis } from '../support/file-redis.js';
 import type { TestRedis } from '../support/redis.js';
-import { copiesIn, executions, twinsKit } from './pairing-kit.js';
+import { copiesIn, executions, type TestQueue, twinsKit } from './pairing-kit.js';
 
 /**
  * PairedQueue's `executor` option: the chosen twin runs at once and claims the job while it
@@ -22,18 +22,23 @@ async function claimed(id: string): Promise<void> {
   });
 }
 
+/** `count` jobs of `ms` each, with ids `<prefix>0`, `<prefix>1`, … */
+function addJobs(queue: TestQueue, count: number, ms: number, prefix: string) {
+  return queue.addBulk(
+    Array.from({ length: count }, (_, i) => ({
+      name: 'n',
+      data: { ms },
+      opts: { jobId: `${prefix}${i}` },
+    })),
+  );
+}
+
 describe('PairedQueue executor: a twin chosen at add time', () => {
   it("'balanced': each job runs once, on the twin its id hashes to, with fence 1, and both copies complete with its result", async () => {
     await kit.startWorker('eu');
     await kit.startWorker('us');
     const queue = kit.pairedQueue('balanced');
-    const added = await queue.addBulk(
-      Array.from({ length: 24 }, (_, i) => ({
-        name: 'n',
-        data: { ms: 5 },
-        opts: { jobId: `b${i}` },
-      })),
-    );
+    const added = await addJobs(queue, 24, 5, 'b');
     const ledger = async () => executions(await kit.ledger());
     for (const { id } of added) {
       const copies = await copiesIn(queue, id);
@@ -169,13 +174,7 @@ describe('PairedQueue executor: a chosen twin behind its backlog', () => {
     await kit.startWorker('eu', { CONCURRENCY: '1', ...grace });
     await kit.startWorker('us', grace);
     const queue = kit.pairedQueue('eu');
-    const added = await queue.addBulk(
-      Array.from({ length: 30 }, (_, i) => ({
-        name: 'n',
-        data: { ms: 100 },
-        opts: { jobId: `behind-${i}` },
-      })),
-    );
+    const added = await addJobs(queue, 30, 100, 'behind-');
     for (const { id } of added) await copiesIn(queue, id, ['eu', 'us'], 'completed', 30_000);
     const ran = executions(await kit.ledger());
     // us took over part of eu's backlog (fence 2): a job that old is never started by eu
@@ -194,13 +193,7 @@ describe('PairedQueue executor: the chosen twin has no live process left', () =>
     const eu = await kit.startWorker('eu', { CONCURRENCY: '1', ...grace });
     await kit.startWorker('us', { CONCURRENCY: '50', ...grace });
     const queue = kit.pairedQueue('eu');
-    const added = await queue.addBulk(
-      Array.from({ length: 200 }, (_, i) => ({
-        name: 'n',
-        data: { ms: 50 },
-        opts: { jobId: `queued-${i}` },
-      })),
-    );
+    const added = await addJobs(queue, 200, 50, 'queued-');
     await eu.next('started');
     await eu.kill('SIGKILL');
     const killedAt = Date.now();
