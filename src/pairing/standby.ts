@@ -109,8 +109,7 @@ export class Standbys {
     try {
       await this.parking.park(job, token, this.options.maxParkMs);
     } catch (err) {
-      this.parking.back(address.key, ticket);
-      ticket.close();
+      this.parking.back(address.key, ticket); // closes the ticket
       throw err;
     }
     // Reported once the watch has read the record: with the executor's fence when it runs.
