@@ -1,5 +1,5 @@
 import type { ExecutorChoice } from '../../src/index.js';
-import { type BenchEnv, until, withEnv } from '../lib/env.js';
+import { type BenchEnv, commandsByName, until, withEnv } from '../lib/env.js';
 import { round } from '../lib/stats.js';
 import type { BenchOptions, ScenarioResult } from '../lib/types.js';
 
@@ -15,6 +15,8 @@ interface Run {
   seconds: number;
   jobsPerSec: number;
   commandsPerJob: number;
+  /** Per command name (script-internal calls under their own names), calls per (logical) job. */
+  commandsByName: Record<string, number>;
   /** The Redis server's CPU time (used_cpu_sys + used_cpu_user) per (logical) job, µs. */
   redisCpuUsPerJob: number;
   /**
@@ -35,7 +37,8 @@ async function measure(
   add: (count: number) => Promise<void>,
   queues: string[],
 ): Promise<Run> {
-  const before = await env.commandCalls();
+  const observer = env.client();
+  const before = await commandsByName(observer);
   const cpuBefore = await env.redisCpu();
   const started = performance.now();
   for (let added = 0; added < jobs; added += CHUNK) await add(Math.min(CHUNK, jobs - added));
@@ -45,13 +48,19 @@ async function measure(
     `${jobs} jobs to complete`,
   );
   const seconds = (performance.now() - started) / 1000;
-  const commands = (await env.commandCalls()) - before;
+  const after = await commandsByName(observer);
   const cpuAfter = await env.redisCpu();
+  const byName = [...after]
+    .map(([name, calls]) => [name, round((calls - (before.get(name) ?? 0)) / jobs, 2)] as const)
+    .filter(([, perJob]) => perJob > 0)
+    .sort((a, b) => b[1] - a[1]);
+  const commands = byName.reduce((sum, [, perJob]) => sum + perJob, 0);
   return {
     jobs,
     seconds: round(seconds),
     jobsPerSec: Math.round(jobs / seconds),
-    commandsPerJob: round(commands / jobs, 1),
+    commandsPerJob: round(commands, 1),
+    commandsByName: Object.fromEntries(byName),
     redisCpuUsPerJob: round(((cpuAfter.cpuMs - cpuBefore.cpuMs) * 1000) / jobs, 1),
     commandUsPerJob: round(((cpuAfter.commandMs - cpuBefore.commandMs) * 1000) / jobs, 1),
   };
@@ -161,8 +170,16 @@ export function redisCpuPerJob(paired: Run, bullmq: Run): ScenarioResult {
 export function commandsPerJob(paired: Run, bullmq: Run): ScenarioResult {
   const ratio = round(paired.commandsPerJob / bullmq.commandsPerJob, 3);
   return {
-    paired: { commandsPerJob: paired.commandsPerJob, jobs: paired.jobs },
-    bullmq: { commandsPerJob: bullmq.commandsPerJob, jobs: bullmq.jobs },
+    paired: {
+      commandsPerJob: paired.commandsPerJob,
+      jobs: paired.jobs,
+      byName: paired.commandsByName,
+    },
+    bullmq: {
+      commandsPerJob: bullmq.commandsPerJob,
+      jobs: bullmq.jobs,
+      byName: bullmq.commandsByName,
+    },
     ratio,
     target: 'ratio <= 2.2',
     met: ratio <= 2.2,
