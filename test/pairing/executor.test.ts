@@ -87,8 +87,7 @@ describe('PairedQueue executor: a twin chosen at add time', () => {
     const eu = await kit.startWorker('eu', { STANDBY_GRACE_MS: '600000' });
     const queue = kit.pairedQueue('eu');
     await queue.queue('eu').pause();
-    // Past the margin after eu's listing within which a job is claimed before its run.
-    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    await kit.pastFirstSecond('eu');
     const us = await kit.startWorker('us', { STANDBY_GRACE_MS: '200' });
     const { id } = await queue.add('n', { holdUntil: 'go:late' });
     await us.next('started', (l) => l.id === id);
@@ -137,8 +136,7 @@ describe('PairedQueue executor: a job id added again within retention', () => {
     const eu = await kit.startWorker('eu');
     await kit.startWorker('us');
     const queue = kit.pairedQueue('eu');
-    // Past the margin after eu's listing within which a job is claimed before its run.
-    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    await kit.pastFirstSecond('eu');
     const opts = { jobId: 'again-1', removeOnComplete: true };
     await queue.add('n', { ms: 5 }, opts);
     const lock = redis().connect();
@@ -229,11 +227,8 @@ describe('PairedQueue executor: the chosen twin has no live process left', () =>
     const { id } = await queue.add('n', { ms: 5 });
     await copiesIn(queue, id, ['us']); // eu found gone: us ran it
     await kit.startWorker('eu', { STANDBY_GRACE_MS: '60000' });
-    const lock = redis().connect();
-    const listed = `${kit.names.lockPrefix}:siblings:eu:${kit.names.queue}-eu`;
-    await vi.waitFor(async () => expect(await lock.zcard(listed)).toBe(1), { timeout: 10_000 });
     // Past eu's own first second (it claims before it runs then), and past one look period.
-    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    await kit.pastFirstSecond('eu');
     // eu's queue held until us has decided about its copy of the new job.
     await queue.queue('eu').pause();
     const { id: next } = await queue.add('n', { ms: 5 });

@@ -128,6 +128,21 @@ export function twinsKit(setup: TwinsSetup) {
         { timeout: 10_000, interval: 50 },
       );
     },
+    /**
+     * Waits until `twin`'s worker process is listed in the lock store (state, polled), then
+     * for its first second to pass: a chosen twin's process claims before it runs what was
+     * added within 1 s of its listing (LISTED_MARGIN_MS, a rule of time, hence the wait).
+     */
+    async pastFirstSecond(twin: Twin): Promise<void> {
+      const client = new Redis(setup.lockRedis().url);
+      clients.push(client);
+      const key = `${names.lockPrefix}:siblings:${twin}:${queueName(twin)}`;
+      await vi.waitFor(async () => expect(await client.zcard(key)).toBeGreaterThan(0), {
+        timeout: 10_000,
+        interval: 20,
+      });
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+    },
     async ledger(): Promise<LedgerEntry[]> {
       const client = new Redis(ledgerRedis().url);
       clients.push(client);
