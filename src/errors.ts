@@ -304,8 +304,9 @@ export class LockStoreMisconfiguredError extends PairedError {
 
 /**
  * The lock store may evict keys when its memory fills up (`maxmemory-policy` other than
- * `noeviction`): an evicted pair record lets the twin run its job again. Reported on the
- * `error` event when the lock starts; nothing stops.
+ * `noeviction`): an evicted pair record lets the twin run its job again. With
+ * `allowEviction: true`, reported on the `error` event when the lock starts and nothing stops
+ * (without it, such a store is refused with `LockStoreMisconfiguredError`).
  */
 export class LockStoreEvictionError extends PairedError {
   readonly policy: string;

@@ -320,7 +320,8 @@ export class PairCore {
 
   private async start(): Promise<void> {
     if (!this.preflighted) {
-      await preflight(this.client, this.options.prefix, this.channel, this.report);
+      const { prefix, allowEviction } = this.options;
+      await preflight(this.client, prefix, this.channel, this.report, allowEviction);
       this.preflighted = true;
     }
     await Promise.all([this.notifier.start(), this.placement.start()]);

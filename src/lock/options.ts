@@ -59,6 +59,14 @@ export interface PairedLockOptions {
    * `whenLockStoreDown`). Settles are not bounded: they retry until stored. Default 10 000.
    */
   lockStoreTimeoutMs?: number;
+  /**
+   * Accept a lock store whose `maxmemory-policy` evicts keys (`allkeys-lru`, `volatile-ttl`,
+   * …). An evicted pair record or session lets the twin run its job again, with the same
+   * fence, so by default such a store is refused at start-up (`LockStoreMisconfiguredError`
+   * naming the policy and the fix, `maxmemory-policy noeviction`). `true`: it is used, and
+   * reported once as a `LockStoreEvictionError` on the `error` event. Default false.
+   */
+  allowEviction?: boolean;
 }
 
 export type ResolvedLockOptions = Required<Omit<PairedLockOptions, 'durability'>> & {
@@ -79,6 +87,7 @@ export const LOCK_OPTION_NAMES = [
   'maxResultBytes',
   'durability',
   'lockStoreTimeoutMs',
+  'allowEviction',
 ] as const;
 
 export const lockDefaults = {
@@ -92,6 +101,7 @@ export const lockDefaults = {
   livenessGraceMs: 100,
   maxResultBytes: 65_536,
   lockStoreTimeoutMs: 10_000,
+  allowEviction: false,
 } as const satisfies Partial<PairedLockOptions>;
 
 const DAY_MS = 86_400_000;
@@ -168,6 +178,7 @@ export function resolveLockOptions(options: unknown, OWNER = 'PairedLock'): Reso
     maxResultBytes: integerOption(OWNER, 'maxResultBytes', pick('maxResultBytes'), { min: 16 }),
     durability,
     lockStoreTimeoutMs,
+    allowEviction: booleanOption(OWNER, 'allowEviction', pick('allowEviction')),
   };
 }
 

@@ -92,11 +92,10 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
   /**
    * Checks the lock store and subscribes, as the first `run()` does. Rejects with
    * `LockStoreMisconfiguredError` when the store refuses us for good (a wrong password, an ACL
-   * user without the commands, keys or channels needed, a read-only replica), and with
+   * user without the commands, keys or channels needed, a read-only replica, a
+   * `maxmemory-policy` that evicts keys unless `allowEviction`), and with
    * `LockStoreUnavailableError` while it is unreachable or does not answer within
-   * `lockStoreTimeoutMs` (its `cause`: the connection's error; call again later). A
-   * `maxmemory-policy` that evicts keys does not reject: it is reported on the `error` event
-   * (`LockStoreEvictionError`). Optional: call it at startup to fail fast instead of at the
+   * `lockStoreTimeoutMs` (its `cause`: the connection's error; call again later). Optional: call it at startup to fail fast instead of at the
    * first run.
    */
   waitUntilReady(): Promise<void> {

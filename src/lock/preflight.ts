@@ -102,13 +102,15 @@ function infoField(info: string, field: string): string | undefined {
  * a script that writes a key under the prefix and publishes on the settle channel. Rejects
  * with `LockStoreMisconfiguredError` for what only a person can fix, and with the error as is
  * for what passes by itself (connection refused, LOADING), so the caller may retry later.
- * A `maxmemory-policy` that evicts keys only warns: `warn` gets a `LockStoreEvictionError`.
+ * A `maxmemory-policy` that evicts keys is refused the same way, unless `allowEviction`: then
+ * `warn` gets a `LockStoreEvictionError` and the store is used.
  */
 export async function preflight(
   client: RedisConnection,
   prefix: string,
   settleChannel: string,
   warn: (err: Error) => void,
+  allowEviction: boolean,
 ): Promise<void> {
   const step = async <T>(during: string, command: () => Promise<T>): Promise<T> => {
     try {
@@ -141,7 +143,20 @@ export async function preflight(
     const policy = await evictionPolicy(node);
     if (policy !== undefined && policy !== 'noeviction') policies.add(policy);
   }
+  if (policies.size > 0 && !allowEviction) throw evictionRefused([...policies]);
   for (const policy of policies) warn(new LockStoreEvictionError(policy));
+}
+
+/**
+ * Why an evicting store is refused: an evicted record is a forgotten grant, so the twin runs
+ * the job again with the fence a fresh record starts at, the one the first run held.
+ */
+function evictionRefused(policies: string[]): LockStoreMisconfiguredError {
+  const named = policies.map((p) => `"${p}"`).join(', ');
+  return new LockStoreMisconfiguredError(
+    `its maxmemory-policy is ${named}: when its memory fills up it evicts keys, and a job whose pair record or session was evicted runs again on the twin with the same fence`,
+    'Set maxmemory-policy noeviction on the lock store (CONFIG SET maxmemory-policy noeviction, and in its config file) and give it memory of its own; or pass allowEviction: true to accept such repeats (then reported once as LockStoreEvictionError)',
+  );
 }
 
 /** The node's `maxmemory-policy`, or undefined when it will not say (a warning is not worth failing for). */

@@ -203,10 +203,10 @@ export class PairedProcessor<
   /**
    * Checks the lock store and subscribes, as the first job does. Rejects with
    * `LockStoreMisconfiguredError` when the store refuses us for good (a wrong password, an ACL
-   * user without the commands, keys or channels needed, a read-only replica), and with
+   * user without the commands, keys or channels needed, a read-only replica, a
+   * `maxmemory-policy` that evicts keys unless `allowEviction`), and with
    * `LockStoreUnavailableError` (`cause`: the connection's error) while it is unreachable or
-   * does not answer within `lockStoreTimeoutMs` (call again later). A `maxmemory-policy` that
-   * evicts keys does not reject: it is reported on the `error` event (`LockStoreEvictionError`).
+   * does not answer within `lockStoreTimeoutMs` (call again later).
    * Call it at startup, next to `worker.waitUntilReady()`, to fail fast: otherwise jobs park
    * (or, under `whenLockStoreDown: 'run'`, run uncoordinated) with an `error` event each.
    */

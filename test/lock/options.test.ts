@@ -73,6 +73,11 @@ const cases: [string, Record<string, unknown>, RegExp][] = [
     /"liveness" must be true or false, received "yes"/,
   ],
   [
+    'allowEviction not boolean',
+    { member: 'eu', allowEviction: 'yes' },
+    /"allowEviction" must be true or false, received "yes"/,
+  ],
+  [
     'liveness interval zero',
     { member: 'eu', livenessIntervalMs: 0 },
     /"livenessIntervalMs" .* received 0/,
@@ -120,6 +125,7 @@ describe('PairedLock options', () => {
       livenessGraceMs: 100,
       maxResultBytes: 65_536,
       lockStoreTimeoutMs: 10_000,
+      allowEviction: false,
     });
   });
 

@@ -1,8 +1,8 @@
 /**
  * A lock store that will never serve us (wrong password, ACL user without the commands, keys
  * or channels, a read-only replica) is refused at once with `LockStoreMisconfiguredError`,
- * instead of every job parking forever as "unreachable"; a store that may evict keys is
- * reported with `LockStoreEvictionError` and keeps working. Each case runs on a private
+ * instead of every job parking forever as "unreachable"; so is a store that may evict keys,
+ * unless `allowEviction` (then it is reported with `LockStoreEvictionError` and used). Each case runs on a private
  * redis-server started with the flags it needs.
  */
 import { type Job, Queue, Worker } from 'bullmq';
@@ -157,8 +157,46 @@ describe('lock store that evicts keys', () => {
   const redis = useRedis({ killable: true, args: ['--maxmemory-policy', 'allkeys-lru'] });
   const closers = useClosers();
 
-  it('reports LockStoreEvictionError naming the policy and the fix, and still runs', async () => {
-    const { lock, errors } = lockOn(closers, redis().connect(), { prefix: uniquePrefix('pf') });
+  it('is refused by default, naming the policy, the fix and the opt-out; used once fixed', async () => {
+    const prefix = uniquePrefix('pf');
+    const { lock, errors } = lockOn(closers, redis().connect(), { prefix });
+    const err = await refusal(lock.waitUntilReady());
+    expect(err.message).toMatch(
+      /"allkeys-lru".*same fence.*maxmemory-policy noeviction.*allowEviction: true/s,
+    );
+    await refusal(lock.run('task-1', () => 'not run'));
+    expect(errors.filter((e) => e instanceof LockStoreEvictionError)).toEqual([]);
+    // The next call checks again: the operator's fix is taken without a restart.
+    const admin = redis().connect();
+    closers.push(async () => void admin.disconnect());
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+    try {
+      expect(await lock.run('task-1', () => 'ok')).toMatchObject({
+        role: 'executor',
+        result: 'ok',
+      });
+    } finally {
+      await admin.config('SET', 'maxmemory-policy', 'allkeys-lru');
+    }
+  });
+
+  it('refuses it in PairedProcessor.waitUntilReady() too', async () => {
+    const paired = new PairedProcessor(async () => 'not run', {
+      twin: 'eu',
+      lockConnection: redis().connect(),
+      prefix: uniquePrefix('pf'),
+    });
+    paired.on('error', () => {});
+    closers.push(() => paired.close());
+    const err = await refusal(paired.waitUntilReady());
+    expect(err.message).toMatch(/"allkeys-lru"/);
+  });
+
+  it('with allowEviction: reports LockStoreEvictionError naming the policy and the fix, and runs', async () => {
+    const { lock, errors } = lockOn(closers, redis().connect(), {
+      prefix: uniquePrefix('pf'),
+      allowEviction: true,
+    });
     await lock.waitUntilReady();
     expect(errors).toHaveLength(1);
     expect(errors[0]).toBeInstanceOf(LockStoreEvictionError);
