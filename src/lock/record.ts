@@ -1,5 +1,6 @@
 import { CorruptRecordError, type PeerErrorInfo } from '../errors.js';
 import type { RecordAddress } from './keys.js';
+import type { StoredRecord } from './lua/scripts.generated.js';
 import type { AcquireReply, InspectReply, TakeoverReason } from './scripts.js';
 
 /**
@@ -43,44 +44,8 @@ export interface PairRecord {
   ownerLiveness: { channel: string; sessionKey: string };
 }
 
-/**
- * A pair record as the Lua scripts store it: one JSON object, the value of its own key (key
- * mode) or a field of a hash (hash mode, see `recordAddress`). The one description of its
- * fields; times are Redis server time in ms since the epoch.
- */
-export interface StoredRecord {
-  state: PairState;
-  /** Member that holds (running) or last held the record. */
-  owner: string;
-  fence: number;
-  /** The running owner's `run()` call: a retried acquire with it keeps its grant (running only). */
-  token?: string;
-  /** Grants so far (first run plus takeovers). */
-  attempts?: number;
-  /** End of the record's own lease (running only; under a session the session key leases it). */
-  leaseUntil?: number;
-  /** When the current grant was made: an owner granted before a restart gets a warm-up. */
-  grantedAt?: number;
-  takeover?: TakeoverReason;
-  /** The executor's result, JSON (done). */
-  result?: string;
-  /** The executor's last reported progress, JSON (done). */
-  progress?: string;
-  /** What the last executor's failure left, JSON (failed). */
-  error?: string;
-  createdAt?: number;
-  updatedAt?: number;
-  /** The owner's process liveness channel (running only). */
-  live?: string;
-  /** The owner's process session key (running only). */
-  skey?: string;
-  /** The owner's own liveness grace in ms, when longer than the default (running only). */
-  grace?: number;
-  /** When the owner's liveness channel was first seen empty (running only). */
-  goneSince?: number;
-  /** A failure no member may run again (its result could not be stored). */
-  final?: boolean;
-}
+/** A pair record as the Lua scripts store it: its fields come from `lua/record.json`. */
+export type { StoredRecord };
 
 /**
  * The record in `raw`, or undefined when it is not one the scripts can read (they answer

@@ -9,6 +9,7 @@
 ]]
 --- @include "replies"
 --- @include "includes/record"
+--- @include "record-fields"
 
 local INLINE_BYTES = 1024
 
@@ -25,11 +26,7 @@ local function settle(key, indexKey, field, token, fence, retentionMs, channel, 
     return {REPLY.STALE, rec.state, rec.fence, rec.owner}
   end
   rec.state = state
-  rec.leaseUntil = nil
-  rec.token = nil
-  rec.live = nil
-  rec.skey = nil
-  rec.goneSince = nil
+  clearRunning(rec)
   if payloadName ~= '' and payload ~= '' then rec[payloadName] = payload end
   if final then rec.final = true end
   if progress and progress ~= '' then rec.progress = progress end
