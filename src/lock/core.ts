@@ -219,12 +219,6 @@ export class PairCore {
     private readonly report: (err: Error) => void,
   ) {
     this.channel = settleChannel(options.prefix);
-    if (options.durability !== undefined && client.isCluster) {
-      // ioredis sends a keyless WAIT to any node, not to the one that took the write.
-      throw new TypeError(
-        'option "durability" needs a standalone or Sentinel connection to the lock store, not a Cluster',
-      );
-    }
     this.replication = options.durability && new Replication(client, options.durability);
     const instanceId = randomUUID();
     // On a Cluster the liveness channels are sharded, one per master (`placement`).
@@ -441,28 +435,33 @@ export class PairCore {
       if (settled !== undefined) return { reply: settled, sentAt: performance.now(), token };
       const place = await this.placement.near(address.key);
       const sentAt = performance.now();
-      const reply = await acquire(this.client, address, {
-        member: o.member,
-        token,
-        leaseMs: o.leaseMs,
-        retentionMs: o.retentionMs,
-        policy: o.onPeerFailure,
-        graceMs: o.livenessGraceMs,
-        warmupS: LIVENESS_WARMUP_S,
-        liveChannel: place.liveChannel,
-        sessionKey: place.sessionKey,
-        epochKey: place.epochKey,
-        sharded: place.sharded,
-        minFence: how.minFence,
-        claim: how.claim === true,
-        waitForClaimMs: how.waitForClaimMs ?? 0,
-        channel: this.channel,
-        ownGraceMs: this.ownGraceMs(),
-      });
+      const reply = await acquire(
+        this.client,
+        address,
+        {
+          member: o.member,
+          token,
+          leaseMs: o.leaseMs,
+          retentionMs: o.retentionMs,
+          policy: o.onPeerFailure,
+          graceMs: o.livenessGraceMs,
+          warmupS: LIVENESS_WARMUP_S,
+          liveChannel: place.liveChannel,
+          sessionKey: place.sessionKey,
+          epochKey: place.epochKey,
+          sharded: place.sharded,
+          minFence: how.minFence,
+          claim: how.claim === true,
+          waitForClaimMs: how.waitForClaimMs ?? 0,
+          channel: this.channel,
+          ownGraceMs: this.ownGraceMs(),
+        },
+        this.replication?.withWrites,
+      );
       if (reply.kind === 'granted') {
         // A claim's run started before its answer and took its place then (`execute`).
         if (how.claim !== true) rememberCapped(this.grantPlaces, token, place);
-        await this.confirmGrant(address, { token, fence: reply.fence });
+        await this.confirmGrant(address, { token, fence: reply.fence }, reply.acked);
       }
       if (reply.kind === 'unplaced') {
         // Cluster: our slot map is stale (a resharding), or our sharded subscriber on this
@@ -488,11 +487,14 @@ export class PairCore {
    * With `durability`: a grant counts only once enough replicas hold it. Otherwise it is given
    * back (released, best-effort) and this throws, as an unreachable lock store would.
    */
-  private async confirmGrant(address: RecordAddress, grant: Grant): Promise<void> {
-    await this.replication?.grant(address.id, () =>
-      settle(this.client, address, grant, this.options.retentionMs, this.channel, {
-        state: 'released',
-      }),
+  private async confirmGrant(address: RecordAddress, grant: Grant, acked?: number): Promise<void> {
+    await this.replication?.grant(
+      address.id,
+      () =>
+        settle(this.client, address, grant, this.options.retentionMs, this.channel, {
+          state: 'released',
+        }),
+      acked,
     );
   }
 
@@ -748,9 +750,12 @@ export class PairCore {
           this.options.retentionMs,
           this.channel,
           settlement,
+          this.replication?.withWrites,
         );
         // With `durability`: not on enough replicas yet throws a transient error, so it is retried.
-        if (reply.kind === 'ok') await this.replication?.settled(address.id, settlement.state);
+        if (reply.kind === 'ok') {
+          await this.replication?.settled(address.id, settlement.state, reply.acked);
+        }
         return reply;
       } catch (err) {
         const error = asError(err);

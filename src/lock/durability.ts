@@ -4,6 +4,11 @@
  * once that many replicas hold it. Redis replication is asynchronous: without this, a write
  * the primary acknowledged but never sent to a replica vanishes in a failover, and the
  * promoted replica grants the same fence again.
+ *
+ * On one Redis (or Sentinel) a WAIT is sent after the write, shared by the writes that came
+ * meanwhile. On a Cluster a keyless WAIT would go to any node, so each write travels with its
+ * own WAIT in one pipeline to the record's master (`scripts.ts`), and its count arrives with
+ * the reply (`acked`).
  */
 import { NotReplicatedError } from '../errors.js';
 import type { RedisConnection } from './scripts.js';
@@ -39,10 +44,15 @@ export class Replication {
   private onWire: Promise<number> | undefined;
   private next: Promise<number> | undefined;
 
+  /** On a Cluster: the WAIT goes with each write (pass this to `acquire` and `settle`). */
+  readonly withWrites: Durability | undefined;
+
   constructor(
     private readonly client: RedisConnection,
     readonly durability: Durability,
-  ) {}
+  ) {
+    this.withWrites = client.isCluster ? durability : undefined;
+  }
 
   /**
    * How many replicas acknowledged every write this connection sent before the call; 0 when
@@ -92,12 +102,13 @@ export class Replication {
   /**
    * After a grant: throws `NotReplicatedError` when too few replicas hold it (the grant is not
    * used: `release` gives it back, best-effort), and rethrows a failed WAIT after the same
-   * release, since the grant's fate is then unknown.
+   * release, since the grant's fate is then unknown. `counted`: the count that came with the
+   * write (a Cluster); otherwise a WAIT is sent now.
    */
-  async grant(id: string, release: () => Promise<unknown>): Promise<void> {
+  async grant(id: string, release: () => Promise<unknown>, counted?: number): Promise<void> {
     let acked: number;
     try {
-      acked = await this.acked();
+      acked = counted ?? (await this.acked());
     } catch (err) {
       await release().catch(() => {});
       throw err;
@@ -108,8 +119,8 @@ export class Replication {
   }
 
   /** After a settle: throws `SettleNotReplicatedError` (retried by the settle loop) when too few replicas hold it. */
-  async settled(id: string, state: string): Promise<void> {
-    const acked = await this.acked();
+  async settled(id: string, state: string, counted?: number): Promise<void> {
+    const acked = counted ?? (await this.acked());
     if (acked < this.durability.replicas) {
       throw new SettleNotReplicatedError(id, state, acked, this.durability);
     }

@@ -48,7 +48,8 @@ export interface PairedLockOptions {
    * Count a grant or settle only once `replicas` replicas of the lock store hold it (`WAIT
    * replicas timeoutMs` after each), so a failover cannot undo it. A grant not acknowledged in
    * time is given back and treated like an unreachable lock store (`NotReplicatedError`); a
-   * settle is retried. Standalone or Sentinel connections only. Default: off.
+   * settle is retried. On a Cluster each write goes with its own WAIT to the record's master.
+   * Default: off.
    */
   durability?: Durability;
   /**

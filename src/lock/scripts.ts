@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Cluster, Redis } from 'ioredis';
 import { CorruptRecordError } from '../errors.js';
 import type { RecordAddress } from './keys.js';
@@ -36,13 +37,7 @@ export async function evalScript(
   keys: string[],
   args: (string | number)[],
 ): Promise<unknown[]> {
-  let sent = sentWhole.get(client);
-  if (sent === undefined) {
-    sent = new Set();
-    sentWhole.set(client, sent);
-  }
-  if (!sent.has(name)) {
-    sent.add(name);
+  if (firstCall(client, name)) {
     return (await client.eval(luaScripts[name].lua, keys.length, ...keys, ...args)) as unknown[];
   }
   try {
@@ -50,6 +45,68 @@ export async function evalScript(
   } catch (err) {
     if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
     return (await client.eval(luaScripts[name].lua, keys.length, ...keys, ...args)) as unknown[];
+  }
+}
+
+/** Whether this is `client`'s first call of `name` (to be sent whole); marks it sent. */
+function firstCall(client: RedisConnection, name: ScriptName): boolean {
+  let sent = sentWhole.get(client);
+  if (sent === undefined) {
+    sent = new Set();
+    sentWhole.set(client, sent);
+  }
+  if (sent.has(name)) return false;
+  sent.add(name);
+  return true;
+}
+
+/** With `durability` on a Cluster: how many replicas must hold a write, and how long to wait. */
+export interface WaitFor {
+  replicas: number;
+  timeoutMs: number;
+}
+
+/** Redirections and refusals a Cluster gives while a slot moves or fails over: ask again. */
+const CLUSTER_RETRY = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN)\b/;
+const CLUSTER_RETRIES = 5;
+
+/**
+ * The script and a `WAIT` in one pipeline, on a Cluster: WAIT counts the writes of the
+ * connection it is sent on, and a keyless command sent alone goes to any node. In one
+ * pipeline both go to the record's master over the same connection, so the count is this
+ * write's. A redirected script (MOVED, ASK: a resharding or failover) is not retried by
+ * ioredis in a pipeline with a WAIT, so it is sent again here once the slot map is
+ * refreshed; its WAIT's count, from a node that did not take the write, is never used.
+ */
+async function evalScriptThenWait(
+  cluster: Cluster,
+  name: ScriptName,
+  keys: string[],
+  args: (string | number)[],
+  wait: WaitFor,
+): Promise<{ reply: unknown[]; acked: number }> {
+  for (let tries = 1; ; tries++) {
+    const pipeline = cluster.pipeline();
+    if (firstCall(cluster, name))
+      pipeline.eval(luaScripts[name].lua, keys.length, ...keys, ...args);
+    else pipeline.evalsha(sha(name), keys.length, ...keys, ...args);
+    pipeline.wait(wait.replicas, wait.timeoutMs);
+    const results = (await pipeline.exec()) ?? [];
+    const [scriptError, reply] = results[0] ?? [new Error('empty pipeline reply'), undefined];
+    const [waitError, acked] = results[1] ?? [new Error('empty pipeline reply'), undefined];
+    if (scriptError) {
+      if (scriptError.message.startsWith('NOSCRIPT')) {
+        // Another node, or a flushed cache: send it whole next time.
+        sentWhole.get(cluster)?.delete(name);
+        continue;
+      }
+      if (!CLUSTER_RETRY.test(scriptError.message) || tries >= CLUSTER_RETRIES) throw scriptError;
+      cluster.refreshSlotsCache();
+      await delay(50 * tries);
+      continue;
+    }
+    if (waitError) throw waitError;
+    return { reply: reply as unknown[], acked: Number(acked) };
   }
 }
 
@@ -162,12 +219,40 @@ function corrupt(address: RecordAddress): never {
   throw new CorruptRecordError(address.key, address.field);
 }
 
+/** What a write answered, and with `wait` (a Cluster): how many replicas hold it. */
+export type Acked<T> = T & { acked?: number };
+
+/**
+ * `runScript`, or with `wait` on a Cluster the script and its WAIT together; `acked` is
+ * undefined without `wait` (a standalone client WAITs apart, see `Replication`).
+ */
+async function runWritten(
+  client: RedisConnection,
+  name: ScriptName,
+  address: RecordAddress,
+  args: (string | number)[],
+  extraKeys: string[],
+  wait: WaitFor | undefined,
+): Promise<{ reply: unknown[]; acked?: number }> {
+  if (wait === undefined || !client.isCluster) {
+    return { reply: await runScript(client, name, address, args, extraKeys) };
+  }
+  return evalScriptThenWait(
+    client as Cluster,
+    name,
+    [address.key, address.index, ...extraKeys],
+    [address.field, ...args],
+    wait,
+  );
+}
+
 export async function acquire(
   client: RedisConnection,
   address: RecordAddress,
   a: AcquireArgs,
-): Promise<AcquireReply> {
-  const reply = await runScript(
+  wait?: WaitFor,
+): Promise<Acked<AcquireReply>> {
+  const { reply, acked } = await runWritten(
     client,
     'acquire',
     address,
@@ -190,8 +275,9 @@ export async function acquire(
       a.sharded ? (a.epochKey ?? '') : '',
     ],
     a.epochKey && !a.sharded ? [a.epochKey] : [],
+    wait,
   );
-  return acquireReply(address, reply);
+  return { ...acquireReply(address, reply), acked };
 }
 
 function acquireReply(address: RecordAddress, reply: unknown[]): AcquireReply {
@@ -328,23 +414,30 @@ export async function settle(
   retentionMs: number,
   channel: string,
   settlement: Settlement,
-): Promise<OwnerReply> {
+  wait?: WaitFor,
+): Promise<Acked<OwnerReply>> {
   const base = [grant.token, grant.fence, retentionMs, channel];
-  const reply =
+  const { reply, acked } =
     settlement.state === 'done'
-      ? await runScript(client, 'complete', address, [
-          ...base,
-          settlement.result,
-          settlement.progress ?? '',
-        ])
+      ? await runWritten(
+          client,
+          'complete',
+          address,
+          [...base, settlement.result, settlement.progress ?? ''],
+          [],
+          wait,
+        )
       : settlement.state === 'failed'
-        ? await runScript(client, 'fail', address, [
-            ...base,
-            settlement.error,
-            settlement.final ? '1' : '0',
-          ])
-        : await runScript(client, 'release', address, base);
-  return ownerReply(address, reply);
+        ? await runWritten(
+            client,
+            'fail',
+            address,
+            [...base, settlement.error, settlement.final ? '1' : '0'],
+            [],
+            wait,
+          )
+        : await runWritten(client, 'release', address, base, [], wait);
+  return { ...ownerReply(address, reply), acked };
 }
 
 export interface InspectReply {

@@ -20,7 +20,10 @@ local function settle(key, indexKey, field, token, fence, retentionMs, channel, 
   if rec == false then return {REPLY.CORRUPT} end
   if not isOwner(rec, token, fence) then
     if rec.state == state and rec.fence == fence then
-      -- The same settle again (its first reply was lost): it already took effect.
+      -- The same settle again (its first reply was lost): it already took effect. Written
+      -- again, so that a WAIT sent after this call (durability) counts a write of its own
+      -- connection: the first one may have been made on a connection since replaced.
+      saveRecord(key, indexKey, field, rec, now, retentionMs)
       return {REPLY.OK, rec.fence}
     end
     return {REPLY.STALE, rec.state, rec.fence, rec.owner}
