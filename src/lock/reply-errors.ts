@@ -3,7 +3,8 @@ import { PairedError } from '../errors.js';
 /**
  * How to treat an error from the lock store.
  * - `transient`: the store cannot serve the command now but will (a dropped connection, a
- *   restart still LOADING its data, a BUSY script, a failover's READONLY or TRYAGAIN, OOM
+ *   restart still LOADING its data, a BUSY script, a failover's READONLY, TRYAGAIN or
+ *   UNBLOCKED (a WAIT cut short by the demotion), OOM
  *   under `noeviction` until memory is freed, NOREPLICAS under `min-replicas-to-write`).
  *   Retrying with back-off is right, and giving up would strand a record.
  * - `permanent`: the store will refuse the same command until a person changes its
@@ -26,6 +27,8 @@ const TRANSIENT_PREFIXES = [
   'MOVED',
   'ASK',
   'NOSCRIPT',
+  // A blocked WAIT when its primary is demoted to a replica (a failover): ask the new one.
+  'UNBLOCKED',
 ];
 
 /** Reply-error prefixes that need a person. */

@@ -105,8 +105,9 @@ async function evalScriptThenWait(
       await delay(50 * tries);
       continue;
     }
-    if (waitError) throw waitError;
-    return { reply: reply as unknown[], acked: Number(acked) };
+    // A WAIT that failed (UNBLOCKED: the master was demoted meanwhile; a dropped connection)
+    // vouches for nothing: the grant is given back, the settle retried.
+    return { reply: reply as unknown[], acked: waitError ? 0 : Number(acked) };
   }
 }
 

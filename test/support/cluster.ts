@@ -4,6 +4,7 @@
  * joined by `redis-cli --cluster create … --cluster-replicas 1`.
  *   kill(server):        SIGKILL one node (a master: its replica is promoted after
  *                        `cluster-node-timeout`).
+ *   freeze(server):      SIGSTOP one node (connections stay open); resume(server): SIGCONT.
  *   masterOf(key):       the node serving a key's slot now.
  *   waitForFailover(old): until another node serves `old`'s slots and the cluster is ok.
  *   moveSlotOf(key, to): a resharding of one slot, as `redis-cli --cluster reshard` does it.
@@ -24,11 +25,15 @@ export interface TestCluster {
   /** The node that serves `key`'s slot now. */
   masterOf(key: string): Promise<BinaryRedis>;
   kill(server: BinaryRedis): Promise<void>;
+  /** SIGSTOP: the node keeps its connections open and answers nothing; the harness asks others. */
+  freeze(server: BinaryRedis): void;
+  /** SIGCONT after `freeze`. */
+  resume(server: BinaryRedis): void;
   /** Reshards: moves `key`'s slot, with its keys, to master `to` (IMPORTING/MIGRATING, MIGRATE). */
   moveSlotOf(key: string, to: BinaryRedis): Promise<void>;
   /** The masters serving slots now. */
   masters(): Promise<BinaryRedis[]>;
-  /** The nodes not killed. */
+  /** The nodes not killed (frozen ones included). */
   running(): BinaryRedis[];
   /** Waits until a node other than `old` serves `old`'s slots and every node says ok. */
   waitForFailover(old: BinaryRedis, timeoutMs?: number): Promise<void>;
@@ -59,6 +64,9 @@ async function ask(server: BinaryRedis, ...args: string[]): Promise<unknown> {
     maxRetriesPerRequest: 0,
     retryStrategy: () => null,
     connectTimeout: 1_000,
+    // A frozen node accepts the connection (the kernel does) and answers nothing.
+    enableReadyCheck: false,
+    commandTimeout: 2_000,
   });
   client.on('error', () => {});
   try {
@@ -146,6 +154,9 @@ export async function startCluster(nodeTimeoutMs = 1_000): Promise<TestCluster> 
     return byPort(Number(range[2][1]));
   };
   const alive = new Set(servers);
+  const frozen = new Set<BinaryRedis>();
+  /** The nodes that answer: not killed, not frozen. */
+  const answering = (): BinaryRedis[] => [...alive].filter((s) => !frozen.has(s));
   return {
     servers,
     nodes: servers.map((s) => ({ host: s.host, port: s.port })),
@@ -161,14 +172,14 @@ export async function startCluster(nodeTimeoutMs = 1_000): Promise<TestCluster> 
     async masterOf(key: string) {
       const [first] = servers;
       const slot = Number(await ask(first as BinaryRedis, 'CLUSTER', 'KEYSLOT', key));
-      return slotOwner(slot, [...alive]);
+      return slotOwner(slot, answering());
     },
     running() {
       return [...alive];
     },
     async masters() {
       return [
-        ...new Set((await slotRanges([...alive])).map((range) => byPort(Number(range[2][1])))),
+        ...new Set((await slotRanges(answering())).map((range) => byPort(Number(range[2][1])))),
       ];
     },
     async moveSlotOf(key: string, to: BinaryRedis) {
@@ -195,9 +206,17 @@ export async function startCluster(nodeTimeoutMs = 1_000): Promise<TestCluster> 
       alive.delete(server);
       await server.kill();
     },
+    freeze(server: BinaryRedis) {
+      server.signal('SIGSTOP');
+      frozen.add(server);
+    },
+    resume(server: BinaryRedis) {
+      server.signal('SIGCONT');
+      frozen.delete(server);
+    },
     async waitForFailover(old: BinaryRedis, timeoutMs = 20_000) {
       const slots = (await (async () => {
-        for (const server of alive) {
+        for (const server of answering()) {
           try {
             const nodes = String(await ask(server, 'CLUSTER', 'NODES'));
             const line = nodes.split('\n').find((l) => l.includes(`:${old.port}@`));
@@ -210,9 +229,9 @@ export async function startCluster(nodeTimeoutMs = 1_000): Promise<TestCluster> 
       })()) as string[];
       const firstSlot = Number(String(slots[0] ?? '0').split('-')[0]);
       await poll(`a new master for port ${old.port}'s slots`, timeoutMs, async () => {
-        const owner = await slotOwner(firstSlot, [...alive]);
+        const owner = await slotOwner(firstSlot, answering());
         if (owner === old) return false;
-        for (const server of alive) {
+        for (const server of answering()) {
           if (!String(await ask(server, 'CLUSTER', 'INFO')).includes('cluster_state:ok')) {
             return false;
           }
