@@ -48,6 +48,7 @@ export {
   type RunContext,
   type RunOptions,
   type RunOutcome,
+  type ShadowingInfo,
 } from './lock/paired-lock.js';
 export type { PairRecord, PairState } from './lock/record.js';
 export type { RedisConnection, TakeoverReason } from './lock/scripts.js';

@@ -249,6 +249,15 @@ export class PairCore {
     );
   }
 
+  /**
+   * `listener(reason)` when this process stops taking grants because its lock-store
+   * subscriber is away, `listener(undefined)` when it is back. Returns the unsubscribe.
+   */
+  onSubscriberAway(listener: (reason: string | undefined) => void): () => void {
+    this.notifier.awayListeners.add(listener);
+    return () => void this.notifier.awayListeners.delete(listener);
+  }
+
   /** Reports `err` as the core's own errors are (to every user of a shared core). */
   reportError(err: Error): void {
     this.report(err);

@@ -252,7 +252,7 @@ export class Notifier {
     let readies = 0;
     this.subscriber.on('close', () => {
       this.generation++;
-      if (readies > 0) this.goAway();
+      if (readies > 0) this.goAway('its connection closed; reconnecting');
     });
     // Closed for good (reconnects off or given up): unless we are closing, this process's
     // liveness channel stays empty, so it must never take a grant again.
@@ -307,8 +307,20 @@ export class Notifier {
       : [this.settleChannel, this.liveChannel];
   }
 
-  private goAway(): void {
+  /**
+   * Told when this process stops taking grants because its subscriber is away (`reason`)
+   * and when it is back (`reason` undefined): the lock's `subscriberAway` / `subscriberBack`
+   * events, which tests and operators wait on.
+   */
+  readonly awayListeners = new Set<(reason: string | undefined) => void>();
+
+  private tellAway(reason: string | undefined): void {
+    for (const listener of this.awayListeners) listener(reason);
+  }
+
+  private goAway(reason: string): void {
     if (this.away !== undefined) return;
+    this.tellAway(reason);
     let resolve = (): void => {};
     const promise = new Promise<void>((r) => {
       resolve = r;
@@ -325,6 +337,7 @@ export class Notifier {
 
   private back(): void {
     if (this.ended) return;
+    if (this.away !== undefined) this.tellAway(undefined);
     this.away?.resolve();
     this.away = undefined;
     this.gaveUp = undefined;
@@ -353,6 +366,7 @@ export class Notifier {
     }
     this.lost = new LivenessSubscriberError('ended', why);
     this.onError(this.lost);
+    this.tellAway(`${why}: for good`);
     this.away?.resolve(); // waiters wake and find `lost`
     this.onLost();
   }
@@ -417,7 +431,7 @@ export class Notifier {
         return;
       }
       this.onError(new LivenessSubscriberError('unhealthy', problem));
-      this.goAway();
+      this.goAway(problem);
       this.subscriber.disconnect(true); // reconnects; the 'ready' path ends the absence
     } finally {
       this.checkingHealth = false;

@@ -37,9 +37,24 @@ export interface RunOutcome<T> {
   takeover?: TakeoverReason;
 }
 
+/** A run that waits on another member's run of its task (the `shadowing` event). */
+export interface ShadowingInfo {
+  id: string;
+  /** The member running it; '' while a chosen executor's claim is awaited. */
+  owner: string;
+  /** The fence of the run waited on. */
+  fence: number;
+}
+
 export interface PairedLockEvents {
   /** Background trouble that does not fail a run by itself: heartbeats, subscriber, settle refusals. */
   error: [err: Error];
+  /** A run found its task held by another member and waits on it (once per owner and fence). */
+  shadowing: [info: ShadowingInfo];
+  /** This process takes no grants: its lock-store subscriber is away (half-open, closed, dropped by Redis). */
+  subscriberAway: [reason: string];
+  /** The subscriber is back: grants resume. */
+  subscriberBack: [];
 }
 
 const RUN_OPTIONS = ['hash', 'signal'] as const;
@@ -66,6 +81,10 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
     this.options = Object.freeze(resolveLockOptions(options));
     this.core = new PairCore(client, this.options, (err) => {
       if (this.listenerCount('error') > 0) this.emit('error', err);
+    });
+    this.core.onSubscriberAway((reason) => {
+      if (reason === undefined) this.emit('subscriberBack');
+      else this.emit('subscriberAway', reason);
     });
   }
 
@@ -149,6 +168,7 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
     fn: (ctx: RunContext) => T | Promise<T>,
     signal: AbortSignal | undefined,
   ): Promise<RunOutcome<T> | typeof LEASE_LOST> {
+    let shadowed = '';
     for (let token: string | undefined; ; ) {
       if (this.core.closing) throw new ClosedError('PairedLock');
       if (signal?.aborted) throw new AbortedError(address.id, signal.reason);
@@ -204,6 +224,11 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
             parseJson<PeerErrorInfo>(reply.error),
           );
         case 'busy': {
+          const waited = `${reply.owner}\n${reply.fence}`;
+          if (waited !== shadowed) {
+            shadowed = waited;
+            this.emit('shadowing', { id: address.id, owner: reply.owner, fence: reply.fence });
+          }
           const waitMs = Math.min(Math.max(reply.recheckMs, 0) + 5, this.options.pollIntervalMs);
           try {
             await ticket.wait(ownerOf(reply), waitMs, signal);

@@ -10,7 +10,7 @@ import { type ClaimReply, PairCore } from '../../src/lock/core.js';
 import { livenessChannel, recordAddress } from '../../src/lock/keys.js';
 import { resolveLockOptions } from '../../src/lock/options.js';
 import { acquire, inspect } from '../../src/lock/scripts.js';
-import { deferred } from '../support/deferred.js';
+import { deferred, nextEvent } from '../support/deferred.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 import { usAcquire } from './lock-test-kit.js';
@@ -87,13 +87,16 @@ describe('settle messages', () => {
       const held = new Promise<void>((resolve) => {
         release = resolve;
       });
+      const started = deferred();
       const executor = eu.run('push/device-1', async () => {
+        started.resolve();
         await held;
         return 'sent';
       });
-      await sleep(100);
+      await started.promise;
+      const shadowing = nextEvent(us, 'shadowing');
       const shadow = us.run('push/device-1', async () => 'ran twice');
-      await sleep(100);
+      await shadowing;
       const settledAt = Date.now();
       release();
       await executor;

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { PairedLock } from '../../src/index.js';
-import { deferred } from '../support/deferred.js';
+import { deferred, nextEvent } from '../support/deferred.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 
@@ -22,8 +22,9 @@ async function pairedRun(eu: PairedLock, us: PairedLock, id: string) {
     return 'by eu';
   });
   await started.promise;
+  const shadowing = nextEvent(us, 'shadowing');
   const second = us.run(id, () => 'by us');
-  await new Promise((resolve) => setTimeout(resolve, 200)); // us watches eu meanwhile
+  await shadowing; // us watches eu meanwhile
   release.resolve();
   return Promise.all([first, second]);
 }

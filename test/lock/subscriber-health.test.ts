@@ -12,7 +12,7 @@ import { PairCore } from '../../src/lock/core.js';
 import { livenessChannelPattern } from '../../src/lock/keys.js';
 import { NO_OWNER, type WakeReason } from '../../src/lock/notifier.js';
 import { resolveLockOptions } from '../../src/lock/options.js';
-import { aborted } from '../support/deferred.js';
+import { aborted, nextEvent } from '../support/deferred.js';
 import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.js';
 import { useRedis } from '../support/file-redis.js';
 import { heldRun, lockKit, taskId } from './lock-test-kit.js';
@@ -141,8 +141,10 @@ describe('a half-open lock subscriber (the socket looks open, nothing flows)', (
     const eu = kit.lock({ member: 'eu' }, kit.prefix, client);
     expect(await eu.run(taskId(), () => 'warm')).toMatchObject({ role: 'executor' });
     const unhealthy = nextError(eu, isLivenessError);
+    const away = nextEvent(eu, 'subscriberAway');
     proxy.partition();
     expect(await unhealthy).toMatchObject({ code: 'ERR_PAIRED_LIVENESS_LOST', state: 'unhealthy' });
+    expect((await away)[0]).toMatch(/PING got no answer/);
 
     const id = taskId();
     let granted = false;
@@ -153,7 +155,9 @@ describe('a half-open lock subscriber (the socket looks open, nothing flows)', (
     await delay(1_500);
     expect(granted).toBe(false);
     expect(await eu.inspect(id)).toBeNull();
+    const back = nextEvent(eu, 'subscriberBack');
     proxy.heal();
+    await back;
     expect(await run).toMatchObject({ role: 'executor', result: 'eu', fence: 1 });
   });
 
@@ -186,8 +190,9 @@ describe('while the subscriber is away', () => {
     const id = taskId();
     const held = heldRun(us, id, 'from us');
     await held.signal;
+    const shadowing = nextEvent(eu, 'shadowing');
     const shadow = eu.run(id, () => 'eu');
-    await delay(300); // the shadow waits for a settle message
+    expect((await shadowing)[0]).toMatchObject({ id, owner: 'us', fence: 1 });
     proxy.cut(); // reset, and every reconnect refused: the subscriber stays away
     await vi.waitFor(async () => expect(await subscribers(channel)).toBe(0), { timeout: 10_000 });
     held.release();

@@ -19,3 +19,17 @@ export function aborted(signal: AbortSignal): Promise<unknown> {
     else signal.addEventListener('abort', () => resolve(signal.reason), { once: true });
   });
 }
+
+/**
+ * The arguments of `emitter`'s next `event`. Unlike `events.once`, an 'error' event meanwhile
+ * does not reject it: the lock reports the trouble a test provokes on 'error' and then emits
+ * the event the test waits for.
+ */
+export function nextEvent<A extends unknown[]>(
+  emitter: { once(event: string, listener: (...args: A) => void): unknown },
+  event: string,
+): Promise<A> {
+  return new Promise((resolve) => {
+    emitter.once(event, (...args: A) => resolve(args));
+  });
+}
