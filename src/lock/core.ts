@@ -20,7 +20,7 @@ import {
 import { Replication } from './durability.js';
 import { type RecordAddress, recordAddress, settleChannel } from './keys.js';
 import { LeaseKeeper } from './lease-keeper.js';
-import { Notifier, type Ticket } from './notifier.js';
+import { Notifier } from './notifier.js';
 import type { ResolvedLockOptions } from './options.js';
 import { ownersAlive } from './owners.js';
 import { type Place, Placement } from './placement.js';
@@ -38,6 +38,7 @@ import {
   settle,
   type TakeoverReason,
 } from './scripts.js';
+import type { Ticket } from './ticket.js';
 
 /** What an executor's routine receives. */
 export interface RunContext {

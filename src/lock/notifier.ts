@@ -6,106 +6,8 @@ import { addressTag } from './keys.js';
 import { ownersAlive } from './owners.js';
 import { readStoredRecord } from './record.js';
 import type { RedisConnection } from './scripts.js';
-
-/**
- * One shadow's interest in one record. It is registered *before* the acquire that may
- * answer "busy", because the settle message travels on another connection and can arrive
- * before that reply: a message that lands in between is remembered, not lost.
- */
-/** How to tell whether the executor being shadowed is alive ('' fields: unknown). */
-export interface Owner {
-  /** Its process's liveness channel: no subscriber means the process is gone. */
-  channel: string;
-  /** Its process's session key: gone means its lease ran out (frozen or cut off). */
-  sessionKey: string;
-}
-
-export const NO_OWNER: Owner = { channel: '', sessionKey: '' };
-
-/**
- * Why a ticket woke: the record settled (its settle message), its owner looks gone (empty
- * liveness channel or session), or anything may have changed (the subscriber reconnected).
- */
-export type WakeReason = 'settled' | 'gone' | 'recheck';
-
-export class Ticket {
-  owner: Owner = NO_OWNER;
-  private pending: WakeReason | undefined;
-  private listener: ((reason: WakeReason) => void) | undefined;
-
-  constructor(
-    readonly tag: string,
-    private readonly notifier: Notifier,
-  ) {}
-
-  /**
-   * The outcome a settle message carried, once one did: the pair is done with this result,
-   * so a shadow completes its copy without reading the record.
-   */
-  done: SettledDone | undefined;
-
-  wake(reason: WakeReason, done?: SettledDone): void {
-    if (done !== undefined) this.done = done;
-    const listener = this.listener;
-    this.listener = undefined;
-    if (listener) listener(reason);
-    else this.pending = reason;
-  }
-
-  /**
-   * Calls `listener` once, at the next settle message or sign of a dead executor, or at
-   * once if one arrived since the ticket was made or last woke.
-   */
-  onNextWake(owner: Owner, listener: (reason: WakeReason) => void): void {
-    this.owner = owner;
-    const pending = this.pending;
-    if (pending !== undefined) {
-      this.pending = undefined;
-      listener(pending);
-      return;
-    }
-    this.listener = listener;
-    if (owner.channel !== '' || owner.sessionKey !== '') this.notifier.watchLiveness();
-  }
-
-  /** Whether the last `wait` ended by a wake-up rather than by its timeout. */
-  woke = false;
-
-  /** Resolves at the next wake or after `timeoutMs`; rejects when `signal` aborts. */
-  wait(owner: Owner, timeoutMs: number, signal?: AbortSignal): Promise<void> {
-    this.woke = false;
-    return new Promise<void>((resolve, reject) => {
-      const finish = (): void => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        this.listener = undefined;
-      };
-      const onAbort = (): void => {
-        finish();
-        reject(signal?.reason);
-      };
-      const timer = setTimeout(() => {
-        finish();
-        resolve();
-      }, timeoutMs);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.onNextWake(owner, () => {
-        this.woke = true;
-        finish();
-        resolve();
-      });
-    });
-  }
-
-  /** Set by `close()`: nothing wakes this ticket any more. */
-  closed = false;
-
-  close(): void {
-    this.closed = true;
-    this.listener = undefined;
-    this.notifier.forget(this);
-  }
-}
+import { parseSettled, type SettledDone } from './settle-message.js';
+import { type Owner, Ticket } from './ticket.js';
 
 /**
  * The subscriber's liveness channel must be back within `livenessGraceMs` (100 ms) of a
@@ -133,46 +35,6 @@ const HEALTH_INTERVAL_MS = 1_000;
 /** Round-trip samples kept for `distanceMs` (one per health check: the last 10 s). */
 const RTT_SAMPLES = 10;
 const HEALTH_TIMEOUT_MS = 1_500;
-
-/** A record that became done, as its settle message told it (the result fit in the message). */
-export interface SettledDone {
-  fence: number;
-  owner: string;
-  /** The stored result, JSON. */
-  result: string;
-  /** The executor's last progress, JSON; null when none. */
-  progress: string | null;
-}
-
-/**
- * The ticket tag a settle message names, and the outcome it carries. The scripts encode
- * `[key, field]` (a grant announced to a standby) or `[key, field, state, fence, owner,
- * result, progress]` (a settle; result and progress '' when too large to ride along) with
- * Redis' cjson, which escapes '/' as '\/' where `JSON.stringify` does not: decoded and
- * encoded again, a key with a '/' (a job id, a queue name) still wakes its waiters.
- */
-export function parseSettled(message: string): { tag: string; done?: SettledDone } {
-  try {
-    const parsed: unknown = JSON.parse(message);
-    if (Array.isArray(parsed) && parsed.length >= 2) {
-      const tag = addressTag(String(parsed[0]), String(parsed[1]));
-      const [, , state, fence, owner, result, progress] = parsed as unknown[];
-      if (state !== 'done' || typeof result !== 'string' || result === '') return { tag };
-      return {
-        tag,
-        done: {
-          fence: Number(fence),
-          owner: String(owner),
-          result,
-          progress: typeof progress === 'string' && progress !== '' ? progress : null,
-        },
-      };
-    }
-  } catch {
-    // not one of ours: matches no ticket
-  }
-  return { tag: message };
-}
 
 /** Whether a raw pair record has settled (done, failed, released): what a settle message says. */
 function settledRaw(raw: string | null): boolean {

@@ -1,7 +1,7 @@
 import calculateSlot from 'cluster-key-slot';
 import { REPLY } from './lua/scripts.generated.js';
-import type { Owner } from './notifier.js';
 import { evalScript, type RedisConnection } from './scripts.js';
+import type { Owner } from './ticket.js';
 
 /** What the lock store says about one owner's liveness (see the owners script). */
 export interface OwnerSigns {

@@ -10,12 +10,12 @@ import {
 import { assertKnownOptions, optionError, show } from '../validate.js';
 import { PairCore, type RunContext } from './core.js';
 import type { RecordAddress } from './keys.js';
-import type { Ticket } from './notifier.js';
 import { type PairedLockOptions, type ResolvedLockOptions, resolveLockOptions } from './options.js';
 import { misconfigured } from './preflight.js';
 import { type PairRecord, parseJson } from './record.js';
 import { classifyError } from './reply-errors.js';
 import { ownerOf, type RedisConnection, type TakeoverReason } from './scripts.js';
+import type { Ticket } from './ticket.js';
 
 export type { RunContext } from './core.js';
 

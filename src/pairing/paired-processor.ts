@@ -16,11 +16,11 @@ import {
 } from '../errors.js';
 import type { Acquired, ClaimReply, ExecuteExtras, PairCore, RunContext } from '../lock/core.js';
 import { type RecordAddress, recordId, siblingsKey } from '../lock/keys.js';
-import type { Ticket, WakeReason } from '../lock/notifier.js';
 import { misconfigured } from '../lock/preflight.js';
 import { parseJson } from '../lock/record.js';
 import { type AcquireReply, ownerOf } from '../lock/scripts.js';
 import { type CoreLease, leaseCore } from '../lock/shared-core.js';
+import type { Ticket, WakeReason } from '../lock/ticket.js';
 import { traced, workerTelemetry } from '../observability/tracing.js';
 import { show } from '../validate.js';
 import { cancelledByBullMQ, cancelledCopyError, isCancel } from './cancel.js';

@@ -2,8 +2,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Job } from 'bullmq';
 import { asError } from '../errors.js';
 import type { RecordAddress } from '../lock/keys.js';
-import type { Ticket, WakeReason } from '../lock/notifier.js';
 import { backoffMs } from '../lock/reply-errors.js';
+import type { Ticket, WakeReason } from '../lock/ticket.js';
 
 /** Longest wait between two attempts to promote a woken copy its queue Redis refused. */
 const PROMOTE_RETRY_CAP_MS = 5_000;

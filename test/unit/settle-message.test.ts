@@ -3,7 +3,7 @@
  * fit in it (so the shadow completes without reading the record).
  */
 import { describe, expect, it } from 'vitest';
-import { parseSettled } from '../../src/lock/notifier.js';
+import { parseSettled } from '../../src/lock/settle-message.js';
 
 describe('parseSettled', () => {
   it('reads a done outcome with its result and progress', () => {

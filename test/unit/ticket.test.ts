@@ -5,7 +5,8 @@
  */
 import { describe, expect, it, vi } from 'vitest';
 import { livenessChannel, sessionKey } from '../../src/lock/keys.js';
-import { NO_OWNER, type Notifier, type Owner, Ticket } from '../../src/lock/notifier.js';
+import type { Notifier } from '../../src/lock/notifier.js';
+import { NO_OWNER, type Owner, Ticket } from '../../src/lock/ticket.js';
 import { useFakeClock } from './fake-clock.js';
 
 const clock = useFakeClock();
