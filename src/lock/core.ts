@@ -27,6 +27,7 @@ import { type Place, Placement } from './placement.js';
 import { misconfigured, preflight } from './preflight.js';
 import { type PairRecord, settledReply, toPairRecord } from './record.js';
 import { backoffMs, classifyError } from './reply-errors.js';
+import { retryWithBackoff } from './retry.js';
 import {
   type AcquireReply,
   acquire,
@@ -660,18 +661,14 @@ export class PairCore {
     token: string,
     first: Promise<ClaimReply>,
   ): Promise<ClaimReply> {
-    let pending = first;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await pending;
-      } catch (err) {
-        const error = asError(err);
-        if (this.closing || classifyError(error) === 'ours') throw error;
-        this.report(error);
-        await delay(backoffMs(attempt, SETTLE_RETRY_CAP_MS));
-        pending = this.claim(address, token).then((claimed) => claimed.reply);
-      }
-    }
+    return retryWithBackoff(
+      (n) => (n === 0 ? first : this.claim(address, token).then((claimed) => claimed.reply)),
+      {
+        stop: (error) => this.closing || classifyError(error) === 'ours',
+        retrying: (error) => this.report(error),
+        capMs: SETTLE_RETRY_CAP_MS,
+      },
+    );
   }
 
   /**
@@ -751,8 +748,8 @@ export class PairCore {
     grant: Grant,
     settlement: Settlement,
   ): Promise<OwnerReply> {
-    for (let attempt = 0; ; attempt++) {
-      try {
+    return retryWithBackoff(
+      async () => {
         const reply = await settle(
           this.client,
           address,
@@ -767,15 +764,14 @@ export class PairCore {
           await this.replication?.settled(address.id, settlement.state, reply.acked);
         }
         return reply;
-      } catch (err) {
-        const error = asError(err);
-        if (classifyError(error) === 'ours' || settlement.state === 'released' || this.closing) {
-          throw error;
-        }
-        this.report(new SettleRetryError(address.id, settlement.state, error));
-        await delay(backoffMs(attempt, SETTLE_RETRY_CAP_MS));
-      }
-    }
+      },
+      {
+        stop: (error) =>
+          classifyError(error) === 'ours' || settlement.state === 'released' || this.closing,
+        retrying: (error) => this.report(new SettleRetryError(address.id, settlement.state, error)),
+        capMs: SETTLE_RETRY_CAP_MS,
+      },
+    );
   }
 
   /**
