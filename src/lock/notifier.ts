@@ -7,6 +7,7 @@ import { ownersAlive } from './owners.js';
 import { readStoredRecord } from './record.js';
 import type { RedisConnection } from './scripts.js';
 import { parseSettled, type SettledDone } from './settle-message.js';
+import { shardedHealth } from './sharded-health.js';
 import { type Owner, Ticket } from './ticket.js';
 
 /**
@@ -257,11 +258,80 @@ export class Notifier {
     const sent = performance.now();
     await this.subscriber.ping();
     this.sampleRtt(performance.now() - sent);
-    // A Cluster subscriber's connection is not the one a PING would reach.
-    if (!this.client.isCluster && this.healthTimer === undefined && !this.ended) {
-      this.healthTimer = setInterval(() => void this.checkHealth(), HEALTH_INTERVAL_MS);
+    if (this.healthTimer === undefined && !this.ended) {
+      // A Cluster subscriber's connection is not the one a PING would reach: each sharded
+      // connection is looked at on its own (`checkShardedHealth`).
+      const check = this.client.isCluster
+        ? () => void this.checkShardedHealth()
+        : () => void this.checkHealth();
+      this.healthTimer = setInterval(check, HEALTH_INTERVAL_MS);
       this.healthTimer.unref();
     }
+  }
+
+  /** A sharded connection's problem was reported and has not cleared yet. */
+  private shardedReported = false;
+  /** Set while this process is away because of that problem (it set the absence). */
+  private shardedAway = false;
+  /** The subscriber's connection generation when that absence began. */
+  private shardedAwayGeneration = 0;
+  /** The problem the last sharded health check found: acted on when the next one finds it too. */
+  private shardedSuspect: string | undefined;
+
+  /**
+   * A Cluster's sharded liveness connections, one per master (`shardedHealth`): the same two
+   * looks as one Redis's subscriber gets. A connection that does not answer its PING, or a
+   * channel its master lists no subscriber on twice in a row (not the moment a failover moves
+   * a subscriber), is reported and marks this process away (no grants); a dropped
+   * subscription is subscribed again. The first healthy check after that ends the absence.
+   */
+  private checkShardedHealth(): Promise<void> {
+    if (this.checkingHealth || this.ended || this.closing || this.sharded.size === 0) {
+      return Promise.resolve();
+    }
+    this.checkingHealth = true;
+    this.shardedCheck = this.lookAtShards().finally(() => {
+      this.checkingHealth = false;
+      this.shardedCheck = undefined;
+    });
+    return this.shardedCheck;
+  }
+
+  /** The sharded health check in flight: `close()` waits for it (its timers end with it). */
+  private shardedCheck: Promise<void> | undefined;
+
+  private async lookAtShards(): Promise<void> {
+    const found = await shardedHealth(
+      this.client as Cluster,
+      this.subscriber as unknown as Cluster,
+      [...this.sharded],
+      HEALTH_TIMEOUT_MS,
+    );
+    if (!found.answered || this.ended || this.closing) return;
+    if (found.problem === undefined) {
+      this.shardedSuspect = undefined;
+      if (this.shardedReported) {
+        this.shardedReported = false;
+        // Not if the subscriber closed meanwhile: its 'ready' path ends that absence.
+        if (this.shardedAway && this.shardedAwayGeneration === this.generation) this.back();
+        this.shardedAway = false;
+      }
+      return;
+    }
+    const seenBefore = this.shardedSuspect === found.problem;
+    this.shardedSuspect = found.problem;
+    if (found.kind === 'count' && !seenBefore) return;
+    if (!this.shardedReported) {
+      this.shardedReported = true;
+      this.onError(new LivenessSubscriberError('unhealthy', found.problem));
+      // Away for another reason already (reconnecting): that path ends the absence.
+      if (this.away === undefined) {
+        this.goAway(found.problem);
+        this.shardedAway = true;
+        this.shardedAwayGeneration = this.generation;
+      }
+    }
+    await found.heal?.().catch((err: unknown) => this.onError(asError(err)));
   }
 
   /**
@@ -493,6 +563,8 @@ export class Notifier {
     clearInterval(this.awayTimer);
     this.awayTimer = undefined;
     this.wakeAll();
+    // Bounded by its own timeouts (a PING and a count, 1.5 s each).
+    await this.shardedCheck?.catch(() => {});
     // QUIT only a ready connection, and not for long: on one that is reconnecting (or never
     // connected) QUIT would queue behind our SUBSCRIBE in ioredis' offline queue, forever
     // under maxRetriesPerRequest: null, and close() with it.
