@@ -12,6 +12,7 @@ import type { BenchOptions, ScenarioResult } from './lib/types.js';
 import { bytesPerPair, clusterShadowIdle, shadowIdle } from './scenarios/footprint.js';
 import {
   geoFalseTakeovers,
+  geoFalseTakeoversBurst,
   geoLatency,
   geoRegionLoss,
   geoRegionLossQueued,
@@ -58,6 +59,7 @@ const ALL = [
   'geo_takeover_kill',
   'geo_region_loss',
   'geo_false_takeovers',
+  'geo_false_takeovers_burst',
   'redis_cpu_per_job',
   'geo_throughput_far',
   'geo_region_loss_queued',
@@ -76,7 +78,7 @@ const program = new Command()
 
 const flags = program.opts<{ quick: boolean; only?: string; out?: string }>();
 /** Over ~10 s even when small: in --quick only when --only names it. */
-const NOT_QUICK: readonly string[] = ['lock_store_outage'];
+const NOT_QUICK: readonly string[] = ['lock_store_outage', 'geo_false_takeovers_burst'];
 const selected = new Set<string>(
   flags.only ? flags.only.split(',') : ALL.filter((id) => !(flags.quick && NOT_QUICK.includes(id))),
 );
@@ -170,6 +172,7 @@ await run('geo_latency', () => geoLatency(options));
 await run('geo_takeover_kill', () => geoTakeoverKill(options));
 await run('geo_region_loss', () => geoRegionLoss(options));
 await run('geo_false_takeovers', () => geoFalseTakeovers(options));
+await run('geo_false_takeovers_burst', () => geoFalseTakeoversBurst(options));
 if (noop) {
   const { paired, bullmq } = noop;
   await run('redis_cpu_per_job', async () => redisCpuPerJob(paired, bullmq));

@@ -66,6 +66,17 @@ export function livenessChannel(prefix: string, instanceId: string, tag = ''): s
   return `${prefix}:live:${shard(tag)}${instanceId}`;
 }
 
+/**
+ * The channel a process's second connection holds beside `live` (one Redis): the last
+ * ':live:' becomes ':liveb:', as includes/liveness.lua derives it. A twin counts both, so a
+ * reset of one connection does not make a live process look dead.
+ */
+export function backupLivenessChannel(live: string): string | undefined {
+  const at = live.lastIndexOf(':live:');
+  if (at < 0) return undefined;
+  return `${live.slice(0, at)}:liveb:${live.slice(at + ':live:'.length)}`;
+}
+
 /** The identity of an address inside one process, as carried by settle messages. */
 export function addressTag(key: string, field: string): string {
   return JSON.stringify([key, field]);

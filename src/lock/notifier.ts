@@ -1,31 +1,16 @@
 import { performance } from 'node:perf_hooks';
-import type { Cluster, Redis, RedisOptions } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { asError, ClosedError, LivenessSubscriberError } from '../errors.js';
+import { BackupLiveness } from './backup-liveness.js';
 import { CLOSE_TIMEOUT_MS, TIMED_OUT, within } from './bounded.js';
-import { addressTag } from './keys.js';
+import { addressTag, backupLivenessChannel } from './keys.js';
 import { ownersAlive } from './owners.js';
 import { readStoredRecord } from './record.js';
 import type { RedisConnection } from './scripts.js';
 import { parseSettled, type SettledDone } from './settle-message.js';
 import { shardedHealth } from './sharded-health.js';
+import { subscriberOptions } from './subscriber-options.js';
 import { type Owner, Ticket } from './ticket.js';
-
-/**
- * The subscriber's liveness channel must be back within `livenessGraceMs` (100 ms) of a
- * dropped connection, or shadows take this process for dead and run its jobs again.
- * ioredis 6 waits 50–250 ms before its first reconnect (a jittered back-off): measured after
- * `CLIENT KILL`, the channel stayed empty 115–207 ms and running jobs were taken over. So
- * this connection retries once at once, then follows the client's own strategy.
- */
-function subscriberOptions(client: Redis): Partial<RedisOptions> {
-  // No ready check (an INFO before resubscribing): it costs a round trip per reconnect, and
-  // over a WAN the channel then stays empty about three round trips instead of one and a
-  // half (measured at 80 ms: 243–275 ms against 131–167 ms). SUBSCRIBE needs no loaded data.
-  const options: Partial<RedisOptions> = { enableReadyCheck: false };
-  const strategy = client.options.retryStrategy;
-  if (typeof strategy !== 'function') return options; // reconnects turned off: keep it so
-  return { ...options, retryStrategy: (times) => (times === 1 ? 0 : strategy(times - 1)) };
-}
 
 /**
  * How often the subscriber's health is checked (well below any lease), and how long its PING
@@ -55,6 +40,8 @@ function settledRaw(raw: string | null): boolean {
 export class Notifier {
   private readonly tickets = new Map<string, Set<Ticket>>();
   private readonly subscriber: Redis;
+  /** One Redis with liveness: the second connection holding this process's liveness. */
+  private readonly backup: BackupLiveness | undefined;
   private watchTimer: NodeJS.Timeout | undefined;
   private watching = false;
   /**
@@ -112,6 +99,12 @@ export class Notifier {
       this.lastError = err;
       onError(err);
     });
+    const backupChannel =
+      liveChannel === undefined || client.isCluster
+        ? undefined
+        : backupLivenessChannel(liveChannel);
+    this.backup =
+      backupChannel === undefined ? undefined : new BackupLiveness(client as Redis, backupChannel);
     let readies = 0;
     this.subscriber.on('close', () => {
       this.generation++;
@@ -229,6 +222,8 @@ export class Notifier {
     }
     this.lost = new LivenessSubscriberError('ended', why);
     this.onError(this.lost);
+    // Its runs are handed over: the process must look gone on both connections.
+    void this.backup?.close();
     this.tellAway(`${why}: for good`);
     this.away?.resolve(); // waiters wake and find `lost`
     this.onLost();
@@ -253,7 +248,7 @@ export class Notifier {
 
   /** Subscribes before any acquire, so neither a notification nor our liveness is missed. */
   async start(): Promise<void> {
-    await this.subscriber.subscribe(...this.channels());
+    await Promise.all([this.subscriber.subscribe(...this.channels()), this.backup?.start()]);
     // The first round trip sample, before any grant (the health PINGs follow every second).
     const sent = performance.now();
     await this.subscriber.ping();
@@ -401,11 +396,13 @@ export class Notifier {
   private async numsubProblem(): Promise<{ answered: boolean; problem?: string }> {
     if (this.liveChannel === undefined) return { answered: true };
     try {
+      const channels = [this.liveChannel, ...(this.backup ? [this.backup.channel] : [])];
       const reply = await within(
-        this.client.call('PUBSUB', 'NUMSUB', this.liveChannel) as Promise<(string | number)[]>,
+        this.client.call('PUBSUB', 'NUMSUB', ...channels) as Promise<(string | number)[]>,
         HEALTH_TIMEOUT_MS,
       );
       if (reply === TIMED_OUT) return { answered: false };
+      if (reply.length > 3) this.backup?.recheck(Number(reply[3]));
       if (Number(reply[1]) !== 0) return { answered: true };
       return {
         answered: true,
@@ -555,6 +552,7 @@ export class Notifier {
 
   async close(): Promise<void> {
     this.closing = true;
+    const backupClosed = this.backup?.close();
     this.away?.resolve(); // waiters in live() wake and see the close
     clearInterval(this.watchTimer);
     this.watchTimer = undefined;
@@ -568,6 +566,10 @@ export class Notifier {
     // QUIT only a ready connection, and not for long: on one that is reconnecting (or never
     // connected) QUIT would queue behind our SUBSCRIBE in ioredis' offline queue, forever
     // under maxRetriesPerRequest: null, and close() with it.
+    await Promise.all([this.closeSubscriber(), backupClosed]);
+  }
+
+  private async closeSubscriber(): Promise<void> {
     if (this.subscriber.status === 'ready') {
       try {
         if ((await within(this.subscriber.quit(), CLOSE_TIMEOUT_MS)) !== TIMED_OUT) return;

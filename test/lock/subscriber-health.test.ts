@@ -33,8 +33,10 @@ function subscriberViaProxy(client: Redis): { client: Redis; subscriber: () => R
   const duplicate = client.duplicate.bind(client);
   let made: Redis | undefined;
   client.duplicate = (override?: Partial<RedisOptions>) => {
-    made = duplicate({ ...override, host: proxy.host, port: proxy.port });
-    return made;
+    const connection = duplicate({ ...override, host: proxy.host, port: proxy.port });
+    // The first is the subscriber; the next, the backup liveness connection.
+    made ??= connection;
+    return connection;
   };
   return {
     client,
@@ -227,5 +229,39 @@ describe('while the subscriber is away', () => {
     } finally {
       await core.close();
     }
+  });
+});
+
+describe('the backup liveness connection', () => {
+  it("keeps a live executor's run when only its subscriber's connection is cut (a crash closes both: test/lock/crash.test.ts)", async () => {
+    // Only the first duplicate (the subscriber) goes through the proxy; the backup liveness
+    // connection talks to Redis directly.
+    const client = redis().connect();
+    const duplicate = client.duplicate.bind(client);
+    let made = 0;
+    client.duplicate = (override?: Partial<RedisOptions>) =>
+      made++ === 0
+        ? duplicate({ ...override, host: proxy.host, port: proxy.port })
+        : duplicate(override);
+    const eu = kit.lock({ member: 'eu' }, kit.prefix, client);
+    eu.on('error', () => {});
+    const us = kit.lock({ member: 'us' }, kit.prefix);
+    await us.waitUntilReady();
+    const others = new Set(await liveChannels(kit.prefix));
+    const id = taskId();
+    const held = heldRun(eu, id, 'by eu');
+    await held.signal;
+    const channel = (await liveChannels(kit.prefix)).find((c) => !others.has(c)) ?? '';
+    const shadowing = nextEvent(us, 'shadowing');
+    const shadow = us.run(id, () => 'by us');
+    await shadowing;
+    proxy.cut(); // reset, and every reconnect refused: eu's subscriber stays away
+    await vi.waitFor(async () => expect(await subscribers(channel)).toBe(0), { timeout: 10_000 });
+    // Ten times the liveness grace with eu's main liveness channel empty: with one connection
+    // the twin took the run over after 100 ms.
+    await delay(1_000);
+    held.release();
+    expect(await held.run).toMatchObject({ role: 'executor', result: 'by eu', fence: 1 });
+    expect(await shadow).toMatchObject({ role: 'shadow', result: 'by eu', fence: 1 });
   });
 });

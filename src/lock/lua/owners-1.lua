@@ -1,6 +1,6 @@
 --[[
   Whether the executors some shadows wait for look alive: for each, the subscriber count of
-  its liveness channel and the lease left on its session key. One call per node for all the
+  its liveness channels (includes/liveness) and the lease left on its session key. One call per node for all the
   owners placed there (a shadow's watch, and a process's watch of its siblings).
 
   Input:
@@ -16,8 +16,9 @@
 ]]
 --- @include "replies"
 --- @include "includes/record"
+--- @include "includes/liveness"
 
-local numsub = ARGV[1] == '1' and 'SHARDNUMSUB' or 'NUMSUB'
+local sharded = ARGV[1] == '1'
 local n = tonumber(ARGV[2])
 local out = {}
 for i = 1, n do
@@ -25,7 +26,7 @@ for i = 1, n do
   if channel == '' then
     out[i] = -1
   else
-    out[i] = redis.call('PUBSUB', numsub, channel)[2]
+    out[i] = liveSubscribers(channel, sharded)
   end
   local skey = ARGV[2 + n + i]
   if skey == '' then

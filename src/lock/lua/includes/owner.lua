@@ -26,6 +26,7 @@
                    changes, before the orphan check reads rec.updatedAt
 ]]
 --- @include "includes/epoch"
+--- @include "includes/liveness"
 
 -- After a restart or a failover, owners granted before it may not have reconnected yet (and
 -- their session keys may have run out while the server was down): their absence proves
@@ -85,12 +86,7 @@ local function ownerConnected(rec, now, o, recheck)
   -- A dead process closes its connections at once, so an empty liveness channel means the
   -- owner is gone long before its lease says so. The grace absorbs a subscriber that is
   -- merely reconnecting.
-  local subscribers
-  if o.sharded then
-    subscribers = redis.call('PUBSUB', 'SHARDNUMSUB', live)[2]
-  else
-    subscribers = redis.call('PUBSUB', 'NUMSUB', live)[2]
-  end
+  local subscribers = liveSubscribers(live, o.sharded)
   if subscribers == 0 then
     local wait = restartedSinceGrant(rec, now, o)
     if wait then
