@@ -7,11 +7,15 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Cluster } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { NotReplicatedError, PairedLock } from '../../src/index.js';
+import { afterAll, afterEach, beforeAll, describe, it } from 'vitest';
+import { PairedLock } from '../../src/index.js';
 import { recordAddress } from '../../src/lock/keys.js';
 import { startCluster, type TestCluster } from '../support/cluster.js';
-import { deferred } from '../support/deferred.js';
+import {
+  type DurableSetup,
+  expectGrantGivenBack,
+  expectSettleRetried,
+} from '../support/durability-cases.js';
 import type { BinaryRedis } from '../support/redis.js';
 import { uniquePrefix } from '../support/redis.js';
 
@@ -64,60 +68,32 @@ async function replicaOf(prefix: string, id: string): Promise<BinaryRedis> {
 }
 
 describe('durability: { replicas: 1 } on a Cluster', () => {
-  it('runs when the record master’s replica acknowledges; gives the grant back when it does not', {
+  /** A durable lock; the replica of each record's master is frozen on demand. */
+  async function setUp(): Promise<DurableSetup> {
+    const prefix = uniquePrefix('cdur');
+    const lock = durableLock(prefix);
+    lock.on('error', () => {});
+    await replicaOf(prefix, 'a');
+    return {
+      lock,
+      async freezeReplicaOf(id) {
+        const replica = await replicaOf(prefix, id);
+        replica.signal('SIGSTOP');
+        return async () => {
+          replica.signal('SIGCONT');
+          await replicaOf(prefix, id); // caught up again
+        };
+      },
+    };
+  }
+
+  it("runs when the record master's replica acknowledges; gives the grant back when it does not", {
     timeout: 30_000,
   }, async () => {
-    const prefix = uniquePrefix('cdur');
-    const eu = durableLock(prefix);
-    await replicaOf(prefix, 'a');
-    expect(await eu.run('a', ({ fence }) => fence)).toMatchObject({ role: 'executor', fence: 1 });
-    const replica = await replicaOf(prefix, 'b');
-    replica.signal('SIGSTOP');
-    let ran = false;
-    const error = await eu
-      .run('b', () => {
-        ran = true;
-      })
-      .catch((err: unknown) => err);
-    replica.signal('SIGCONT');
-    expect(error).toBeInstanceOf(NotReplicatedError);
-    expect(error).toMatchObject({ code: 'ERR_PAIRED_NOT_REPLICATED', acked: 0, replicas: 1 });
-    expect(ran).toBe(false);
-    // Given back: the next grant takes it over, with a higher fence.
-    expect(await eu.inspect('b')).toMatchObject({ state: 'released', fence: 1 });
-    await replicaOf(prefix, 'b');
-    const outcome = await eu.run('b', ({ fence, takeover }) => ({ fence, takeover }));
-    expect(outcome.result).toEqual({ fence: 2, takeover: 'released' });
+    await expectGrantGivenBack(await setUp());
   });
 
   it('retries a settle until the replica holds it', { timeout: 30_000 }, async () => {
-    const prefix = uniquePrefix('cdur');
-    const eu = durableLock(prefix);
-    const errors: Error[] = [];
-    eu.on('error', (err) => errors.push(err));
-    const replica = await replicaOf(prefix, 'c');
-    const started = deferred();
-    const finish = deferred();
-    const run = eu.run('c', async () => {
-      started.resolve();
-      await finish.promise;
-      return 'sent';
-    });
-    await started.promise;
-    replica.signal('SIGSTOP');
-    finish.resolve();
-    let settled = false;
-    void run.then(() => {
-      settled = true;
-    });
-    // Two WAITs time out meanwhile: each is reported, and the run is not settled.
-    const deadline = Date.now() + 10_000;
-    while (errors.length < 2 && Date.now() < deadline) await sleep(100);
-    expect(settled).toBe(false);
-    replica.signal('SIGCONT');
-    expect(await run).toMatchObject({ role: 'executor', result: 'sent', fence: 1 });
-    expect(errors.length).toBeGreaterThanOrEqual(2);
-    expect(String(errors[0]?.message)).toMatch(/reached 0 of 1 replica/);
-    expect(await eu.inspect('c')).toMatchObject({ state: 'done', fence: 1 });
+    await expectSettleRetried(await setUp());
   });
 });

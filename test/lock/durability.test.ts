@@ -3,10 +3,13 @@
  * replica holds it (else it is given back and the run rejects with NotReplicatedError), and a
  * settle is retried until the replica holds it.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { NotReplicatedError, PairedLock } from '../../src/index.js';
-import { deferred } from '../support/deferred.js';
+import { PairedLock } from '../../src/index.js';
+import {
+  type DurableSetup,
+  expectGrantGivenBack,
+  expectSettleRetried,
+} from '../support/durability-cases.js';
 import { type BinaryRedis, startRedis, type TestRedis, uniquePrefix } from '../support/redis.js';
 
 let primary: TestRedis;
@@ -45,62 +48,38 @@ function durableLock(member: string, prefix: string): PairedLock {
 }
 
 describe('durability: { replicas: 1 }', () => {
+  /** A durable lock; the one replica is frozen for any id. */
+  function setUp(): DurableSetup & { close(): Promise<void> } {
+    const lock = durableLock('eu', uniquePrefix('durable'));
+    lock.on('error', () => {});
+    return {
+      lock,
+      async freezeReplicaOf() {
+        replica.signal('SIGSTOP');
+        return async () => replica.signal('SIGCONT');
+      },
+      async close() {
+        replica.signal('SIGCONT');
+        await lock.close();
+      },
+    };
+  }
+
   it('runs when the replica acknowledges; gives the grant back when it does not', async () => {
-    const prefix = uniquePrefix('durable');
-    const eu = durableLock('eu', prefix);
+    const setup = setUp();
     try {
-      expect(await eu.run('a', ({ fence }) => fence)).toMatchObject({ role: 'executor', fence: 1 });
-      replica.signal('SIGSTOP');
-      let ran = false;
-      const error = await eu
-        .run('b', () => {
-          ran = true;
-        })
-        .catch((err: unknown) => err);
-      replica.signal('SIGCONT');
-      expect(error).toBeInstanceOf(NotReplicatedError);
-      expect(error).toMatchObject({ code: 'ERR_PAIRED_NOT_REPLICATED', acked: 0, replicas: 1 });
-      expect(ran).toBe(false);
-      // Given back: the next grant takes it over at once, with a higher fence.
-      expect(await eu.inspect('b')).toMatchObject({ state: 'released', fence: 1 });
-      const outcome = await eu.run('b', ({ fence, takeover }) => ({ fence, takeover }));
-      expect(outcome.result).toEqual({ fence: 2, takeover: 'released' });
+      await expectGrantGivenBack(setup);
     } finally {
-      replica.signal('SIGCONT');
-      await eu.close();
+      await setup.close();
     }
   });
 
   it('retries a settle until the replica holds it', async () => {
-    const prefix = uniquePrefix('durable');
-    const eu = durableLock('eu', prefix);
-    const errors: Error[] = [];
-    eu.on('error', (err) => errors.push(err));
-    const started = deferred();
-    const finish = deferred();
+    const setup = setUp();
     try {
-      const run = eu.run('c', async () => {
-        started.resolve();
-        await finish.promise;
-        return 'sent';
-      });
-      await started.promise;
-      replica.signal('SIGSTOP');
-      finish.resolve();
-      await sleep(2_500); // two WAITs time out meanwhile
-      let settled = false;
-      void run.then(() => {
-        settled = true;
-      });
-      expect(settled).toBe(false);
-      replica.signal('SIGCONT');
-      expect(await run).toMatchObject({ role: 'executor', result: 'sent', fence: 1 });
-      expect(errors.length).toBeGreaterThan(0);
-      expect(String(errors[0]?.message)).toMatch(/reached 0 of 1 replica/);
-      expect(await eu.inspect('c')).toMatchObject({ state: 'done', fence: 1 });
+      await expectSettleRetried(setup);
     } finally {
-      replica.signal('SIGCONT');
-      await eu.close();
+      await setup.close();
     }
   });
 
