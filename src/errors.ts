@@ -323,7 +323,7 @@ export class LockStoreEvictionError extends PairedError {
 /**
  * With the `durability` option: a grant that fewer replicas than asked acknowledged within
  * `timeoutMs`. The grant was not used (it was released): a failover now could lose it and let
- * the twin run the job with the same fence. Treated like an unreachable lock store.
+ * the twin run the job while this run goes on. Treated like an unreachable lock store.
  */
 export class NotReplicatedError extends PairedError {
   readonly id: string;

@@ -3,7 +3,8 @@
  * write the lock connection sends `WAIT replicas timeoutMs`, so a grant or settle counts only
  * once that many replicas hold it. Redis replication is asynchronous: without this, a write
  * the primary acknowledged but never sent to a replica vanishes in a failover, and the
- * promoted replica grants the same fence again.
+ * promoted replica grants the job again while its first run goes on (fenced higher: fences
+ * come from the store's clock), or runs a job again whose result it lost.
  *
  * On one Redis (or Sentinel) a WAIT is sent after the write, shared by the writes that came
  * meanwhile. On a Cluster a keyless WAIT would go to any node, so each write travels with its

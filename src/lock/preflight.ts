@@ -148,13 +148,14 @@ export async function preflight(
 }
 
 /**
- * Why an evicting store is refused: an evicted record is a forgotten grant, so the twin runs
- * the job again with the fence a fresh record starts at, the one the first run held.
+ * Why an evicting store is refused: an evicted record is a forgotten grant (and an evicted
+ * session a live process taken for dead), so the twin runs the job again while it still runs.
+ * Fenced higher (fences come from the store's clock), but run twice all the same.
  */
 function evictionRefused(policies: string[]): LockStoreMisconfiguredError {
   const named = policies.map((p) => `"${p}"`).join(', ');
   return new LockStoreMisconfiguredError(
-    `its maxmemory-policy is ${named}: when its memory fills up it evicts keys, and a job whose pair record or session was evicted runs again on the twin with the same fence`,
+    `its maxmemory-policy is ${named}: when its memory fills up it evicts keys, and a job whose pair record or session was evicted runs again on the twin while it still runs`,
     'Set maxmemory-policy noeviction on the lock store (CONFIG SET maxmemory-policy noeviction, and in its config file) and give it memory of its own; or pass allowEviction: true to accept such repeats (then reported once as LockStoreEvictionError)',
   );
 }

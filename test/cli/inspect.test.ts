@@ -6,6 +6,7 @@ import { PairedProcessor, PairedQueue, type PairInfo } from '../../src/index.js'
 import { recordId, recordKey, recordKeyPattern } from '../../src/lock/keys.js';
 import { useClosers } from '../support/closers.js';
 import { deferred } from '../support/deferred.js';
+import { clockFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 import { parseJson, runCli } from './run-cli.js';
@@ -112,26 +113,26 @@ describe('bullmq-paired inspect and stats', () => {
       key: recordKey(lockPrefix, recordId(base, 'plain-1')),
       state: 'done',
       owner: 'a',
-      fence: 1,
+      fence: clockFence,
       attempts: 1,
       takeover: null,
       leaseLeftMs: null,
-      result: { by: 'a', fence: 1 },
+      result: { by: 'a', fence: clockFence },
       error: null,
     });
     expect(plain.record?.retentionLeftMs).toBeGreaterThan(0);
     expect(plain.copies.map((c) => [c.queue, c.found, c.state, c.returnvalue])).toEqual([
-      [`${base}-a`, true, 'completed', { by: 'a', fence: 1 }],
-      [`${base}-b`, true, 'completed', { by: 'a', fence: 1 }],
+      [`${base}-a`, true, 'completed', { by: 'a', fence: clockFence }],
+      [`${base}-b`, true, 'completed', { by: 'a', fence: clockFence }],
     ]);
 
     expect(fail.record).toMatchObject({
       state: 'done',
       owner: 'b',
-      fence: 2,
+      fence: clockFence,
       attempts: 2,
       takeover: 'failed',
-      result: { by: 'b', fence: 2 },
+      result: { by: 'b', fence: clockFence },
     });
     const [failA, failB] = fail.copies;
     expect(failA).toMatchObject({ state: 'failed', failedReason: 'gateway down on a' });
@@ -141,7 +142,7 @@ describe('bullmq-paired inspect and stats', () => {
     expect(hold.record).toMatchObject({
       state: 'running',
       owner: 'a',
-      fence: 1,
+      fence: clockFence,
       ownerConnected: true,
     });
     expect(hold.record?.leaseLeftMs).toBeGreaterThan(0);
@@ -155,10 +156,10 @@ describe('bullmq-paired inspect and stats', () => {
     expect(plainText).toContain(`pair record ${base}:plain-1 on ${redis().url}`);
     expect(plainText).toMatch(/state\s+done/);
     expect(plainText).toMatch(/owner\s+a\n/);
-    expect(plainText).toMatch(/result\s+\{"by":"a","fence":1\}/);
+    expect(plainText).toMatch(/result\s+\{"by":"a","fence":\d{13}\}/);
     expect(plainText).toMatch(/retention\s+23 h 59 min left/);
     expect(failText).toMatch(/owner\s+b\n/);
-    expect(failText).toMatch(/fence\s+2\n/);
+    expect(failText).toMatch(/fence\s+\d{13}\n/);
     expect(failText).toMatch(/takeover\s+failed/);
     expect(failText).toMatch(
       new RegExp(`${base}-a\\s+\\S+\\s+failed\\s+1/1\\s+\\S+\\s+-\\s+gateway down on a`),

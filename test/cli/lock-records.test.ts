@@ -4,6 +4,7 @@ import type { InspectReport } from '../../src/cli/inspect.js';
 import type { StatsReport } from '../../src/cli/stats.js';
 import { PairedLock } from '../../src/index.js';
 import { recordHashKey, recordHashPattern, recordKeyPattern } from '../../src/lock/keys.js';
+import { clockFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 import { parseJson, runCli } from './run-cli.js';
@@ -101,7 +102,7 @@ describe('bullmq-paired on PairedLock records (key and hash mode)', () => {
     expect(parseJson<InspectReport>(failed).record).toMatchObject({
       state: 'failed',
       owner: 'eu',
-      fence: 1,
+      fence: clockFence,
       error: { name: 'Error', message: 'gateway refused' },
     });
     expect(failedText.stdout).toMatch(/error\s+Error: gateway refused/);

@@ -19,7 +19,7 @@ import {
 } from '../support/failover-jobs.js';
 
 describe('a lock store on a Redis Cluster failing over while jobs run', () => {
-  it('master frozen until its replica is promoted, then resumed: with durability no (id, fence) runs twice', {
+  it('master frozen until its replica is promoted, then resumed: no (id, fence) runs twice, with or without durability', {
     timeout: 120_000,
   }, async () => {
     const cluster = await startCluster();

@@ -12,6 +12,7 @@ import { recordAddress } from '../../src/lock/keys.js';
 import { copiesIn, executions, type TestQueue, twinsKit } from '../pairing/pairing-kit.js';
 import { type ChildLine, FixtureProcess } from '../support/child.js';
 import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.js';
+import { clockFence, fenceSteps } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 
@@ -86,14 +87,14 @@ async function handovers(eu: FixtureProcess, us: FixtureProcess, ids: string[]) 
 async function expectTwinResults(queue: TestQueue, ids: string[]): Promise<void> {
   for (const id of ids) {
     const jobs = await copiesIn(queue, id, ['eu', 'us'], 'completed', 30_000);
-    expect(jobs.eu.returnvalue).toEqual({ by: 'us', fence: 2 });
-    expect(jobs.us.returnvalue).toEqual({ by: 'us', fence: 2 });
+    expect(jobs.eu.returnvalue).toEqual({ by: 'us', fence: clockFence });
+    expect(jobs.us.returnvalue).toEqual({ by: 'us', fence: clockFence });
   }
   const ledger = await kit.ledger();
   for (const id of ids) {
-    expect(executions(ledger, id).map((e) => [e.twin, e.fence])).toEqual([
-      ['eu', 1],
-      ['us', 2],
+    expect(fenceSteps(executions(ledger, id))).toEqual([
+      ['eu', 'fenced'],
+      ['us', 'higher'],
     ]);
   }
   expect(ledger.filter((e) => e.phase === 'end' && e.twin === 'eu')).toEqual([]);
@@ -118,7 +119,7 @@ describe('an executor cut off from the lock store while its process lives', () =
     proxy.heal();
     console.info(describeRuns(`partition, lease ${LEASE_MS} ms`, runs, partitionedAt));
     for (const run of runs) {
-      expect(run).toMatchObject({ abortReason: 'expired', takeover: 'expired', fence: 2 });
+      expect(run).toMatchObject({ abortReason: 'expired', takeover: 'expired', fence: clockFence });
       expect(run.abortAt, `${run.id}: eu aborted after us started`).toBeLessThanOrEqual(
         run.twinStart,
       );
@@ -141,7 +142,11 @@ describe('an executor cut off from the lock store while its process lives', () =
     expect(stillCut, 'eu aborted only once the proxy healed').toBe(true);
     for (const run of runs) {
       // The store saw eu's connections close: to it, eu crashed.
-      expect(run).toMatchObject({ abortReason: 'expired', takeover: 'disconnected', fence: 2 });
+      expect(run).toMatchObject({
+        abortReason: 'expired',
+        takeover: 'disconnected',
+        fence: clockFence,
+      });
       // The bound: eu stops when its own session lease ends, at most a lease after the cut.
       expect(run.overlapMs).toBeLessThan(LEASE_MS);
     }
@@ -163,7 +168,7 @@ describe('an executor cut off from the lock store while its process lives', () =
       expect(run).toMatchObject({
         abortReason: 'superseded',
         takeover: 'disconnected',
-        fence: 2,
+        fence: clockFence,
       });
       expect(run.abortAt).toBeGreaterThanOrEqual(healedAt);
     }
@@ -187,8 +192,8 @@ describe('an executor cut off from the lock store while its process lives', () =
     }
     for (const id of ids) {
       const jobs = await copiesIn(queue, id, ['eu', 'us'], 'completed', 30_000);
-      expect(jobs.eu.returnvalue).toEqual({ by: 'eu', fence: 1 });
-      expect(jobs.us.returnvalue).toEqual({ by: 'eu', fence: 1 });
+      expect(jobs.eu.returnvalue).toEqual({ by: 'eu', fence: clockFence });
+      expect(jobs.us.returnvalue).toEqual({ by: 'eu', fence: clockFence });
     }
     const takeovers = us.lines.filter((l) => l.event === 'takeover');
     console.info(
@@ -198,7 +203,7 @@ describe('an executor cut off from the lock store while its process lives', () =
     expect(eu.lines.filter((l) => l.event === 'leaseLost')).toEqual([]);
     const ledger = await kit.ledger();
     for (const id of ids) {
-      expect(executions(ledger, id).map((e) => [e.twin, e.fence])).toEqual([['eu', 1]]);
+      expect(fenceSteps(executions(ledger, id))).toEqual([['eu', 'fenced']]);
     }
   });
 
@@ -254,10 +259,10 @@ describe('an executor cut off from the lock store while its process lives', () =
     for (const [i, id] of ids.entries()) {
       expect(outcomes[i]).toMatchObject({
         role: 'executor',
-        result: { fence: 2, takeover: 'expired' },
+        result: { fence: clockFence, takeover: 'expired' },
       });
       const line = aborted[i] as ChildLine;
-      expect(line).toMatchObject({ reason: 'expired', fence: 1 });
+      expect(line).toMatchObject({ reason: 'expired', fence: clockFence });
       expect(line.at as number).toBeLessThanOrEqual(starts.get(id) ?? 0);
     }
   });

@@ -4,6 +4,7 @@ import { PeerFailedError, SettleRetryError } from '../../src/index.js';
 import { sessionKeyPattern } from '../../src/lock/keys.js';
 import { heldRun, lockKit, taskId } from '../lock/lock-test-kit.js';
 import { deferred } from '../support/deferred.js';
+import { clockFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 
 /**
@@ -89,10 +90,10 @@ describe('an executor whose result the lock store refuses', () => {
       } finally {
         await fault.heal(admin);
       }
-      expect(await held.run).toMatchObject({ role: 'executor', result: 'sent', fence: 1 });
-      expect(await shadow).toMatchObject({ role: 'shadow', result: 'sent', fence: 1 });
+      expect(await held.run).toMatchObject({ role: 'executor', result: 'sent', fence: clockFence });
+      expect(await shadow).toMatchObject({ role: 'shadow', result: 'sent', fence: clockFence });
       expect(runs).toBe(0);
-      expect(await eu.inspect(id)).toMatchObject({ state: 'done', fence: 1 });
+      expect(await eu.inspect(id)).toMatchObject({ state: 'done', fence: clockFence });
     });
   }
 });
@@ -129,10 +130,14 @@ describe('a lease lost is never a failure', () => {
     // Before: the record was settled 'failed' with the abort error, and under 'respect' the
     // twin failed too: the job completed nowhere.
     const outcome = await run;
-    expect(outcome).toMatchObject({ role: 'executor', result: { fence: 2 }, takeover: 'released' });
+    expect(outcome).toMatchObject({
+      role: 'executor',
+      result: { fence: clockFence },
+      takeover: 'released',
+    });
     expect(await us.run(id, () => ({ fence: -1 }))).toMatchObject({
       role: 'shadow',
-      result: { fence: 2 },
+      result: { fence: clockFence },
     });
   });
 
@@ -152,11 +157,15 @@ describe('a lease lost is never a failure', () => {
     // The grant came only after the session was made anew, so the twin sees a live owner.
     expect((await lost.promise).message).toMatch(/noeviction/);
     const shadow = us.run(id, () => 'ran twice');
-    await expect.poll(() => us.inspect(id)).toMatchObject({ owner: 'eu', fence: 1 });
+    await expect.poll(() => us.inspect(id)).toMatchObject({ owner: 'eu', fence: clockFence });
     await new Promise((resolve) => setTimeout(resolve, 500)); // ten liveness checks
-    expect(await us.inspect(id)).toMatchObject({ state: 'running', owner: 'eu', fence: 1 });
+    expect(await us.inspect(id)).toMatchObject({
+      state: 'running',
+      owner: 'eu',
+      fence: clockFence,
+    });
     held.release();
-    expect(await shadow).toMatchObject({ role: 'shadow', result: 'sent', fence: 1 });
+    expect(await shadow).toMatchObject({ role: 'shadow', result: 'sent', fence: clockFence });
   });
 
   it('assertLease throws on a frozen executor before its abort is delivered', async () => {
@@ -196,7 +205,7 @@ describe('an acquire whose reply is lost', () => {
     await expect.poll(() => eu.inspect(id), { timeout: 5_000 }).toMatchObject({ state: 'running' });
     // Before: a new token found the record busy under this live process: stuck until it exits.
     const again = await eu.run(id, () => 'sent');
-    expect(again).toMatchObject({ role: 'executor', result: 'sent', fence: 1 });
+    expect(again).toMatchObject({ role: 'executor', result: 'sent', fence: clockFence });
   });
 });
 

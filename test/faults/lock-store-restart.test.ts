@@ -4,6 +4,7 @@ import { PairedLock } from '../../src/index.js';
 import { lockKit } from '../lock/lock-test-kit.js';
 import { aborted, deferred } from '../support/deferred.js';
 import { startFaultProxy } from '../support/fault-proxy.js';
+import { clockFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 
@@ -39,10 +40,13 @@ describe('a lock store restarted with AOF while an executor fails', () => {
     // The first attempts to record the failure were given up on, and reported with their cause.
     const retried = errors.filter((err) => err.name === 'SettleRetryError');
     expect(retried.map((err) => (err.cause as Error).name)).toContain('MaxRetriesPerRequestError');
-    expect(await eu.inspect('task-1')).toMatchObject({ state: 'failed', fence: 1 });
+    expect(await eu.inspect('task-1')).toMatchObject({ state: 'failed', fence: clockFence });
     const us = kit.lock({ member: 'us', leaseMs: 10_000 }, prefix);
     const outcome = await us.run('task-1', ({ fence, takeover }) => ({ fence, takeover }));
-    expect(outcome).toMatchObject({ role: 'executor', result: { fence: 2, takeover: 'failed' } });
+    expect(outcome).toMatchObject({
+      role: 'executor',
+      result: { fence: clockFence, takeover: 'failed' },
+    });
   });
 
   it('takes no grant while its liveness subscriber is still away, though its client is back', async () => {
@@ -73,8 +77,8 @@ describe('a lock store restarted with AOF while an executor fails', () => {
       });
       proxy.refuseCommands(undefined); // the subscriber gets back; eu's run goes on
       expect(await euRun).toMatchObject({ role: 'shadow', result: 'sent by us', owner: 'us' });
-      expect(usOutcome).toMatchObject({ role: 'executor', fence: 1 });
-      expect(ran).toEqual(['us:1']);
+      expect(usOutcome).toMatchObject({ role: 'executor', fence: clockFence });
+      expect(ran).toEqual([`us:${usOutcome.fence}`]);
     } finally {
       await Promise.all([eu.close(), us.close()]);
       await proxy.close();

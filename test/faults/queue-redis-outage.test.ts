@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { PartialAddError } from '../../src/index.js';
 import { copiesIn, executions, type TestQueue, twinsKit } from '../pairing/pairing-kit.js';
+import { clockFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 
 const euRedis = useRedis();
@@ -108,7 +109,7 @@ describe('a twin whose queue Redis is killed and comes back with AOF', () => {
       expect(ran, `executions of ${id}`).toHaveLength(1);
       const copies = jobs.get(id);
       expect(copies?.us.returnvalue, id).toEqual(copies?.eu.returnvalue);
-      expect(copies?.eu.returnvalue, id).toEqual({ by: ran[0]?.twin, fence: 1 });
+      expect(copies?.eu.returnvalue, id).toEqual({ by: ran[0]?.twin, fence: clockFence });
     }
     // Every run that started ended: nothing was cut short by the outage.
     expect(ledger.filter((e) => e.phase === 'end')).toHaveLength(ids.length);
@@ -153,7 +154,7 @@ describe('a twin whose queue Redis is killed and comes back with AOF', () => {
     // The wake-up's promote waits for the Redis (ioredis' offline queue, or our retry when
     // the client gives up): the copy completes from the record instead of sleeping 5 min.
     const { us: copy } = await copiesIn(queue, id, ['us'], 'completed', 30_000);
-    expect(copy.returnvalue).toEqual({ by: 'eu', fence: 1 });
+    expect(copy.returnvalue).toEqual({ by: 'eu', fence: clockFence });
     expect(us.lines.some((l) => l.event === 'twinCompleted' && l.jobId === id)).toBe(true);
   });
 });

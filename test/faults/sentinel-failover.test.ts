@@ -17,7 +17,7 @@ import {
 import { startSentinel } from '../support/sentinel.js';
 
 describe('a lock store behind Sentinel failing over while jobs run', () => {
-  it('primary killed mid-run: nothing lost; with durability no (id, fence) runs twice', async () => {
+  it('primary killed mid-run: nothing lost, no (id, fence) runs twice', async () => {
     const sentinel = await startSentinel();
     const plain = jobSet(() => sentinel.connect(), 'kill-plain');
     const durable = jobSet(() => sentinel.connect(), 'kill-durable', DURABLE);
@@ -39,7 +39,7 @@ describe('a lock store behind Sentinel failing over while jobs run', () => {
     }
   }, 120_000);
 
-  it('primary frozen until the replica is promoted, then resumed: with durability no (id, fence) runs twice', async () => {
+  it('primary frozen until the replica is promoted, then resumed: no (id, fence) runs twice, with or without durability', async () => {
     const sentinel = await startSentinel();
     const plain = jobSet(() => sentinel.connect(), 'freeze-plain');
     const durable = jobSet(() => sentinel.connect(), 'freeze-durable', DURABLE);

@@ -6,6 +6,7 @@ import {
   ResultTooLargeError,
 } from '../../src/index.js';
 import { recordKey } from '../../src/lock/keys.js';
+import { clockFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 import { lockKit, taskId } from './lock-test-kit.js';
 
@@ -67,7 +68,7 @@ describe('PairedLock with bad results and odd throws', () => {
     expect(await us.run(id, shadowFn)).toMatchObject({
       role: 'shadow',
       result: undefined,
-      fence: 1,
+      fence: clockFence,
     });
     expect(shadowFn).not.toHaveBeenCalled();
   });

@@ -21,6 +21,7 @@ import { heartbeat } from '../../src/lock/scripts.js';
 import { FixtureProcess } from '../support/child.js';
 import { startCluster, type TestCluster } from '../support/cluster.js';
 import { deferred } from '../support/deferred.js';
+import { clockFence } from '../support/fences.js';
 import { uniquePrefix } from '../support/redis.js';
 
 let cluster: TestCluster;
@@ -61,7 +62,7 @@ async function holder(prefix: string, ids: string[], leaseMs = 30_000): Promise<
     LEASE_MS: String(leaseMs),
   });
   children.push(child);
-  for (const _ of ids) expect(await child.next('executing')).toMatchObject({ fence: 1 });
+  for (const _ of ids) expect(await child.next('executing')).toMatchObject({ fence: clockFence });
   return child;
 }
 
@@ -105,7 +106,7 @@ async function killAndTakeOver(
 ): Promise<number> {
   const killedAt = performance.now();
   await child.kill('SIGKILL');
-  const result = takeover === undefined ? { fence: 2 } : { fence: 2, takeover };
+  const result = takeover === undefined ? { fence: clockFence } : { fence: clockFence, takeover };
   for (const outcome of await Promise.all(runs)) {
     expect(outcome).toMatchObject({ role: 'executor', result });
   }

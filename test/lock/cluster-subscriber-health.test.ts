@@ -15,6 +15,7 @@ import { LivenessSubscriberError, PairedLock } from '../../src/index.js';
 import { livenessChannelPattern, recordAddress } from '../../src/lock/keys.js';
 import { startCluster, type TestCluster } from '../support/cluster.js';
 import { nextEvent } from '../support/deferred.js';
+import { clockFence } from '../support/fences.js';
 import { uniquePrefix } from '../support/redis.js';
 import { heldRun, taskId } from './lock-test-kit.js';
 
@@ -132,8 +133,8 @@ describe('sharded liveness connections on a Cluster', () => {
     expect(granted).toBe(true);
 
     held.release();
-    expect(await held.run).toMatchObject({ role: 'executor', result: 'by eu', fence: 1 });
-    expect(await shadow).toMatchObject({ role: 'shadow', result: 'by eu', fence: 1 });
+    expect(await held.run).toMatchObject({ role: 'executor', result: 'by eu', fence: clockFence });
+    expect(await shadow).toMatchObject({ role: 'shadow', result: 'by eu', fence: clockFence });
   });
 
   it('notices when the master no longer lists a sharded subscription, and subscribes again', {

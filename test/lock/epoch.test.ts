@@ -8,6 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { epochKey, livenessChannel, recordAddress } from '../../src/lock/keys.js';
 import { acquire, heartbeat } from '../../src/lock/scripts.js';
+import { clockFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 import { usAcquire } from './lock-test-kit.js';
@@ -78,7 +79,11 @@ describe('liveness warm-up after a failover', () => {
     const { client, prefix, now, ask } = await setup();
     const runId = /run_id:(\w+)/.exec(await client.info('server'))?.[1] ?? '';
     await client.hset(epochKey(prefix), 'runId', runId, 'since', now - 60_000);
-    expect(await ask()).toMatchObject({ kind: 'granted', fence: 2, takeover: 'disconnected' });
+    expect(await ask()).toMatchObject({
+      kind: 'granted',
+      fence: clockFence,
+      takeover: 'disconnected',
+    });
   });
 
   it('stamps the epoch at a grant, so that a replica has it before any failover', async () => {
@@ -96,7 +101,7 @@ describe('liveness warm-up after a failover', () => {
       sessionKey: '',
       epochKey: epochKey(prefix),
     });
-    expect(reply).toMatchObject({ kind: 'granted', fence: 1 });
+    expect(reply).toMatchObject({ kind: 'granted', fence: clockFence });
     expect(await client.hget(epochKey(prefix), 'runId')).toMatch(/^\w{40}$/);
   });
 });
@@ -139,7 +144,11 @@ describe('a record a failover left running under a live owner', () => {
   }
 
   it('is taken over once the epoch is past the warm-up (before: the twin waited as long as the owner lived)', async () => {
-    expect(await orphan(20_000)).toMatchObject({ kind: 'granted', fence: 4, takeover: 'expired' });
+    expect(await orphan(20_000)).toMatchObject({
+      kind: 'granted',
+      fence: clockFence,
+      takeover: 'expired',
+    });
   });
 
   it('is not taken over while its owner may still reconnect and refresh it', async () => {

@@ -11,6 +11,7 @@ import { livenessChannel, recordAddress } from '../../src/lock/keys.js';
 import { resolveLockOptions } from '../../src/lock/options.js';
 import { acquire, inspect } from '../../src/lock/scripts.js';
 import { deferred, nextEvent } from '../support/deferred.js';
+import { clockFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 import { usAcquire } from './lock-test-kit.js';
@@ -43,7 +44,7 @@ function setUp(ownGraceMs: number) {
 describe('liveness grace', () => {
   it("applies the owner's own grace when it is longer than the asker's", async () => {
     const { grantEu, askUs } = setUp(600);
-    expect(await grantEu()).toMatchObject({ kind: 'granted', fence: 1 });
+    expect(await grantEu()).toMatchObject({ kind: 'granted', fence: clockFence });
     // eu's channel has no subscriber: its process is gone (or reconnecting from far away).
     expect(await askUs()).toMatchObject({ kind: 'busy' });
     await sleep(250);
@@ -52,14 +53,18 @@ describe('liveness grace', () => {
     expect(busy).toMatchObject({ kind: 'busy' });
     expect(busy.kind === 'busy' && busy.recheckMs).toBeLessThanOrEqual(400);
     await sleep(450);
-    expect(await askUs()).toMatchObject({ kind: 'granted', fence: 2, takeover: 'disconnected' });
+    expect(await askUs()).toMatchObject({
+      kind: 'granted',
+      fence: clockFence,
+      takeover: 'disconnected',
+    });
   });
 
   it('does not count an absence from long ago that nobody saw end', async () => {
     const { client, channel, grantEu, askUs } = setUp(0);
     const subscriber = redis().connect();
     await subscriber.subscribe(channel);
-    expect(await grantEu()).toMatchObject({ kind: 'granted', fence: 1 });
+    expect(await grantEu()).toMatchObject({ kind: 'granted', fence: clockFence });
     // A blip: eu's subscriber drops, us notices, eu is back before the grace and nobody asks.
     await subscriber.unsubscribe(channel);
     expect(await askUs()).toMatchObject({ kind: 'busy' });
@@ -70,7 +75,11 @@ describe('liveness grace', () => {
     expect(await askUs()).toMatchObject({ kind: 'busy' });
     await sleep(150);
     // Gone for longer than the grace this time: taken over.
-    expect(await askUs()).toMatchObject({ kind: 'granted', fence: 2, takeover: 'disconnected' });
+    expect(await askUs()).toMatchObject({
+      kind: 'granted',
+      fence: clockFence,
+      takeover: 'disconnected',
+    });
     await client.quit();
   });
 });
@@ -123,7 +132,7 @@ describe("a standby's wait for the chosen executor's claim", () => {
     expect(early.kind === 'busy' && early.recheckMs).toBeGreaterThan(0);
     await sleep(450);
     // Nobody claimed it within the wait: the standby runs it, never with fence 1.
-    expect(await ask()).toMatchObject({ kind: 'granted', fence: 2 });
+    expect(await ask()).toMatchObject({ kind: 'granted', fence: clockFence });
     await client.quit();
   });
 });

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { LeaseLostError, StaleFenceError } from '../../src/index.js';
 import { recordKey } from '../../src/lock/keys.js';
 import { aborted, deferred } from '../support/deferred.js';
+import { clockFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 import { heldRun, lockKit, taskId } from './lock-test-kit.js';
 
@@ -17,12 +18,12 @@ describe('PairedLock when the lock store goes away', () => {
     await redis().kill();
     const reason = await aborted(signal);
     expect(reason).toBeInstanceOf(LeaseLostError);
-    expect(reason).toMatchObject({ reason: 'expired', fence: 1 });
+    expect(reason).toMatchObject({ reason: 'expired', fence: clockFence });
     await redis().restart();
     release();
     // AOF kept the record, and nobody took it over while the store was down: the result stands.
-    expect(await run).toMatchObject({ role: 'executor', result: 'sent', fence: 1 });
-    expect(await eu.inspect(id)).toMatchObject({ state: 'done', fence: 1 });
+    expect(await run).toMatchObject({ role: 'executor', result: 'sent', fence: clockFence });
+    expect(await eu.inspect(id)).toMatchObject({ state: 'done', fence: clockFence });
   });
 
   it('refuses the result when the record did not survive the outage', async () => {
@@ -42,6 +43,6 @@ describe('PairedLock when the lock store goes away', () => {
     await redis().connect().del(recordKey(kit.prefix, id));
     const error = await run.catch((err: unknown) => err);
     expect(error).toBeInstanceOf(StaleFenceError);
-    expect(error).toMatchObject({ fence: 1, currentFence: undefined });
+    expect(error).toMatchObject({ fence: clockFence, currentFence: undefined });
   });
 });

@@ -3,6 +3,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { ClosedError, LeaseLostError, PeerFailedError, StaleFenceError } from '../../src/index.js';
 import { sessionKey } from '../../src/lock/keys.js';
 import { aborted, deferred } from '../support/deferred.js';
+import { clockFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 import {
   expireLease,
@@ -42,7 +43,7 @@ describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) 
       expect(runs).toBe(1);
       expect(maxConcurrent).toBe(1);
       expect([a.role, b.role].sort()).toEqual(['executor', 'shadow']);
-      expect(a.result).toEqual({ fence: 1, round });
+      expect(a.result).toEqual({ fence: clockFence, round });
       expect(b.result).toEqual(a.result);
     }
   });
@@ -69,10 +70,15 @@ describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) 
     expect(await executor).toEqual({
       role: 'executor',
       result: { sent: 3 },
-      fence: 1,
+      fence: clockFence,
       owner: 'eu',
     });
-    expect(await shadow).toEqual({ role: 'shadow', result: { sent: 3 }, fence: 1, owner: 'eu' });
+    expect(await shadow).toEqual({
+      role: 'shadow',
+      result: { sent: 3 },
+      fence: clockFence,
+      owner: 'eu',
+    });
     expect(shadowFn).not.toHaveBeenCalled();
   });
 
@@ -97,12 +103,17 @@ describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) 
     await expect(executor).rejects.toThrow('gateway said no');
     // pollIntervalMs is a minute: only the settle notification can wake the shadow in time.
     const outcome = await shadow;
-    expect(outcome).toMatchObject({ role: 'executor', fence: 2, takeover: 'failed', owner: 'us' });
-    expect(outcome.result).toEqual({ fence: 2, takeover: 'failed' });
+    expect(outcome).toMatchObject({
+      role: 'executor',
+      fence: clockFence,
+      takeover: 'failed',
+      owner: 'us',
+    });
+    expect(outcome.result).toEqual({ fence: clockFence, takeover: 'failed' });
     const record = await eu.inspect(id, opts);
     expect(record).toMatchObject({
       state: 'done',
-      fence: 2,
+      fence: clockFence,
       owner: 'us',
       attempts: 2,
       takeover: 'failed',
@@ -128,7 +139,7 @@ describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) 
     expect(error).toMatchObject({
       code: 'ERR_PAIRED_PEER_FAILED',
       owner: 'eu',
-      fence: 1,
+      fence: clockFence,
       peerError: { name: 'TypeError', message: 'bad token' },
     });
     expect(shadowFn).not.toHaveBeenCalled();
@@ -159,7 +170,7 @@ describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) 
     const shadowFn = vi.fn();
     const shadow = us.run(id, shadowFn, opts);
     expect((await executor).result).toBe('long');
-    expect(await shadow).toMatchObject({ role: 'shadow', result: 'long', fence: 1 });
+    expect(await shadow).toMatchObject({ role: 'shadow', result: 'long', fence: clockFence });
     expect(shadowFn).not.toHaveBeenCalled();
     expect(lostLease).toBeUndefined();
   });
@@ -177,28 +188,33 @@ describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) 
     const signal = await held.signal;
     await expireLease(redis().connect(), kit.prefix, id, opts.hash);
     const taken = await us.run(id, ({ fence, takeover }) => ({ fence, takeover }), opts);
-    expect(taken).toMatchObject({ role: 'executor', result: { fence: 2, takeover: 'expired' } });
+    expect(taken).toMatchObject({
+      role: 'executor',
+      result: { fence: clockFence, takeover: 'expired' },
+    });
+    const takenFence = (taken.result as { fence: number }).fence;
     const reason = await aborted(signal);
     expect(reason).toBeInstanceOf(LeaseLostError);
     expect(reason).toMatchObject({
       code: 'ERR_PAIRED_LEASE_LOST',
       reason: 'superseded',
-      fence: 1,
-      currentFence: 2,
+      fence: clockFence,
+      currentFence: takenFence,
     });
+    expect((reason as LeaseLostError).fence).toBeLessThan(takenFence);
     held.release();
     const error = await executor.catch((err: unknown) => err);
     expect(error).toBeInstanceOf(StaleFenceError);
     expect(error).toMatchObject({
       code: 'ERR_PAIRED_STALE_FENCE',
-      fence: 1,
-      currentFence: 2,
+      fence: clockFence,
+      currentFence: takenFence,
       currentState: 'done',
     });
     expect(await us.inspect(id, opts)).toMatchObject({
       state: 'done',
-      fence: 2,
-      result: { fence: 2, takeover: 'expired' },
+      fence: clockFence,
+      result: { fence: clockFence, takeover: 'expired' },
     });
   });
 
@@ -218,16 +234,19 @@ describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) 
     expect(record?.owner).toBe('eu');
     for (const key of sessions) await redis().connect().del(key);
     const taken = await us.run(id, ({ fence, takeover }) => ({ fence, takeover }), opts);
-    expect(taken).toMatchObject({ role: 'executor', result: { fence: 2, takeover: 'expired' } });
+    expect(taken).toMatchObject({
+      role: 'executor',
+      result: { fence: clockFence, takeover: 'expired' },
+    });
     expect(await aborted(signal)).toMatchObject({
       code: 'ERR_PAIRED_LEASE_LOST',
       reason: 'expired',
-      fence: 1,
+      fence: clockFence,
     });
     held.release();
     await expect(executor).rejects.toMatchObject({
       code: 'ERR_PAIRED_STALE_FENCE',
-      currentFence: 2,
+      currentFence: (taken.result as { fence: number }).fence,
     });
   });
 
@@ -250,7 +269,7 @@ describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) 
     await expect(executor).rejects.toBeInstanceOf(ClosedError);
     expect(await shadow).toMatchObject({
       role: 'executor',
-      result: { fence: 2, takeover: 'released' },
+      result: { fence: clockFence, takeover: 'released' },
     });
     await expect(eu.run(taskId(), () => 1, opts)).rejects.toBeInstanceOf(ClosedError);
   });
@@ -273,7 +292,13 @@ describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) 
     );
     await started.promise;
     const running = await viewer.inspect(id, opts);
-    expect(running).toMatchObject({ id, state: 'running', owner: 'eu', fence: 1, attempts: 1 });
+    expect(running).toMatchObject({
+      id,
+      state: 'running',
+      owner: 'eu',
+      fence: clockFence,
+      attempts: 1,
+    });
     expect(running?.leaseLeftMs).toBeGreaterThan(5_000);
     expect(running?.leaseLeftMs).toBeLessThanOrEqual(10_000);
     finish.resolve();
@@ -282,7 +307,7 @@ describe.each<Storage>(['key', 'hash'])('PairedLock with %s storage', (storage) 
     expect(done).toMatchObject({
       state: 'done',
       owner: 'eu',
-      fence: 1,
+      fence: clockFence,
       result: ['ok'],
       leaseLeftMs: null,
     });

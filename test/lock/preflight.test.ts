@@ -162,7 +162,7 @@ describe('lock store that evicts keys', () => {
     const { lock, errors } = lockOn(closers, redis().connect(), { prefix });
     const err = await refusal(lock.waitUntilReady());
     expect(err.message).toMatch(
-      /"allkeys-lru".*same fence.*maxmemory-policy noeviction.*allowEviction: true/s,
+      /"allkeys-lru".*runs again on the twin.*maxmemory-policy noeviction.*allowEviction: true/s,
     );
     await refusal(lock.run('task-1', () => 'not run'));
     expect(errors.filter((e) => e instanceof LockStoreEvictionError)).toEqual([]);

@@ -14,6 +14,7 @@ import { resolveLockOptions } from '../../src/lock/options.js';
 import { NO_OWNER, type WakeReason } from '../../src/lock/ticket.js';
 import { aborted, nextEvent } from '../support/deferred.js';
 import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.js';
+import { clockFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 import { heldRun, lockKit, taskId } from './lock-test-kit.js';
 
@@ -108,7 +109,7 @@ describe('the lock subscriber ends for good', () => {
     expect(await us.run(id, () => 'us')).toMatchObject({
       role: 'executor',
       result: 'us',
-      fence: 1,
+      fence: clockFence,
     });
     // A settled record is still read: the result, without a grant.
     expect(await eu.run(id, () => 'eu')).toMatchObject({ role: 'shadow', result: 'us' });
@@ -131,7 +132,7 @@ describe('the lock subscriber ends for good', () => {
     expect(await run.catch((err: unknown) => err)).toBeInstanceOf(ClosedError);
     expect(await shadow).toMatchObject({
       role: 'executor',
-      fence: 2,
+      fence: clockFence,
       result: { by: 'us', takeover: 'released' },
     });
   });
@@ -160,7 +161,7 @@ describe('a half-open lock subscriber (the socket looks open, nothing flows)', (
     const back = nextEvent(eu, 'subscriberBack');
     proxy.heal();
     await back;
-    expect(await run).toMatchObject({ role: 'executor', result: 'eu', fence: 1 });
+    expect(await run).toMatchObject({ role: 'executor', result: 'eu', fence: clockFence });
   });
 
   it('notices from the server side when Redis no longer lists its liveness subscription, and resubscribes', async () => {
@@ -194,7 +195,7 @@ describe('while the subscriber is away', () => {
     await held.signal;
     const shadowing = nextEvent(eu, 'shadowing');
     const shadow = eu.run(id, () => 'eu');
-    expect((await shadowing)[0]).toMatchObject({ id, owner: 'us', fence: 1 });
+    expect((await shadowing)[0]).toMatchObject({ id, owner: 'us', fence: clockFence });
     proxy.cut(); // reset, and every reconnect refused: the subscriber stays away
     await vi.waitFor(async () => expect(await subscribers(channel)).toBe(0), { timeout: 10_000 });
     held.release();
@@ -261,7 +262,7 @@ describe('the backup liveness connection', () => {
     // the twin took the run over after 100 ms.
     await delay(1_000);
     held.release();
-    expect(await held.run).toMatchObject({ role: 'executor', result: 'by eu', fence: 1 });
-    expect(await shadow).toMatchObject({ role: 'shadow', result: 'by eu', fence: 1 });
+    expect(await held.run).toMatchObject({ role: 'executor', result: 'by eu', fence: clockFence });
+    expect(await shadow).toMatchObject({ role: 'shadow', result: 'by eu', fence: clockFence });
   });
 });

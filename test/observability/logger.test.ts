@@ -2,6 +2,7 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { PairedProcessor } from '../../src/index.js';
+import { clockFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 import { inProcessTwins } from './in-process-twins.js';
 
@@ -52,11 +53,11 @@ describe('logger option', () => {
       expect(takeover).toMatchObject({
         level: 30,
         reason: 'failed',
-        fence: 2,
+        fence: clockFence,
         queue: expect.any(String),
       });
       const executed = mine.find((l) => l.msg === 'bullmq-paired: executed');
-      expect(executed).toMatchObject({ level: 20, fence: 2, takeover: 'failed' });
+      expect(executed).toMatchObject({ level: 20, fence: clockFence, takeover: 'failed' });
       const everything = JSON.stringify(lines);
       expect(everything).not.toContain(SECRET_DATA);
       expect(everything).not.toContain(SECRET_RESULT);

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { clockFence, fenceSteps } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 import { copiesIn, executions, twinsKit } from './pairing-kit.js';
 
@@ -20,21 +21,21 @@ describe('PairedProcessor when the executor process goes away', () => {
     expect(await us.next('takeover')).toMatchObject({
       jobId: id,
       reason: 'disconnected',
-      fence: 2,
+      fence: clockFence,
     });
     const ran = executions(await kit.ledger(), id);
     const takeoverMs = (ran[1]?.start ?? 0) - killedAt;
     console.info(`crash takeover: twin started ${takeoverMs} ms after SIGKILL (lease 30 s)`);
-    expect(ran.map((e) => [e.twin, e.fence])).toEqual([
-      ['eu', 1],
-      ['us', 2],
+    expect(fenceSteps(ran)).toEqual([
+      ['eu', 'fenced'],
+      ['us', 'higher'],
     ]);
     expect(takeoverMs).toBeLessThan(5_000);
     // A new eu worker recovers the stalled copy; it completes from the record, without running.
     await kit.startWorker('eu', FAST_STALL);
     const jobs = await copiesIn(queue, id, ['eu', 'us'], 'completed', 60_000);
-    expect(jobs.eu.returnvalue).toEqual({ by: 'us', fence: 2 });
-    expect(jobs.us.returnvalue).toEqual({ by: 'us', fence: 2 });
+    expect(jobs.eu.returnvalue).toEqual({ by: 'us', fence: clockFence });
+    expect(jobs.us.returnvalue).toEqual({ by: 'us', fence: clockFence });
     expect(executions(await kit.ledger(), id)).toHaveLength(2);
   });
 
@@ -81,10 +82,10 @@ describe('PairedProcessor when the executor process goes away', () => {
     expect(await usSecond.next('takeover')).toMatchObject({
       jobId: id,
       reason: 'disconnected',
-      fence: 2,
+      fence: clockFence,
     });
     const { us: taken } = await copiesIn(queue, id, ['us']);
-    expect(taken.returnvalue).toEqual({ by: 'us', fence: 2 });
+    expect(taken.returnvalue).toEqual({ by: 'us', fence: clockFence });
   });
 
   it('a running sibling adopts the copies parked by a process of its twin that died', async () => {
@@ -110,10 +111,10 @@ describe('PairedProcessor when the executor process goes away', () => {
     expect(await survivor.next('takeover')).toMatchObject({
       jobId: id,
       reason: 'disconnected',
-      fence: 2,
+      fence: clockFence,
     });
     const { us: taken } = await copiesIn(queue, id, ['us']);
-    expect(taken.returnvalue).toEqual({ by: 'us', fence: 2 });
+    expect(taken.returnvalue).toEqual({ by: 'us', fence: clockFence });
   });
 
   it('falls back to lease expiry when liveness is off', async () => {
@@ -125,12 +126,16 @@ describe('PairedProcessor when the executor process goes away', () => {
     const us = await kit.startWorker('us', slow);
     await us.next('shadowed');
     await eu.kill('SIGKILL');
-    expect(await us.next('takeover')).toMatchObject({ jobId: id, reason: 'expired', fence: 2 });
+    expect(await us.next('takeover')).toMatchObject({
+      jobId: id,
+      reason: 'expired',
+      fence: clockFence,
+    });
     await kit.waitForExecutions(id, 2);
     const ran = executions(await kit.ledger(), id);
     // Nothing but the lease can reveal this death, so the twin cannot start before it ends.
     expect((ran[1]?.start ?? 0) - (ran[0]?.start ?? 0)).toBeGreaterThanOrEqual(1_900);
-    expect(started).toMatchObject({ fence: 1 });
+    expect(started).toMatchObject({ fence: clockFence });
   });
 
   it('stops a frozen executor that wakes to a higher fence; its copy completes with the twin result', async () => {
@@ -144,16 +149,20 @@ describe('PairedProcessor when the executor process goes away', () => {
     const us = await kit.startWorker('us', short);
     await us.next('shadowed');
     eu.child.kill('SIGSTOP'); // frozen: its connections stay open, so only the lease can tell
-    expect(await us.next('takeover')).toMatchObject({ jobId: id, reason: 'expired', fence: 2 });
+    expect(await us.next('takeover')).toMatchObject({
+      jobId: id,
+      reason: 'expired',
+      fence: clockFence,
+    });
     eu.child.kill('SIGCONT');
-    expect(await eu.next('leaseLost')).toMatchObject({ jobId: id, fence: 1 });
+    expect(await eu.next('leaseLost')).toMatchObject({ jobId: id, fence: clockFence });
     const jobs = await copiesIn(queue, id, ['eu', 'us'], 'completed', 30_000);
-    expect(jobs.eu.returnvalue).toEqual({ by: 'us', fence: 2 });
-    expect(jobs.us.returnvalue).toEqual({ by: 'us', fence: 2 });
+    expect(jobs.eu.returnvalue).toEqual({ by: 'us', fence: clockFence });
+    expect(jobs.us.returnvalue).toEqual({ by: 'us', fence: clockFence });
     const ledger = await kit.ledger();
-    // The frozen run never finished: it was aborted when it woke and found fence 2.
+    // The frozen run never finished: it was aborted when it woke and found a higher fence.
     expect(ledger.filter((e) => e.phase === 'end').map((e) => [e.twin, e.fence])).toEqual([
-      ['us', 2],
+      ['us', jobs.us.returnvalue.fence],
     ]);
   });
 
@@ -165,17 +174,23 @@ describe('PairedProcessor when the executor process goes away', () => {
     const us = await kit.startWorker('us');
     await us.next('shadowed');
     eu.child.kill('SIGTERM');
-    expect(await us.next('takeover')).toMatchObject({ jobId: id, reason: 'released', fence: 2 });
+    expect(await us.next('takeover')).toMatchObject({
+      jobId: id,
+      reason: 'released',
+      fence: clockFence,
+    });
     await eu.next('closed');
     const { eu: parked } = await copiesIn(queue, id, ['eu'], 'delayed');
-    expect((await queue.queue('eu').getJobLogs(id)).logs).toContain(
-      'bullmq-paired: released by eu on shutdown (fence 1); the twin takes over',
+    expect((await queue.queue('eu').getJobLogs(id)).logs).toContainEqual(
+      expect.stringMatching(
+        /^bullmq-paired: released by eu on shutdown \(fence \d{13}\); the twin takes over$/,
+      ),
     );
     await kit.startWorker('eu');
     await parked.promote(); // as if its park ran out: it must complete with us's result
     const jobs = await copiesIn(queue, id, ['eu', 'us'], 'completed', 40_000);
     const euLogs = (await queue.queue('eu').getJobLogs(id)).logs;
-    expect(jobs.eu.returnvalue, euLogs.join('\n')).toEqual({ by: 'us', fence: 2 });
+    expect(jobs.eu.returnvalue, euLogs.join('\n')).toEqual({ by: 'us', fence: clockFence });
   });
 
   it('drains a late twin backlog of 100 jobs without executing any of them', async () => {

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { EXECUTOR_OPTION } from '../../src/index.js';
 import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.js';
+import { clockFence, isClockFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 import type { TestRedis } from '../support/redis.js';
 import { copiesIn, executions, type TestQueue, twinsKit } from './pairing-kit.js';
@@ -54,19 +55,21 @@ describe('PairedQueue executor: a twin chosen at add time', () => {
     expect(new Set(ran.map((e) => e.twin))).toEqual(new Set(['eu', 'us']));
   });
 
-  it('the standby runs the job (fence 2) when no worker of the chosen twin claims it within standbyGraceMs', async () => {
+  it('the standby runs the job (a clock fence) when no worker of the chosen twin claims it within standbyGraceMs', async () => {
     const us = await kit.startWorker('us', { STANDBY_GRACE_MS: '400' });
     const queue = kit.pairedQueue('eu');
     const { id } = await queue.add('n', { ms: 5 });
     await us.next('shadowed', (l) => l.jobId === id);
     const done = await copiesIn(queue, id, ['us']);
-    expect(done.us.returnvalue).toEqual({ by: 'us', fence: 2 });
-    expect(executions(await kit.ledger(), id).map((e) => [e.twin, e.fence])).toEqual([['us', 2]]);
+    expect(done.us.returnvalue).toEqual({ by: 'us', fence: clockFence });
+    expect(executions(await kit.ledger(), id).map((e) => [e.twin, e.fence])).toEqual([
+      ['us', clockFence],
+    ]);
     // The chosen twin comes late (the same grace: the job is too old to start unclaimed): its
     // copy completes from the record, without running.
     await kit.startWorker('eu', { STANDBY_GRACE_MS: '400' });
     const late = await copiesIn(queue, id, ['eu']);
-    expect(late.eu.returnvalue).toEqual({ by: 'us', fence: 2 });
+    expect(late.eu.returnvalue).toEqual(done.us.returnvalue);
     expect(executions(await kit.ledger(), id)).toHaveLength(1);
   });
 
@@ -97,11 +100,11 @@ describe('PairedQueue executor: a twin chosen at add time', () => {
     await copiesIn(queue, id, ['eu'], 'delayed');
     await kit.release('go:late');
     const copies = await copiesIn(queue, id);
-    expect(copies.eu.returnvalue).toEqual({ by: 'us', fence: 2 });
-    expect(copies.us.returnvalue).toEqual({ by: 'us', fence: 2 });
+    expect(copies.us.returnvalue).toEqual({ by: 'us', fence: clockFence });
+    expect(copies.eu.returnvalue).toEqual(copies.us.returnvalue);
     const ledger = await kit.ledger();
     expect(executions(ledger, id).map((e) => [e.twin, e.fence])).toEqual([
-      ['us', 2],
+      ['us', clockFence],
       ['eu', 1],
     ]);
     // The superseded run never reached its end: its signal aborted it.
@@ -110,7 +113,7 @@ describe('PairedQueue executor: a twin chosen at add time', () => {
     ]);
   });
 
-  it('the standby takes over at once (fence 2) when the chosen executor is SIGKILLed', async () => {
+  it('the standby takes over at once (a clock fence) when the chosen executor is SIGKILLed', async () => {
     const eu = await kit.startWorker('eu');
     const us = await kit.startWorker('us');
     const queue = kit.pairedQueue('eu');
@@ -123,11 +126,11 @@ describe('PairedQueue executor: a twin chosen at add time', () => {
     await eu.kill('SIGKILL');
     expect(await us.next('takeover', (l) => l.jobId === id)).toMatchObject({
       reason: 'disconnected',
-      fence: 2,
+      fence: clockFence,
     });
     await kit.release('go:kill');
     const done = await copiesIn(queue, id, ['us']);
-    expect(done.us.returnvalue).toEqual({ by: 'us', fence: 2 });
+    expect(done.us.returnvalue).toEqual({ by: 'us', fence: clockFence });
   });
 });
 
@@ -175,10 +178,12 @@ describe('PairedQueue executor: a chosen twin behind its backlog', () => {
     const added = await addJobs(queue, 30, 100, 'behind-');
     for (const { id } of added) await copiesIn(queue, id, ['eu', 'us'], 'completed', 30_000);
     const ran = executions(await kit.ledger());
-    // us took over part of eu's backlog (fence 2): a job that old is never started by eu
+    // us took over part of eu's backlog (clock fences): a job that old is never started by eu
     // before its claim is answered, so eu's copy completes from the record instead.
     expect(ran.filter((e) => e.twin === 'us').length).toBeGreaterThan(0);
-    expect(ran.filter((e) => e.twin === 'us').every((e) => Number(e.fence) === 2)).toBe(true);
+    expect(ran.filter((e) => e.twin === 'us').every((e) => isClockFence(Number(e.fence)))).toBe(
+      true,
+    );
     expect(ran).toHaveLength(30);
     expect(new Set(ran.map((e) => e.id)).size).toBe(30);
   });
@@ -204,7 +209,9 @@ describe('PairedQueue executor: the chosen twin has no live process left', () =>
     const ran = executions(await kit.ledger());
     // Every job ran; what us ran carries a fence above any eu could have held.
     expect(new Set(ran.map((e) => e.id)).size).toBe(200);
-    expect(ran.filter((e) => e.twin === 'us').every((e) => Number(e.fence) >= 2)).toBe(true);
+    expect(ran.filter((e) => e.twin === 'us').every((e) => isClockFence(Number(e.fence)))).toBe(
+      true,
+    );
   });
 
   it('the survivor runs at once what is added for a twin that has had no live process', async () => {
@@ -213,12 +220,14 @@ describe('PairedQueue executor: the chosen twin has no live process left', () =>
     const { id } = await queue.add('n', { ms: 5 });
     await us.next('shadowed', (l) => l.jobId === id);
     const { us: done } = await copiesIn(queue, id, ['us']);
-    expect(done.returnvalue).toEqual({ by: 'us', fence: 2 });
+    expect(done.returnvalue).toEqual({ by: 'us', fence: clockFence });
     // Once the twin is known gone, a new job runs on its first pickup, without parking.
     const { id: next } = await queue.add('n', { ms: 5 });
     await copiesIn(queue, next, ['us']);
     expect(us.lines.filter((l) => l.event === 'shadowed' && l.jobId === next)).toEqual([]);
-    expect(executions(await kit.ledger(), next).map((e) => [e.twin, e.fence])).toEqual([['us', 2]]);
+    expect(executions(await kit.ledger(), next).map((e) => [e.twin, e.fence])).toEqual([
+      ['us', clockFence],
+    ]);
   });
 
   it('a twin that comes back is not taken for gone on an old look: its new job runs there, once', async () => {

@@ -3,6 +3,7 @@ import { PairedLock } from '../../src/index.js';
 import { expireLease } from '../lock/lock-test-kit.js';
 import { inProcessTwins } from '../observability/in-process-twins.js';
 import { deferred } from '../support/deferred.js';
+import { clockFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 
 const redis = useRedis();
@@ -27,11 +28,11 @@ describe('how an execution ends decides its copy, whatever the processor threw',
       twins.start();
       const job = await twins.queue.add('push', {}, { jobId: 'superseded-1' });
       await started.promise;
-      // Another member takes the pair over (fence 2) and completes it.
+      // Another member takes the pair over (a higher fence) and completes it.
       const id = `${twins.queue.name}:${job.id}`;
       await expireLease(redis().connect(), 'paired', id);
       const taken = await other.run(id, () => ({ by: 'other' }));
-      expect(taken).toMatchObject({ role: 'executor', fence: 2, takeover: 'expired' });
+      expect(taken).toMatchObject({ role: 'executor', fence: clockFence, takeover: 'expired' });
       refused.resolve();
       // Before: the executor's copy failed with "sink refused fence 1", though the pair completed.
       const jobs = await twins.settled('superseded-1');

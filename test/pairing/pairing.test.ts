@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { clockFence, fenceAbove } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 import { copiesIn, executions, twinsKit } from './pairing-kit.js';
 
@@ -15,12 +16,15 @@ describe('PairedProcessor with two twin worker processes', () => {
     expect(ran).toHaveLength(1);
     const executor = ran[0]?.twin ?? 'eu';
     const shadow = executor === 'eu' ? 'us' : 'eu';
-    expect(jobs.eu.returnvalue).toEqual({ by: executor, fence: 1 });
+    expect(jobs.eu.returnvalue).toEqual({ by: executor, fence: clockFence });
     expect(jobs.us.returnvalue).toEqual(jobs.eu.returnvalue);
+    const { fence } = jobs.eu.returnvalue as { fence: number };
     const logs = async (twin: 'eu' | 'us') => (await queue.queue(twin).getJobLogs(id)).logs;
-    expect(await logs(executor)).toContain(`bullmq-paired: executed on ${executor} (fence 1)`);
+    expect(await logs(executor)).toContain(
+      `bullmq-paired: executed on ${executor} (fence ${fence})`,
+    );
     expect(await logs(shadow)).toContain(
-      `bullmq-paired: completed by twin ${executor} (fence 1); not run on ${shadow}`,
+      `bullmq-paired: completed by twin ${executor} (fence ${fence}); not run on ${shadow}`,
     );
   });
 
@@ -33,37 +37,39 @@ describe('PairedProcessor with two twin worker processes', () => {
     expect(executions(await kit.ledger(), 'twice-1')).toHaveLength(1);
   });
 
-  it('takes over at once when the executor throws: the twin runs it with fence 2', async () => {
+  it('takes over at once when the executor throws: the twin runs it with a higher fence', async () => {
     const eu = await kit.startWorker('eu');
     const queue = kit.pairedQueue();
     // eu holds the job until us has started and shadowed it, then fails.
     const { id } = await queue.add('notify', { holdUntil: 'go:fail-1', failOn: 'eu' });
     await eu.next('started');
     const us = await kit.startWorker('us');
-    expect(await us.next('shadowed')).toMatchObject({ jobId: id, owner: 'eu', fence: 1 });
+    const shadowed = await us.next('shadowed');
+    expect(shadowed).toMatchObject({ jobId: id, owner: 'eu', fence: clockFence });
+    const first = Number(shadowed.fence);
     await kit.release('go:fail-1');
     const takeover = await us.next('takeover');
     expect(takeover).toMatchObject({
       jobId: id,
       reason: 'failed',
-      fence: 2,
+      fence: fenceAbove(first),
       queue: expect.any(String),
     });
     // The lock store tells how long the job had no executor: from eu's failure to this grant.
     expect(takeover.idleMs).toBeGreaterThanOrEqual(0);
     expect(takeover.idleMs).toBeLessThan(10_000);
     const { us: usCopy } = await copiesIn(queue, id, ['us']);
-    expect(usCopy.returnvalue).toEqual({ by: 'us', fence: 2 });
+    expect(usCopy.returnvalue).toEqual({ by: 'us', fence: takeover.fence });
     // eu's copy failed (no attempts left): BullMQ's own retry policy still applies per twin.
     const { eu: euCopy } = await copiesIn(queue, id, ['eu'], 'failed');
     expect(euCopy.failedReason).toBe('failing on eu as asked');
     expect((await queue.queue('eu').getJobLogs(id)).logs).toContain(
-      "bullmq-paired: run on eu (fence 1) failed; the twin takes over unless onPeerFailure is 'respect'",
+      `bullmq-paired: run on eu (fence ${first}) failed; the twin takes over unless onPeerFailure is 'respect'`,
     );
     const ran = executions(await kit.ledger(), id);
-    expect(ran.map((e) => [e.twin, e.fence])).toEqual([
-      ['eu', 1],
-      ['us', 2],
+    expect(ran.map((e) => [e.twin, Number(e.fence)])).toEqual([
+      ['eu', first],
+      ['us', takeover.fence],
     ]);
     const takeoverMs = (ran[1]?.start ?? 0) - (euCopy.finishedOn ?? 0);
     console.info(
@@ -80,7 +86,7 @@ describe('PairedProcessor with two twin worker processes', () => {
     await kit.startWorker('us', { ON_PEER_FAILURE: 'respect' });
     const jobs = await copiesIn(queue, id, ['eu', 'us'], 'failed');
     expect(jobs.us.failedReason).toMatch(
-      /failed on member "eu" \(fence 1\): Error: failing on eu as asked/,
+      /failed on member "eu" \(fence \d{13}\): Error: failing on eu as asked/,
     );
     expect(executions(await kit.ledger(), id)).toHaveLength(1);
   });
@@ -91,9 +97,13 @@ describe('PairedProcessor with two twin worker processes', () => {
     const { id } = await queue.add('notify', { ms: 2_500, failOn: 'eu' });
     await eu.next('started');
     const us = await kit.startWorker('us', { CLOCK_SKEW_MS: String(3 * 3_600_000) });
-    expect(await us.next('takeover')).toMatchObject({ jobId: id, reason: 'failed', fence: 2 });
+    expect(await us.next('takeover')).toMatchObject({
+      jobId: id,
+      reason: 'failed',
+      fence: clockFence,
+    });
     const { us: taken } = await copiesIn(queue, id, ['us']);
-    expect(taken.returnvalue).toEqual({ by: 'us', fence: 2 });
+    expect(taken.returnvalue).toEqual({ by: 'us', fence: clockFence });
     const { id: second } = await queue.add('notify', { ms: 100 });
     const jobs = await copiesIn(queue, second);
     expect(jobs.us.returnvalue).toEqual(jobs.eu.returnvalue);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { PartialAddError } from '../../src/index.js';
+import { clockFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 import { copiesIn, executions, twinsKit } from './pairing-kit.js';
 
@@ -26,7 +27,7 @@ describe('twins on two Redis servers', () => {
       expect(Object.keys((error as PartialAddError).failed)).toEqual(['us']);
       expect((error as Error).message).toMatch(/reached only twin\(s\) eu/);
       const { eu } = await copiesIn(queue, 'half-1', ['eu']);
-      expect(eu.returnvalue).toEqual({ by: 'eu', fence: 1 });
+      expect(eu.returnvalue).toEqual({ by: 'eu', fence: clockFence });
     } finally {
       await usRedis().restart();
     }

@@ -7,6 +7,7 @@
 import { expect } from 'vitest';
 import { NotReplicatedError, type PairedLock } from '../../src/index.js';
 import { deferred, nextEvent } from './deferred.js';
+import { clockFence } from './fences.js';
 
 export interface DurableSetup {
   /** A lock with `durability: { replicas: 1 }`, its errors reported on 'error'. */
@@ -16,7 +17,10 @@ export interface DurableSetup {
 }
 
 export async function expectGrantGivenBack({ lock, freezeReplicaOf }: DurableSetup): Promise<void> {
-  expect(await lock.run('a', ({ fence }) => fence)).toMatchObject({ role: 'executor', fence: 1 });
+  expect(await lock.run('a', ({ fence }) => fence)).toMatchObject({
+    role: 'executor',
+    fence: clockFence,
+  });
   const resume = await freezeReplicaOf('b');
   let ran = false;
   const error = await lock
@@ -29,9 +33,9 @@ export async function expectGrantGivenBack({ lock, freezeReplicaOf }: DurableSet
   expect(error).toMatchObject({ code: 'ERR_PAIRED_NOT_REPLICATED', acked: 0, replicas: 1 });
   expect(ran).toBe(false);
   // Given back: the next grant takes it over, with a higher fence.
-  expect(await lock.inspect('b')).toMatchObject({ state: 'released', fence: 1 });
+  expect(await lock.inspect('b')).toMatchObject({ state: 'released', fence: clockFence });
   const outcome = await lock.run('b', ({ fence, takeover }) => ({ fence, takeover }));
-  expect(outcome.result).toEqual({ fence: 2, takeover: 'released' });
+  expect(outcome.result).toEqual({ fence: clockFence, takeover: 'released' });
 }
 
 export async function expectSettleRetried({ lock, freezeReplicaOf }: DurableSetup): Promise<void> {
@@ -56,7 +60,7 @@ export async function expectSettleRetried({ lock, freezeReplicaOf }: DurableSetu
   await nextEvent(lock, 'error');
   expect(settled).toBe(false);
   await resume();
-  expect(await run).toMatchObject({ role: 'executor', result: 'sent', fence: 1 });
+  expect(await run).toMatchObject({ role: 'executor', result: 'sent', fence: clockFence });
   expect(String(errors[0]?.message)).toMatch(/reached 0 of 1 replica/);
-  expect(await lock.inspect('c')).toMatchObject({ state: 'done', fence: 1 });
+  expect(await lock.inspect('c')).toMatchObject({ state: 'done', fence: clockFence });
 }

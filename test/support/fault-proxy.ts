@@ -64,6 +64,8 @@ export interface FaultProxy {
   cut(): void;
   heal(): void;
   refuseCommands(pattern: RegExp | undefined): void;
+  /** New connections go to `to` from now on (a managed Redis endpoint moved to another server). */
+  retarget(to: { host: string; port: number }): void;
   /** Changes the given parts of the link model (others are kept). */
   configure(link: LinkConfig): void;
   close(): Promise<void>;
@@ -257,6 +259,7 @@ export async function startFaultProxy(
   initial: LinkConfig = {},
 ): Promise<FaultProxy> {
   const links = new Set<Link>();
+  let upstreamTarget = target;
   let state: ProxyState = 'open';
   let refused: RegExp | undefined;
   let config = normalize(initial);
@@ -288,7 +291,11 @@ export async function startFaultProxy(
       client.resetAndDestroy();
       return;
     }
-    const upstream = tcpConnect({ port: target.port, host: target.host, allowHalfOpen: true });
+    const upstream = tcpConnect({
+      port: upstreamTarget.port,
+      host: upstreamTarget.host,
+      allowHalfOpen: true,
+    });
     upstream.setNoDelay(true);
     client.setNoDelay(true);
     const link = new Link(
@@ -343,6 +350,9 @@ export async function startFaultProxy(
     },
     refuseCommands(pattern) {
       refused = pattern;
+    },
+    retarget(to) {
+      upstreamTarget = to;
     },
     configure(link) {
       config = normalize({ ...config, ...link });

@@ -27,10 +27,9 @@
             a process keeps one session key and one liveness channel on each master, in a
             hash tag of that master's slots; ARGV[7] and ARGV[10] are the caller's on this
             record's master (includes/owner).
-    ARGV[11] lowest fence this caller may be granted (default 1). A job's chosen executor
-            (PairedQueue's `executor` option) may start with fence 1 before its claim is
-            answered; every other twin asks with 2, so its first grant can never share that
-            fence, and a claim that arrives too late is refused (TAKEN).
+    ARGV[11] lowest fence this caller may be granted (default 1). Every grant but a claim's
+            is fenced at least this server's clock in ms (far above it); a twin that was not
+            chosen asks with 2 all the same, so its first grant never shares a claim's fence 1.
     ARGV[12] '1': a claim of a run that has already started with fence 1. Granted only while
             the record is absent or waiting (fence 1); anything else answers TAKEN.
     ARGV[13] settle channel: a grant that ends a standby's wait (state 'waiting') is announced
@@ -167,12 +166,19 @@ elseif sessionKey ~= '' and redis.call('EXISTS', sessionKey) == 0 then
   return {REPLY.NO_SESSION}
 end
 
-local fence = minFence
+-- A fence never repeats for a task, even when its record is lost (a failover that drops
+-- acknowledged writes, a restart without AOF): each grant is fenced at least this server's
+-- clock in ms, and above the record's last fence (which a clock that steps back cannot
+-- undercut while the record lives). A lost grant was fenced at most the clock of its own
+-- time, so a later grant on any server whose clock agrees to within the time between the two
+-- is fenced higher. A claim's run started with fence 1 before any answer: it keeps 1, and is
+-- granted only while no other grant exists (see ARGV[12]).
+local fence = 1
 local attempts = 1
-if rec then
-  fence = math.max(rec.fence + 1, minFence)
-  attempts = (rec.attempts or 0) + 1
+if not claim then
+  fence = math.max(rec and rec.fence + 1 or 0, minFence, now)
 end
+if rec then attempts = (rec.attempts or 0) + 1 end
 local granted = {
   state = 'running',
   owner = member,
