@@ -81,10 +81,10 @@ async function completedCount(queues: Queue[]): Promise<number> {
 }
 
 /**
- * Jobs that ran more than once: a second run needs a second grant, and every grant raises
- * the record's fence, so these are the records whose fence is above 1.
+ * Jobs that ran more than once: a second run needs a second grant, and the record counts its
+ * grants (`attempts`), so these are the records granted more than once.
  */
-async function recordsPastFenceOne(client: Redis, prefix: string): Promise<number> {
+async function recordsGrantedTwice(client: Redis, prefix: string): Promise<number> {
   let count = 0;
   let cursor = '0';
   do {
@@ -92,7 +92,7 @@ async function recordsPastFenceOne(client: Redis, prefix: string): Promise<numbe
     cursor = next;
     const values = keys.length > 0 ? await client.mget(...keys) : [];
     for (const raw of values) {
-      if (raw !== null && (JSON.parse(raw) as { fence: number }).fence > 1) count++;
+      if (raw !== null && ((JSON.parse(raw) as { attempts?: number }).attempts ?? 0) > 1) count++;
     }
   } while (cursor !== '0');
   return count;
@@ -198,7 +198,7 @@ async function pairedOutage(env: BenchEnv, warmupMs: number): Promise<OutageSamp
       killToSteadyMs: back - killedAt,
       completedDuringOutage: atRestart - atKill,
       jobs: added,
-      runTwice: await recordsPastFenceOne(lockRedis.connect(), `${env.base}-lock`),
+      runTwice: await recordsGrantedTwice(lockRedis.connect(), `${env.base}-lock`),
     };
   } finally {
     await lockRedis.stop();

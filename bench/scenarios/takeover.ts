@@ -117,7 +117,7 @@ export async function takeoverFail({ quick, log }: BenchOptions): Promise<Scenar
         twins.map((t) => t.next('failing', (l) => l.id === id).then((line) => ({ t, line }))),
       );
       const other = failing.t === twins[0] ? twins[1] : twins[0];
-      const started = await other.next('started', (l) => l.id === id && l.fence === 2);
+      const started = await other.next('started', (l) => l.id === id && l.takeover === 'failed');
       values.push(Number(started.at) - Number(failing.line.at));
     }
     return values;

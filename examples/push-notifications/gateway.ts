@@ -31,8 +31,8 @@ export interface GatewayStats {
  *
  * A run *claims* its fence (`POST /claim`) when it starts, and the send is checked against
  * the highest claim. Checking only at write time is not enough: a frozen executor can wake
- * and write with fence 1 after the twin's takeover (fence 2) started but before that run
- * wrote anything, and a sink that saw no fence 2 yet would accept both.
+ * and write with its fence after the twin's takeover (a higher fence) started but before that
+ * run wrote anything, and a sink that saw no higher fence yet would accept both.
  */
 export class PushGateway {
   private readonly fences = new Map<string, number>();
