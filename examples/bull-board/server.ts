@@ -72,7 +72,8 @@ async function sendPush(
   signal: AbortSignal,
   pair: PairInfo,
 ): Promise<Sent> {
-  if (job.data.flaky && pair.attempts === 1) throw new Error(`push gateway timed out on ${pair.twin}`);
+  if (job.data.flaky && pair.attempts === 1)
+    throw new Error(`push gateway timed out on ${pair.twin}`);
   // Long enough that the other twin picks its copy up meanwhile and shadows it.
   await sleep(300, undefined, { signal });
   return { sentBy: pair.twin, fence: pair.fence };
