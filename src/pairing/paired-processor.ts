@@ -383,7 +383,8 @@ export class PairedProcessor<
     const first = job.attemptsMade === 0 && (job.attemptsStarted ?? 0) <= 1;
     // The chosen twin has no live process left: nobody will claim the job, run it here now.
     const chosenKey = this.presenceKey(job, chosen);
-    const chosenGone = this.standbys.isGone(chosenKey);
+    const chosenGone =
+      this.parking.takeChosenGone(address.key, job.timestamp) || this.standbys.isGone(chosenKey);
     if (chosen !== undefined && first && !chosenGone) {
       if (chosen !== self) {
         // Longer than a shadow's hold: a standby may look before its executor has even picked

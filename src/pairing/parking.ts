@@ -31,6 +31,8 @@ export interface LearnedResult {
 export class Parking {
   private readonly tickets = new Map<string, Ticket>();
   private readonly learned = new Map<string, LearnedResult>();
+  /** Copies woken because the twin chosen for their job had no live process: job timestamps. */
+  private readonly chosenGone = new Map<string, number>();
 
   constructor(
     private readonly isClosed: () => boolean,
@@ -69,6 +71,28 @@ export class Parking {
       const oldest = this.learned.keys().next().value;
       if (oldest !== undefined) this.learned.delete(oldest);
     }
+  }
+
+  /**
+   * The copy of `key` (this very job) is woken because the twin chosen to run it has no live
+   * process: its next pickup runs it without waiting for a claim, whenever a slot frees up.
+   * The presence look that said so is trusted only briefly (a twin may come back), and behind
+   * a backlog the pickup comes later than that: without this mark it waited `standbyGraceMs`
+   * for a claim that never came.
+   */
+  judgeChosenGone(key: string, jobTimestamp: number): void {
+    this.chosenGone.set(key, jobTimestamp);
+    if (this.chosenGone.size > MAX_LEARNED_RESULTS) {
+      const oldest = this.chosenGone.keys().next().value;
+      if (oldest !== undefined) this.chosenGone.delete(oldest);
+    }
+  }
+
+  /** Whether this very job's copy was woken as `judgeChosenGone` says; taken once. */
+  takeChosenGone(key: string, jobTimestamp: number): boolean {
+    if (this.chosenGone.get(key) !== jobTimestamp) return false;
+    this.chosenGone.delete(key);
+    return true;
   }
 
   /** The result learned for this very job (not a later one that reuses its id), taken once. */

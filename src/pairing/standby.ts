@@ -172,8 +172,10 @@ export class Standbys {
         if (left <= 0) return this.parking.promote(job, ticket, address, 'gone');
         // No live process of the chosen twin: nobody will claim any of its jobs. They were
         // never started and keep their place in the wait list (no LREM each).
-        if (this.isGone(chosenKey))
+        if (this.isGone(chosenKey)) {
+          this.parking.judgeChosenGone(address.key, job.timestamp);
           return this.parking.promote(job, ticket, address, 'gone', false);
+        }
         if (!watching()) return;
         const timer = later(left, () => ticket.wake('recheck'));
         const cancel =
