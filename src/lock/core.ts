@@ -6,90 +6,38 @@ import {
   asError,
   ClosedError,
   CorruptRecordError,
-  JobCancelledError,
-  LeaseLostError,
   LivenessSubscriberError,
   LockStoreUnavailableError,
-  type PeerErrorInfo,
-  ResultNotSerializableError,
-  ResultTooLargeError,
   SessionLostError,
-  SettleRetryError,
-  StaleFenceError,
 } from '../errors.js';
 import { Replication } from './durability.js';
+import {
+  type ClaimReply,
+  type ExecuteExtras,
+  type ExecuteHost,
+  execute,
+  type RunContext,
+} from './execute.js';
 import { type RecordAddress, recordAddress, settleChannel } from './keys.js';
-import { LeaseKeeper } from './lease-keeper.js';
+import type { LeaseKeeper } from './lease-keeper.js';
 import { Notifier } from './notifier.js';
 import type { ResolvedLockOptions } from './options.js';
 import { ownersAlive } from './owners.js';
-import { type Place, Placement } from './placement.js';
+import { LIVENESS_WARMUP_S, type Place, Placement } from './placement.js';
 import { misconfigured, preflight } from './preflight.js';
 import { type PairRecord, settledReply, toPairRecord } from './record.js';
-import { backoffMs, classifyError } from './reply-errors.js';
-import { retryWithBackoff } from './retry.js';
+import { backoffMs } from './reply-errors.js';
 import {
   type AcquireReply,
   acquire,
   type Grant,
   inspect,
-  type OwnerReply,
   type RedisConnection,
-  type Settlement,
   settle,
   type TakeoverReason,
 } from './scripts.js';
+import { type Outcome, Settler } from './settle.js';
 import type { Ticket } from './ticket.js';
-
-/** What an executor's routine receives. */
-export interface RunContext {
-  id: string;
-  /** Grows by one with every grant of this task: pass it to your sink to reject stale writes. */
-  fence: number;
-  /** Aborts when the lease is lost (`LeaseLostError`), the caller's signal aborts, or the lock closes. */
-  signal: AbortSignal;
-  /** Set when this run took the task over from another member. */
-  takeover: TakeoverReason | undefined;
-  /** Grants so far, this one included. */
-  attempts: number;
-  /**
-   * Throws `LeaseLostError` when the lease may be over on this process's own clock, even if
-   * the abort has not been delivered yet (an event loop that was frozen runs its due timers
-   * in any order). Call it synchronously right before each side effect, with the fence.
-   */
-  assertLease: () => void;
-}
-
-/**
- * How a granted run ended, as data: the callers (`PairedLock.run`, `PairedProcessor`) act on
- * it instead of guessing from error classes.
- * - `completed`: the routine returned and its result is stored.
- * - `failed`: the routine threw; the record says failed (the twin takes over, or fails too
- *   under `onPeerFailure: 'respect'`).
- * - `handedOver`: the routine was stopped by a close (a `ClosedError`); the record is released.
- * - `leaseLost`: the lease was lost while it ran (frozen, cut off, session gone) and the
- *   routine threw; the record is released, never failed: the job is not over.
- * - `superseded`: another member holds the record now (a higher fence); nothing was stored.
- * - `unstorable`: the routine returned a result the record cannot hold; the pair is failed
- *   for good, so the twin does not run a job that succeeded.
- */
-export type Outcome<T> =
-  | { kind: 'completed'; result: T }
-  | { kind: 'failed'; error: unknown }
-  | { kind: 'handedOver'; error: unknown }
-  | { kind: 'leaseLost'; error: unknown; lost: LeaseLostError }
-  | { kind: 'superseded'; error: StaleFenceError; thrown?: unknown }
-  | { kind: 'unstorable'; error: ResultNotSerializableError | ResultTooLargeError };
-
-function staleError(
-  address: RecordAddress,
-  grant: Grant,
-  reply: Exclude<OwnerReply, { kind: 'ok' }>,
-): StaleFenceError {
-  return reply.kind === 'stale'
-    ? new StaleFenceError(address.id, grant.fence, reply.fence, reply.state)
-    : new StaleFenceError(address.id, grant.fence);
-}
 
 export interface Acquired {
   reply: Exclude<AcquireReply, { kind: 'noSession' | 'taken' | 'unplaced' }>;
@@ -97,12 +45,6 @@ export interface Acquired {
   sentAt: number;
   token: string;
 }
-
-/**
- * After the lock store restarts, every subscriber reconnects on its own schedule (ioredis'
- * default back-off reaches 2 s), so empty liveness channels prove nothing for a while.
- */
-export const LIVENESS_WARMUP_S = 10;
 
 /** What one acquire script call answered (a lost session already handled), and when it was sent. */
 interface Asked {
@@ -118,34 +60,9 @@ interface AskHow {
   waitForClaimMs?: number;
 }
 
-/** A claim's answer: granted (fence 1), or the record another grant holds or held. */
-export type ClaimReply = Extract<AcquireReply, { kind: 'granted' | 'taken' }>;
-
-/** What `execute` may be given beyond the grant. */
-export interface ExecuteExtras {
-  /** What to keep with the result for the shadows (a processor's last progress). */
-  progress?: () => unknown;
-  /**
-   * The run starts before its grant is answered (a job's chosen executor, fence 1): this
-   * claim decides. Refused (another grant holds or held the record), the routine's signal
-   * aborts with a `StaleFenceError` and the outcome is `superseded`; a claim that fails
-   * (lock store unreachable) aborts it with a `LeaseLostError` (`leaseLost`, released).
-   */
-  claim?: Promise<ClaimReply>;
-  /**
-   * Resolve `completed` as soon as the result is sent, without waiting for the lock store to
-   * store it: the settle goes on in the background, retried until stored, and `late` hears
-   * how it ended when that was not as stored (superseded, or given up at close). The store
-   * executes the claim, then the settle, in the order sent on the one connection.
-   */
-  pipeline?: (late: { error: Error }) => void;
-}
-
 /** Tokens of acquires whose replies were lost, kept at most (one per record in doubt). */
 const MAX_UNCERTAIN_TOKENS = 10_000;
 
-/** Longest wait between two attempts to settle a record the lock store refused or missed. */
-const SETTLE_RETRY_CAP_MS = 2_000;
 /** Longest pause between acquires a Cluster answered `unplaced` (see the acquire script). */
 const UNPLACED_RETRY_CAP_MS = 1_000;
 /** How many such answers in a row before the acquire fails (transient: the copy parks). */
@@ -173,14 +90,6 @@ function unplacedError(what: 'moved' | 'unsubscribed', place: Place): Error {
   );
   err.name = 'ClusterSlotsMovedError';
   return err;
-}
-
-export function errorInfo(err: unknown): PeerErrorInfo {
-  if (err instanceof Error) {
-    const code = (err as { code?: unknown }).code;
-    return { name: err.name, message: err.message, ...(typeof code === 'string' ? { code } : {}) };
-  }
-  return { name: 'NonError', message: String(err) };
 }
 
 /**
@@ -213,6 +122,8 @@ export class PairCore {
   private readonly uncertainTokens = new Map<string, string>();
   /** WAITs after grants and settles (the `durability` option); undefined: off. */
   private readonly replication: Replication | undefined;
+  /** What `execute` (src/lock/execute.ts) reads and keeps of this core. */
+  private readonly host: ExecuteHost;
   closing = false;
 
   constructor(
@@ -222,6 +133,30 @@ export class PairCore {
   ) {
     this.channel = settleChannel(options.prefix);
     this.replication = options.durability && new Replication(client, options.durability);
+    const isClosing = (): boolean => this.closing;
+    this.host = {
+      client,
+      options,
+      report,
+      isClosing,
+      isSharded: () => this.placement.sharded,
+      takePlace: (token, key) => {
+        const place = this.grantPlaces.get(token) ?? this.placement.nearNow(key);
+        this.grantPlaces.delete(token);
+        return place;
+      },
+      running: this.running,
+      settling: this.settling,
+      claim: (address, token) => this.claim(address, token),
+      settler: new Settler({
+        client,
+        options,
+        channel: this.channel,
+        replication: this.replication,
+        report,
+        isClosing,
+      }),
+    };
     const instanceId = randomUUID();
     // On a Cluster the liveness channels are sharded, one per master (`placement`).
     this.placement = new Placement(client, options.prefix, instanceId, options.liveness, options, {
@@ -522,9 +457,9 @@ export class PairCore {
   /**
    * Runs `fn` as the executor of a granted record, heartbeating its lease, and settles the
    * record according to how the run ended (see `Outcome`). Never throws the routine's error:
-   * it comes back inside the outcome.
+   * it comes back inside the outcome. The run itself: src/lock/execute.ts.
    */
-  async execute<T>(
+  execute<T>(
     address: RecordAddress,
     grant: Grant,
     context: { takeover: TakeoverReason | undefined; attempts: number },
@@ -533,245 +468,7 @@ export class PairCore {
     signal: AbortSignal | undefined,
     extras: ExecuteExtras = {},
   ): Promise<Outcome<T>> {
-    const { progress, claim, pipeline } = extras;
-    // Where the grant named our keys. A run started before its claim is answered takes the
-    // place there is now: undefined only for a master this process has not used yet; the
-    // record's own lease then counts.
-    const place = this.grantPlaces.get(grant.token) ?? this.placement.nearNow(address.key);
-    this.grantPlaces.delete(grant.token);
-    const session = place?.session;
-    const keeper = new LeaseKeeper(
-      this.client,
-      address,
-      grant,
-      {
-        ...this.options,
-        perRecord: session === undefined,
-        // Per-record heartbeats come more often than the warm-up, which keeps a live record
-        // younger than any epoch that could orphan it: stamping the epoch (an INFO) each beat
-        // buys nothing. Under a session a record is refreshed every retention / 3: stamp then.
-        epochKey:
-          session === undefined && this.options.heartbeatMs < LIVENESS_WARMUP_S * 1000
-            ? ''
-            : (place?.epochKey ?? ''),
-        sharded: this.placement.sharded,
-      },
-      sentAt,
-      this.report,
-    );
-    this.running.set(keeper, place);
-    const onAbort = (): void => keeper.abort(signal?.reason);
-    signal?.addEventListener('abort', onAbort, { once: true });
-    if (signal?.aborted || this.closing)
-      keeper.abort(signal?.reason ?? new ClosedError('PairedLock'));
-    const finish = (): void => {
-      signal?.removeEventListener('abort', onAbort);
-      this.running.delete(keeper);
-      keeper.stop();
-    };
-    const assertLease = (): void => keeper.assert(session?.deadlineAt);
-    // A run started before its grant: until the claim is answered the record may be another's.
-    let refused: StaleFenceError | undefined;
-    claim?.then(
-      (reply) => {
-        if (reply.kind === 'granted') return;
-        refused = new StaleFenceError(address.id, grant.fence, reply.fence, reply.state);
-        keeper.abort(refused);
-      },
-      (err: unknown) => {
-        // Unanswered: the grant is unknown, so the run stops as after a lost lease (released).
-        const lost = new LeaseLostError(address.id, grant.fence, 'expired');
-        keeper.abort(Object.assign(lost, { cause: asError(err) }));
-      },
-    );
-    let result: T;
-    try {
-      result = await fn({
-        id: address.id,
-        fence: grant.fence,
-        signal: keeper.signal,
-        assertLease,
-        ...context,
-      });
-    } catch (err) {
-      finish();
-      if (refused) return { kind: 'superseded', error: refused, thrown: err };
-      await claim?.catch(() => {}); // a release must not overtake its own claim
-      return this.settleThrown(address, grant, keeper.signal.reason, err);
-    }
-    finish();
-    if (refused) return { kind: 'superseded', error: refused };
-    let serialized: string;
-    try {
-      serialized = JSON.stringify(result) ?? '';
-    } catch (cause) {
-      return this.unstorable(address, grant, new ResultNotSerializableError(address.id, cause));
-    }
-    const bytes = Buffer.byteLength(serialized);
-    if (bytes > this.options.maxResultBytes) {
-      return this.unstorable(
-        address,
-        grant,
-        new ResultTooLargeError(address.id, bytes, this.options.maxResultBytes),
-      );
-    }
-    const reported = progress?.();
-    const settlement: Settlement = {
-      state: 'done',
-      result: serialized,
-      ...(reported === undefined ? {} : { progress: JSON.stringify(reported) }),
-    };
-    // After a claim, the result is stored only once the claim is granted: a claim re-sent
-    // (a lost session made anew, a reply lost) could otherwise land after the result was
-    // refused, leaving a grant nobody runs under a live process.
-    const stored: Promise<OwnerReply> =
-      claim === undefined
-        ? this.store(address, grant, settlement)
-        : this.claimAnswer(address, grant.token, claim).then((answer) =>
-            answer.kind === 'granted'
-              ? this.store(address, grant, settlement)
-              : { kind: 'stale', state: answer.state, fence: answer.fence, owner: answer.owner },
-          );
-    if (pipeline !== undefined) {
-      // Completed for BullMQ now; stored in the background. A process that dies before the
-      // result lands leaves the record running under a dead owner: the twin runs the job
-      // again, fenced higher.
-      const settling = stored.then(
-        (reply) => {
-          if (reply.kind !== 'ok') pipeline({ error: staleError(address, grant, reply) });
-        },
-        (err: unknown) => pipeline({ error: asError(err) }),
-      );
-      this.settling.add(settling);
-      void settling.finally(() => this.settling.delete(settling));
-      return { kind: 'completed', result };
-    }
-    const reply = await stored;
-    if (reply.kind === 'ok') return { kind: 'completed', result };
-    return { kind: 'superseded', error: staleError(address, grant, reply) };
-  }
-
-  /**
-   * The claim's answer, asking again with the same token while it cannot be had (the script
-   * recognises its own token and keeps that grant). Throws only once the lock is closing, or
-   * on a refusal of ours.
-   */
-  private async claimAnswer(
-    address: RecordAddress,
-    token: string,
-    first: Promise<ClaimReply>,
-  ): Promise<ClaimReply> {
-    return retryWithBackoff(
-      (n) => (n === 0 ? first : this.claim(address, token).then((claimed) => claimed.reply)),
-      {
-        stop: (error) => this.closing || classifyError(error) === 'ours',
-        retrying: (error) => this.report(error),
-        capMs: SETTLE_RETRY_CAP_MS,
-      },
-    );
-  }
-
-  /**
-   * The routine threw. Why it stopped decides the record: a close hands the task over
-   * (released), a lost lease is not the job's failure (released: the twin, or this member
-   * again, runs it), anything else is a failure. A record someone else holds is left alone.
-   */
-  private async settleThrown(
-    address: RecordAddress,
-    grant: Grant,
-    stopReason: unknown,
-    err: unknown,
-  ): Promise<Outcome<never>> {
-    const handover = stopReason instanceof ClosedError;
-    const lost = stopReason instanceof LeaseLostError ? stopReason : undefined;
-    // A run its caller cancelled (BullMQ's cancelJob) is over for the pair: final, as an
-    // unstorable result is, so the twin fails it too instead of taking it over.
-    const settlement: Settlement =
-      handover || lost
-        ? { state: 'released' }
-        : {
-            state: 'failed',
-            error: JSON.stringify(errorInfo(err)),
-            ...(err instanceof JobCancelledError ? { final: true } : {}),
-          };
-    let reply: OwnerReply;
-    try {
-      reply = await this.store(address, grant, settlement);
-    } catch (storeError) {
-      // A release that could not be made (the store is down, or a refusal of ours): the
-      // session or the record's lease runs out by itself and the twin takes over then.
-      this.report(asError(storeError));
-      reply = { kind: 'ok' };
-    }
-    if (reply.kind !== 'ok') {
-      return { kind: 'superseded', error: staleError(address, grant, reply), thrown: err };
-    }
-    if (handover) return { kind: 'handedOver', error: err };
-    if (lost) return { kind: 'leaseLost', error: err, lost };
-    return { kind: 'failed', error: err };
-  }
-
-  /**
-   * The routine finished but its result cannot be stored. The work was done, so the twin must
-   * not run it again: the record fails for good (`final`), whatever `onPeerFailure` says.
-   */
-  private async unstorable(
-    address: RecordAddress,
-    grant: Grant,
-    error: ResultNotSerializableError | ResultTooLargeError,
-  ): Promise<Outcome<never>> {
-    const reply = await this.store(address, grant, {
-      state: 'failed',
-      error: JSON.stringify(errorInfo(error)),
-      final: true,
-    });
-    if (reply.kind !== 'ok')
-      return { kind: 'superseded', error: staleError(address, grant, reply) };
-    return { kind: 'unstorable', error };
-  }
-
-  /**
-   * Settles the record, retrying until the lock store takes it: a record left `running` under
-   * this live process would keep the twin waiting as long as the process lives (its session
-   * and liveness channel vouch for it). Every reply Redis can give is retried with back-off:
-   * a transient one (connection, LOADING, READONLY during a failover, OOM, NOREPLICAS…) clears
-   * by itself, and a permanent one (NOPERM, WRONGPASS…) clears once a person fixes the store;
-   * either way the record must end settled, and each refusal is reported. Settling twice is
-   * harmless (the script recognises its own fence); a takeover meanwhile shows up as a
-   * refusal. Throws only a refusal of ours (`CorruptRecordError`), or once the lock is
-   * closing: the process is leaving, its session and liveness go with it, and the twin takes
-   * over. A release is tried once: it is a handover by a process that is leaving, whose
-   * `worker.close()` must not wait for the store.
-   */
-  private async store(
-    address: RecordAddress,
-    grant: Grant,
-    settlement: Settlement,
-  ): Promise<OwnerReply> {
-    return retryWithBackoff(
-      async () => {
-        const reply = await settle(
-          this.client,
-          address,
-          grant,
-          this.options.retentionMs,
-          this.channel,
-          settlement,
-          this.replication?.withWrites,
-        );
-        // With `durability`: not on enough replicas yet throws a transient error, so it is retried.
-        if (reply.kind === 'ok') {
-          await this.replication?.settled(address.id, settlement.state, reply.acked);
-        }
-        return reply;
-      },
-      {
-        stop: (error) =>
-          classifyError(error) === 'ours' || settlement.state === 'released' || this.closing,
-        retrying: (error) => this.report(new SettleRetryError(address.id, settlement.state, error)),
-        capMs: SETTLE_RETRY_CAP_MS,
-      },
-    );
+    return execute(this.host, address, grant, context, sentAt, fn, signal, extras);
   }
 
   /**

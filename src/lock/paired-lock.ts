@@ -8,7 +8,8 @@ import {
   PeerFailedError,
 } from '../errors.js';
 import { assertKnownOptions, optionError, show } from '../validate.js';
-import { PairCore, type RunContext } from './core.js';
+import { PairCore } from './core.js';
+import type { RunContext } from './execute.js';
 import type { RecordAddress } from './keys.js';
 import { type PairedLockOptions, type ResolvedLockOptions, resolveLockOptions } from './options.js';
 import { misconfigured } from './preflight.js';
@@ -17,7 +18,7 @@ import { classifyError } from './reply-errors.js';
 import { ownerOf, type RedisConnection, type TakeoverReason } from './scripts.js';
 import type { Ticket } from './ticket.js';
 
-export type { RunContext } from './core.js';
+export type { RunContext } from './execute.js';
 
 export interface RunOptions {
   /** Store the record as a field of this hash (the seed's `hlock`) instead of its own key. */

@@ -6,6 +6,12 @@ import type { RedisConnection } from './scripts.js';
 import { Session } from './session.js';
 import { ShardMap } from './shards.js';
 
+/**
+ * After the lock store restarts, every subscriber reconnects on its own schedule (ioredis'
+ * default back-off reaches 2 s), so empty liveness channels prove nothing for a while.
+ */
+export const LIVENESS_WARMUP_S = 10;
+
 /** This process's session key, liveness channel and epoch key next to one record. */
 export interface Place {
   /** The master's hash tag on a Cluster, '' on one Redis. */

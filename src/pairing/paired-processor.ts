@@ -14,7 +14,8 @@ import {
   type PeerErrorInfo,
   PeerFailedError,
 } from '../errors.js';
-import type { Acquired, ClaimReply, ExecuteExtras, PairCore, RunContext } from '../lock/core.js';
+import type { Acquired, PairCore } from '../lock/core.js';
+import type { ClaimReply, ExecuteExtras, RunContext } from '../lock/execute.js';
 import { type RecordAddress, recordId, siblingsKey } from '../lock/keys.js';
 import { misconfigured } from '../lock/preflight.js';
 import { parseJson } from '../lock/record.js';

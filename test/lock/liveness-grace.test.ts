@@ -6,7 +6,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { PairedLock } from '../../src/index.js';
-import { type ClaimReply, PairCore } from '../../src/lock/core.js';
+import { PairCore } from '../../src/lock/core.js';
+import type { ClaimReply } from '../../src/lock/execute.js';
 import { livenessChannel, recordAddress } from '../../src/lock/keys.js';
 import { resolveLockOptions } from '../../src/lock/options.js';
 import { acquire, inspect } from '../../src/lock/scripts.js';
