@@ -7,7 +7,8 @@
  * - pair record: the Redis record, one per task id, that decides who runs it.
  * - executor: the member that holds the record and runs the task.
  * - shadow: the member that waits; it returns the executor's result or takes over.
- * - fence: a number that grows with every grant of a task; sinks reject lower fences.
+ * - fence: a number higher with every grant of a task (the lock store's clock in ms, so a lost
+ *   record does not reset it); sinks reject lower fences.
  * - lease: how long a grant lasts without a heartbeat.
  */
 export {

@@ -25,7 +25,10 @@ import { type Outcome, SETTLE_RETRY_CAP_MS, type Settler, staleError } from './s
 /** What an executor's routine receives. */
 export interface RunContext {
   id: string;
-  /** Grows by one with every grant of this task: pass it to your sink to reject stale writes. */
+  /**
+   * Higher with every grant of this task, even after its record was lost (the lock store's
+   * clock in ms; 1 for a chosen executor's claim): pass it to your sink to reject stale writes.
+   */
   fence: number;
   /** Aborts when the lease is lost (`LeaseLostError`), the caller's signal aborts, or the lock closes. */
   signal: AbortSignal;

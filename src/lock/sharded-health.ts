@@ -16,7 +16,7 @@ import { ownersAlive } from './owners.js';
  * Unlike one Redis's subscriber, a stalled sharded connection is not dropped to be made anew:
  * ioredis makes a sharded subscriber only after a slot refresh, and meanwhile the channel is
  * empty, so a twin takes this process's live runs on that master over (seen in
- * test/lock/cluster-subscriber-health.test.ts: a run taken over, fence 2). A subscription the
+ * test/lock/cluster-subscriber-health.test.ts: a run taken over). A subscription the
  * master dropped is subscribed again on the same connection.
  */
 export interface ShardedHealth {

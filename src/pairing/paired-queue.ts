@@ -90,7 +90,7 @@ export interface PairedQueueOptions {
    * - a twin name: that twin runs every job (e.g. the producer's own region).
    * With a chosen executor no lock-store round trip is on the job's path: the executor starts
    * at once and claims the job while it runs (fence 1), and the other twin's copy parks at
-   * once (a standby, no slot held) and takes over (fence 2 or higher) when the executor
+   * once (a standby, no slot held) and takes over (fenced higher) when the executor
    * fails, closes or dies, at once when that twin has no live worker process left, or when
    * no worker of that twin has claimed the job within `PairedProcessor`'s `standbyGraceMs`.
    * Jobs of `PairedFlowProducer` flows and of job schedulers are chosen the same way (a
