@@ -56,7 +56,7 @@ interface Asked {
 /** How an acquire asks: lowest fence, a claim, how long a 'waiting' record is left to a claim. */
 interface AskHow {
   minFence: number;
-  claim?: boolean;
+  claim?: 'started' | 'waiting';
   waitForClaimMs?: number;
 }
 
@@ -292,14 +292,17 @@ export class PairCore {
   }
 
   /**
-   * Claims the record for a run that has already started with fence 1 (the job's chosen
-   * executor, see `ExecuteExtras.claim`): granted while nobody else holds it, else `taken`.
+   * Claims the record for the job's chosen executor: granted while nobody else holds or held
+   * it, else `taken`. `started`: for a run that has already started with fence 1 (see
+   * `ExecuteExtras.claim`), granted fence 1; `waiting`: for a run that starts once granted,
+   * fenced on the store's clock as any grant (fence 1 would repeat after a lost record).
    */
   async claim(
     address: RecordAddress,
     token: string,
+    kind: 'started' | 'waiting' = 'started',
   ): Promise<{ reply: ClaimReply; sentAt: number; token: string }> {
-    const asked = await this.ask(address, token, { minFence: 1, claim: true });
+    const asked = await this.ask(address, token, { minFence: 1, claim: kind });
     const { reply } = asked;
     if (reply.kind === 'granted' || reply.kind === 'taken') return { ...asked, reply };
     // A settled record (done, or failed for good) is someone else's run too.
@@ -397,7 +400,7 @@ export class PairCore {
           epochKey: place.epochKey,
           sharded: place.sharded,
           minFence: how.minFence,
-          claim: how.claim === true,
+          ...(how.claim ? { claim: how.claim } : {}),
           waitForClaimMs: how.waitForClaimMs ?? 0,
           channel: this.channel,
           ownGraceMs: this.ownGraceMs(),
@@ -405,8 +408,8 @@ export class PairCore {
         this.replication?.withWrites,
       );
       if (reply.kind === 'granted') {
-        // A claim's run started before its answer and took its place then (`execute`).
-        if (how.claim !== true) rememberCapped(this.grantPlaces, token, place);
+        // A started claim's run took its place before the answer (`execute`).
+        if (how.claim !== 'started') rememberCapped(this.grantPlaces, token, place);
         await this.confirmGrant(address, { token, fence: reply.fence }, reply.acked);
       }
       if (reply.kind === 'unplaced') {

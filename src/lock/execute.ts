@@ -144,6 +144,7 @@ export async function execute<T>(
   const assertLease = (): void => keeper.assert(session?.deadlineAt);
   // A run started before its grant: until the claim is answered the record may be another's.
   let refused: StaleFenceError | undefined;
+  const refusal = (): StaleFenceError | undefined => refused;
   claim?.then(
     (reply) => {
       if (reply.kind === 'granted') return;
@@ -169,6 +170,10 @@ export async function execute<T>(
     finish();
     if (refused) return { kind: 'superseded', error: refused, thrown: err };
     await claim?.catch(() => {}); // a release must not overtake its own claim
+    // Refused meanwhile: the record is another run's (a failed or released one at fence 1
+    // would take this settle for a retry of its own), so nothing is settled.
+    const refusedLate = refusal();
+    if (refusedLate) return { kind: 'superseded', error: refusedLate, thrown: err };
     return settler.settleThrown(address, grant, keeper.signal.reason, err);
   }
   finish();

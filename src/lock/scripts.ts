@@ -206,8 +206,12 @@ export interface AcquireArgs {
   sharded?: boolean;
   /** Lowest fence a grant may carry: 2 for a twin that is not the job's chosen executor. */
   minFence?: number;
-  /** A claim of a run already started with fence 1: granted only if nobody else holds the record. */
-  claim?: boolean;
+  /**
+   * A claim, granted only if nobody else holds or held the record: 'started' for a run already
+   * started with fence 1 (granted fence 1), 'waiting' for a run that starts once granted
+   * (fenced on the store's clock, as any grant).
+   */
+  claim?: 'started' | 'waiting';
   /** Settle channel, to announce a grant that replaces a standby's mark. */
   channel?: string;
   /** The caller's own liveness grace, kept with its grant (see `PairCore.ownGraceMs`). */
@@ -268,7 +272,7 @@ export async function acquire(
       a.warmupS,
       a.sessionKey,
       a.minFence ?? 1,
-      a.claim ? '1' : '0',
+      a.claim === 'started' ? '1' : a.claim === 'waiting' ? '2' : '0',
       a.channel ?? '',
       a.ownGraceMs ?? 0,
       a.waitForClaimMs ?? 0,

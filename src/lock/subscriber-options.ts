@@ -11,7 +11,11 @@ export function subscriberOptions(client: Redis): Partial<RedisOptions> {
   // No ready check (an INFO before resubscribing): it costs a round trip per reconnect, and
   // over a WAN the channel then stays empty about three round trips instead of one and a
   // half (measured at 80 ms: 243–275 ms against 131–167 ms). SUBSCRIBE needs no loaded data.
-  const options: Partial<RedisOptions> = { enableReadyCheck: false };
+  //
+  // An offline queue always: on a reconnect ioredis resubscribes with a promise nobody
+  // awaits, which rejects unhandled when the stream is gone again at once and the client's
+  // own options turned the queue off (seen in CI). Only SUBSCRIBE and PING travel here.
+  const options: Partial<RedisOptions> = { enableReadyCheck: false, enableOfflineQueue: true };
   const strategy = client.options.retryStrategy;
   if (typeof strategy !== 'function') return options; // reconnects turned off: keep it so
   return { ...options, retryStrategy: (times) => (times === 1 ? 0 : strategy(times - 1)) };

@@ -385,7 +385,8 @@ export class PairedProcessor<
     // The chosen twin has no live process left: nobody will claim the job, run it here now.
     const chosenKey = this.presenceKey(job, chosen);
     const chosenGone =
-      this.parking.takeChosenGone(address.key, job.timestamp) || this.standbys.isGone(chosenKey);
+      this.parking.takeChosenGone(address.key, job.timestamp, this.options.standbyGraceMs / 2) ||
+      this.standbys.isGone(chosenKey);
     if (chosen !== undefined && first && !chosenGone) {
       if (chosen !== self) {
         // Longer than a shadow's hold: a standby may look before its executor has even picked
@@ -414,10 +415,10 @@ export class PairedProcessor<
         return this.runAtOnce(job, token, signal, address, say);
       }
       // The copy's first pickup, not run anywhere by this twin yet: a claim answered before
-      // the run still gets fence 1 when the standby has not taken the job.
+      // the run (fenced on the store's clock) runs it when the standby has not taken the job.
       let claimed: Awaited<ReturnType<PairCore['claim']>>;
       try {
-        claimed = await this.core.claim(address, randomUUID());
+        claimed = await this.core.claim(address, randomUUID(), 'waiting');
       } catch (err) {
         return await this.lockStoreDown(job, token, signal, err, say);
       }

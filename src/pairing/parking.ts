@@ -31,8 +31,8 @@ export interface LearnedResult {
 export class Parking {
   private readonly tickets = new Map<string, Ticket>();
   private readonly learned = new Map<string, LearnedResult>();
-  /** Copies woken because the twin chosen for their job had no live process: job timestamps. */
-  private readonly chosenGone = new Map<string, number>();
+  /** Copies woken because the twin chosen for their job had no live process, and when. */
+  private readonly chosenGone = new Map<string, { jobTimestamp: number; at: number }>();
 
   constructor(
     private readonly isClosed: () => boolean,
@@ -81,18 +81,22 @@ export class Parking {
    * for a claim that never came.
    */
   judgeChosenGone(key: string, jobTimestamp: number): void {
-    this.chosenGone.set(key, jobTimestamp);
+    this.chosenGone.set(key, { jobTimestamp, at: performance.now() });
     if (this.chosenGone.size > MAX_LEARNED_RESULTS) {
       const oldest = this.chosenGone.keys().next().value;
       if (oldest !== undefined) this.chosenGone.delete(oldest);
     }
   }
 
-  /** Whether this very job's copy was woken as `judgeChosenGone` says; taken once. */
-  takeChosenGone(key: string, jobTimestamp: number): boolean {
-    if (this.chosenGone.get(key) !== jobTimestamp) return false;
+  /**
+   * Whether this very job's copy was woken as `judgeChosenGone` says, at most `maxAgeMs` ago
+   * (a twin that only looked gone may be back and start young jobs at once); taken once.
+   */
+  takeChosenGone(key: string, jobTimestamp: number, maxAgeMs: number): boolean {
+    const judged = this.chosenGone.get(key);
+    if (judged === undefined || judged.jobTimestamp !== jobTimestamp) return false;
     this.chosenGone.delete(key);
-    return true;
+    return performance.now() - judged.at <= maxAgeMs;
   }
 
   /** The result learned for this very job (not a later one that reuses its id), taken once. */

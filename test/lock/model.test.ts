@@ -66,7 +66,7 @@ const BASE_ARGS = {
 async function ask(
   r: Real,
   member: Member,
-  how: { policy: 'takeover' | 'respect'; minFence: 1 | 2; claim?: boolean },
+  how: { policy: 'takeover' | 'respect'; minFence: 1 | 2; claim?: 'started' | 'waiting' },
 ) {
   const token = randomUUID();
   const reply = await acquire(r.client, r.address, { ...BASE_ARGS, member, token, ...how });
@@ -115,7 +115,7 @@ class Claim implements fc.AsyncCommand<Model, Real> {
     const { token, reply } = await ask(r, this.member, {
       policy: 'takeover',
       minFence: 1,
-      claim: true,
+      claim: 'started',
     });
     if (m.state === 'absent' || m.state === 'waiting') {
       m.fence = 1;

@@ -27,11 +27,13 @@
             a process keeps one session key and one liveness channel on each master, in a
             hash tag of that master's slots; ARGV[7] and ARGV[10] are the caller's on this
             record's master (includes/owner).
-    ARGV[11] lowest fence this caller may be granted (default 1). Every grant but a claim's
-            is fenced at least this server's clock in ms (far above it); a twin that was not
-            chosen asks with 2 all the same, so its first grant never shares a claim's fence 1.
-    ARGV[12] '1': a claim of a run that has already started with fence 1. Granted only while
-            the record is absent or waiting (fence 1); anything else answers TAKEN.
+    ARGV[11] lowest fence this caller may be granted (default 1). Every grant but a started
+            claim's is fenced at least this server's clock in ms, far above it, so this only
+            matters as a floor: a twin that was not chosen asks with 2.
+    ARGV[12] a claim: granted only while the record is absent or waiting; anything else
+            answers TAKEN. '1': of a run that has already started with fence 1 (a chosen
+            executor that starts before any answer), granted fence 1; '2': of a run that starts
+            only once granted, fenced on the clock as any grant; '0' or absent: no claim.
     ARGV[13] settle channel: a grant that ends a standby's wait (state 'waiting') is announced
             there, so the waiting twin learns who runs the job without asking again.
     ARGV[14] the caller's own liveness grace in ms, kept with its grant: how long its
@@ -82,7 +84,8 @@ local policy, liveChannel, graceMs = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local warmupS = tonumber(ARGV[9])
 local sessionKey = ARGV[10]
 local minFence = tonumber(ARGV[11]) or 1
-local claim = ARGV[12] == '1'
+local claimKind = ARGV[12] or '0'
+local claim = claimKind == '1' or claimKind == '2'
 local channel = ARGV[13] or ''
 local ownGraceMs = tonumber(ARGV[14]) or 0
 local waitForClaimMs = tonumber(ARGV[15]) or 0
@@ -117,7 +120,14 @@ if rec then
   local state = rec.state
   if state == 'running' then
     if rec.token == token then
-      -- The same call retried after a lost reply: keep its grant.
+      -- The same call retried after a lost reply: keep its grant. A started claim's token
+      -- asked again by anything but that claim (the caller lost the claim's reply and starts
+      -- a new run) is fenced anew: a second run must never share the first one's fence 1.
+      if claimKind ~= '1' and rec.fence == 1 then
+        rec.fence = math.max(2, minFence, now)
+        rec.attempts = (rec.attempts or 0) + 1
+        rec.grantedAt = now
+      end
       rec.leaseUntil = now + leaseMs
       saveRecord(key, indexKey, field, rec, now, retentionMs)
       return {REPLY.GRANTED, rec.fence, rec.takeover or '', rec.attempts}
@@ -172,10 +182,11 @@ end
 -- undercut while the record lives). A lost grant was fenced at most the clock of its own
 -- time, so a later grant on any server whose clock agrees to within the time between the two
 -- is fenced higher. A claim's run started with fence 1 before any answer: it keeps 1, and is
--- granted only while no other grant exists (see ARGV[12]).
+-- granted only while no other grant exists (see ARGV[12]); a claim that waits for its
+-- answer before its run starts is fenced on the clock like any grant.
 local fence = 1
 local attempts = 1
-if not claim then
+if claimKind ~= '1' then
   fence = math.max(rec and rec.fence + 1 or 0, minFence, now)
 end
 if rec then attempts = (rec.attempts or 0) + 1 end

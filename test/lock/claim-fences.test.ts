@@ -1,0 +1,107 @@
+/**
+ * Which claims keep fence 1. Only a run that started before its claim was answered (a chosen
+ * executor's speculative start) has fence 1; everything else, a claim sent before its run
+ * included, is fenced on the store's clock, so fence 1 cannot come twice for a job (found in
+ * review of the clock fences: a claim that waited for its answer got 1 after a lost record).
+ */
+import { describe, expect, it } from 'vitest';
+import { PairCore } from '../../src/lock/core.js';
+import type { ClaimReply } from '../../src/lock/execute.js';
+import { recordAddress } from '../../src/lock/keys.js';
+import { resolveLockOptions } from '../../src/lock/options.js';
+import { acquire } from '../../src/lock/scripts.js';
+import { deferred } from '../support/deferred.js';
+import { clockFence, fenceAbove } from '../support/fences.js';
+import { useRedis } from '../support/file-redis.js';
+import { uniquePrefix } from '../support/redis.js';
+import { usAcquire } from './lock-test-kit.js';
+
+const redis = useRedis();
+
+describe('claims and fence 1', () => {
+  it('grants fence 1 only to a claim of a run already started; a waiting claim is fenced on the clock', async () => {
+    const client = redis().connect();
+    const prefix = uniquePrefix('claims');
+    const started = recordAddress(prefix, 'started');
+    const waiting = recordAddress(prefix, 'waiting');
+    const eu = usAcquire({ member: 'eu', token: 'eu-claim' });
+    expect(await acquire(client, started, { ...eu, claim: 'started' })).toMatchObject({
+      kind: 'granted',
+      fence: 1,
+    });
+    // The same claim asked again (its reply lost) keeps its grant and its fence.
+    expect(await acquire(client, started, { ...eu, claim: 'started' })).toMatchObject({
+      kind: 'granted',
+      fence: 1,
+    });
+    expect(await acquire(client, waiting, { ...eu, claim: 'waiting' })).toMatchObject({
+      kind: 'granted',
+      fence: clockFence,
+    });
+  });
+
+  it('fences anew a started claim token asked again by a new run (a lost reply, then a new pickup)', async () => {
+    const client = redis().connect();
+    const address = recordAddress(uniquePrefix('claims'), 'job');
+    const eu = usAcquire({ member: 'eu', token: 'eu-claim' });
+    expect(await acquire(client, address, { ...eu, claim: 'started' })).toMatchObject({
+      fence: 1,
+    });
+    // The process kept the token of the claim whose reply it lost and asks with it again.
+    expect(await acquire(client, address, eu)).toMatchObject({
+      kind: 'granted',
+      fence: fenceAbove(1),
+      attempts: 2,
+    });
+  });
+
+  it('settles nothing when the claim is refused after the routine threw (a record at fence 1 is another run)', async () => {
+    const client = redis().connect();
+    const prefix = uniquePrefix('claims');
+    const core = new PairCore(client, resolveLockOptions({ member: 'eu', prefix }), () => {});
+    try {
+      await core.ready();
+      const address = core.address('job-1');
+      // An earlier run of this id claimed fence 1 and released its record.
+      const first = await acquire(client, address, {
+        ...usAcquire({ member: 'eu', token: 'first-claim' }),
+        claim: 'started',
+      });
+      expect(first).toMatchObject({ kind: 'granted', fence: 1 });
+      const released = await core.execute(
+        address,
+        { token: 'first-claim', fence: 1 },
+        { takeover: undefined, attempts: 1 },
+        performance.now(),
+        () => {
+          throw new Error('first run gives up');
+        },
+        undefined,
+      );
+      expect(released.kind).not.toBe('completed');
+      const before = await core.inspect(address);
+      expect(before).toMatchObject({ fence: 1 });
+      // The job again, started before its claim's answer; the routine throws before it.
+      const claim = deferred<ClaimReply>();
+      const outcome = core.execute(
+        address,
+        { token: 'second-claim', fence: 1 },
+        { takeover: undefined, attempts: 1 },
+        performance.now(),
+        () => {
+          throw new Error('second run fails at once');
+        },
+        undefined,
+        { claim: claim.promise },
+      );
+      // Answered only now: refused, the record holds the first run.
+      claim.resolve((await core.claim(address, 'second-claim')).reply);
+      expect(await outcome).toMatchObject({ kind: 'superseded' });
+      // The first run's record is as it was: no settle of the second run was taken for a retry.
+      const after = await core.inspect(address);
+      expect(after).toMatchObject({ state: before?.state, fence: 1, updatedAt: before?.updatedAt });
+    } finally {
+      await core.close();
+    }
+  });
+});
