@@ -11,6 +11,7 @@ import type { StatsReport } from '../../src/cli/stats.js';
 import { PairedProcessor, PairedQueue } from '../../src/index.js';
 import { useClosers } from '../support/closers.js';
 import { startCluster, type TestCluster } from '../support/cluster.js';
+import { firstRunFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 import { parseJson, runCli } from './run-cli.js';
@@ -118,7 +119,7 @@ describe('bullmq-paired on Redis Clusters, three twins', () => {
     expect(inspected.stderr).toBe('');
     expect(inspected.code).toBe(0);
     const report = parseJson<InspectReport>(inspected);
-    expect(report.record).toMatchObject({ state: 'done', fence: 1 });
+    expect(report.record).toMatchObject({ state: 'done', fence: firstRunFence });
     expect(report.copies.map((c) => [c.redis, c.queue, c.state])).toEqual([
       [clusterUrl(eu), name, 'completed'],
       [clusterUrl(us), name, 'completed'],

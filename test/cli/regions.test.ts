@@ -5,6 +5,7 @@ import type { StatsReport } from '../../src/cli/stats.js';
 import { PairedProcessor, PairedQueue } from '../../src/index.js';
 import { recordId, recordKey } from '../../src/lock/keys.js';
 import { useClosers } from '../support/closers.js';
+import { firstRunFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 import { parseJson, runCli } from './run-cli.js';
@@ -72,7 +73,7 @@ describe('bullmq-paired across two Redis servers', () => {
     expect(report.record).toMatchObject({
       key: recordKey(lockPrefix, recordId(name, id)),
       state: 'done',
-      fence: 1,
+      fence: firstRunFence,
       result: { sent: true },
     });
     expect(['eu', 'us']).toContain(report.record?.owner);

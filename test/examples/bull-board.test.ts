@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { type Example, jobUrl, startExample, TWINS } from '../../examples/bull-board/server.js';
-import { clockFence } from '../support/fences.js';
+import { clockFence, firstRunFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 
 const redis = useRedis();
@@ -114,13 +114,14 @@ describe('Bull Board example', () => {
           expect(byTwin.us?.returnvalue).toEqual(byTwin.eu?.returnvalue);
           const executor = byTwin.eu?.returnvalue?.sentBy ?? '<none>';
           expect(TWINS).toContain(executor);
-          expect(byTwin.eu?.returnvalue?.fence).toBe(1);
+          const fence = byTwin.eu?.returnvalue?.fence;
+          expect(fence).toEqual(firstRunFence);
           const shadow = other(executor);
 
-          const executed = `bullmq-paired: executed on ${executor} (fence 1)`;
+          const executed = `bullmq-paired: executed on ${executor} (fence ${fence})`;
           expect(await tabText(page, example, executor, id, 'Logs', executed)).toContain(executed);
 
-          const completed = `bullmq-paired: completed by twin ${executor} (fence 1); not run on ${shadow}`;
+          const completed = `bullmq-paired: completed by twin ${executor} (fence ${fence}); not run on ${shadow}`;
           const shadowLogs = await tabText(page, example, shadow, id, 'Logs', completed);
           expect(shadowLogs).toContain(completed);
           expect(shadowLogs).not.toContain('executed on');

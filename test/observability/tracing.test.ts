@@ -9,6 +9,7 @@ import {
 import { BullMQOtel } from 'bullmq-otel';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PairedProcessor } from '../../src/index.js';
+import { firstRunFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 import { inProcessTwins } from './in-process-twins.js';
 
@@ -62,7 +63,7 @@ describe('tracing through BullMQ telemetry (bullmq-otel)', () => {
       await expect.poll(roles, { timeout: 10_000 }).toEqual(['executor', 'twin-completed']);
       for (const span of pairSpans(id)) {
         expect(span.attributes).toMatchObject({
-          'bullmq.paired.fence': 1,
+          'bullmq.paired.fence': firstRunFence,
           'bullmq.paired.twin': expect.stringMatching(/^(eu|us)$/),
         });
         const parent = exporter

@@ -9,6 +9,7 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { EXECUTOR_OPTION, PairedFlowProducer, PairedQueue } from '../../src/index.js';
 import { FixtureProcess } from '../support/child.js';
+import { firstRunFence } from '../support/fences.js';
 import { uniquePrefix } from '../support/redis.js';
 import { REGIONS, startWanTopology, type WanTopology } from '../support/wan-topology.js';
 import { executions, type LedgerEntry } from './pairing-kit.js';
@@ -104,7 +105,7 @@ async function ranOnceAtOnce(
       EXECUTOR_OPTION
     ];
     const ran = executions(entries, id);
-    expect(ran.map((e) => [e.twin, e.fence])).toEqual([[chosen, 1]]);
+    expect(ran.map((e) => [e.twin, e.fence])).toEqual([[chosen, firstRunFence]]);
     const executorCopy = copies?.jobs[chosen as 'eu' | 'us'];
     // From the pickup (processedOn) to the processor's start: well under one round trip to
     // the lock store (300 ms); both clocks are this machine's.
