@@ -112,7 +112,7 @@ export async function takeoverFail({ quick, log }: BenchOptions): Promise<Scenar
     const queue = env.pairedQueue(); // the library's default executor
     const values: number[] = [];
     for (let i = 0; i < samples; i++) {
-      const { id } = await queue.add('fail', { ms: 300, failOnFence: 1 });
+      const { id } = await queue.add('fail', { ms: 300, failOnAttempt: 1 });
       const failing = await Promise.race(
         twins.map((t) => t.next('failing', (l) => l.id === id).then((line) => ({ t, line }))),
       );
