@@ -1,0 +1,18 @@
+import { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
+import { subscriberOptions } from '../../src/lock/subscriber-options.js';
+
+describe('subscriber connection options', () => {
+  it('keep an offline queue when the client turned it off (ioredis resubscribes unawaited on a reconnect)', () => {
+    // Never connects: only its options are read.
+    const client = new Redis({ lazyConnect: true, enableOfflineQueue: false });
+    try {
+      expect(subscriberOptions(client)).toMatchObject({
+        enableOfflineQueue: true,
+        enableReadyCheck: false,
+      });
+    } finally {
+      client.disconnect();
+    }
+  });
+});
