@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { PairCore } from '../../src/lock/core.js';
-import type { ClaimReply } from '../../src/lock/execute.js';
+import type { ClaimReply, ExecuteExtras } from '../../src/lock/execute.js';
 import { recordAddress } from '../../src/lock/keys.js';
 import { resolveLockOptions } from '../../src/lock/options.js';
 import { acquire } from '../../src/lock/scripts.js';
@@ -68,32 +68,28 @@ describe('claims and fence 1', () => {
         claim: 'started',
       });
       expect(first).toMatchObject({ kind: 'granted', fence: 1 });
-      const released = await core.execute(
-        address,
-        { token: 'first-claim', fence: 1 },
-        { takeover: undefined, attempts: 1 },
-        performance.now(),
-        () => {
-          throw new Error('first run gives up');
-        },
-        undefined,
-      );
+      // A run with fence 1 whose routine throws `message`, started before `claim` answers.
+      const failingRun = (token: string, message: string, extras?: ExecuteExtras) =>
+        core.execute(
+          address,
+          { token, fence: 1 },
+          { takeover: undefined, attempts: 1 },
+          performance.now(),
+          () => {
+            throw new Error(message);
+          },
+          undefined,
+          extras,
+        );
+      const released = await failingRun('first-claim', 'first run gives up');
       expect(released.kind).not.toBe('completed');
       const before = await core.inspect(address);
       expect(before).toMatchObject({ fence: 1 });
       // The job again, started before its claim's answer; the routine throws before it.
       const claim = deferred<ClaimReply>();
-      const outcome = core.execute(
-        address,
-        { token: 'second-claim', fence: 1 },
-        { takeover: undefined, attempts: 1 },
-        performance.now(),
-        () => {
-          throw new Error('second run fails at once');
-        },
-        undefined,
-        { claim: claim.promise },
-      );
+      const outcome = failingRun('second-claim', 'second run fails at once', {
+        claim: claim.promise,
+      });
       // Answered only now: refused, the record holds the first run.
       claim.resolve((await core.claim(address, 'second-claim')).reply);
       expect(await outcome).toMatchObject({ kind: 'superseded' });
