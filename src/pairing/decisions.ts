@@ -56,9 +56,10 @@ export class Decisions {
   /**
    * A standby's copy parks before its watch has read the record: its span is marked a
    * 'shadow' of the chosen twin now (the span ends with this pickup), the event follows.
+   * No grant is known yet, so the span has no fence (a 0 would read as a fence).
    */
   standby(chosen: string): void {
-    this.role('shadow', 0, chosen);
+    this.role('shadow', undefined, chosen);
   }
 
   shadowed(fence: number, owner: string): void {
@@ -143,10 +144,10 @@ export class Decisions {
     await this.log(`lock store unreachable: run on ${this.to.twin} without coordination`);
   }
 
-  private role(role: string, fence: number, owner?: string): void {
+  private role(role: string, fence: number | undefined, owner?: string): void {
     this.trace.set({
       [PairAttributes.role]: role,
-      [PairAttributes.fence]: fence,
+      ...(fence === undefined ? {} : { [PairAttributes.fence]: fence }),
       ...(owner === undefined ? {} : { [PairAttributes.owner]: owner }),
     });
   }
