@@ -22,9 +22,15 @@ export class BackupLiveness {
   ) {
     this.connection = client.duplicate(subscriberOptions(client));
     this.connection.on('error', () => {});
+    // Made anew after each reconnect by us, not ioredis (see subscriberOptions). A failure is
+    // the connection's own trouble: the next health check's count repairs it (`recheck`).
+    let readies = 0;
+    this.connection.on('ready', () => {
+      if (++readies > 1 && !this.closing) this.connection.subscribe(this.channel).catch(() => {});
+    });
   }
 
-  /** Subscribes it (ioredis subscribes it again after each reconnect). */
+  /** Subscribes it (and again after each reconnect). */
   async start(): Promise<void> {
     await this.connection.subscribe(this.channel);
   }

@@ -12,10 +12,16 @@ export function subscriberOptions(client: Redis): Partial<RedisOptions> {
   // over a WAN the channel then stays empty about three round trips instead of one and a
   // half (measured at 80 ms: 243–275 ms against 131–167 ms). SUBSCRIBE needs no loaded data.
   //
-  // An offline queue always: on a reconnect ioredis resubscribes with a promise nobody
-  // awaits, which rejects unhandled when the stream is gone again at once and the client's
-  // own options turned the queue off (seen in CI). Only SUBSCRIBE and PING travel here.
-  const options: Partial<RedisOptions> = { enableReadyCheck: false, enableOfflineQueue: true };
+  // No automatic resubscribe: ioredis sends it with a promise nobody awaits, which rejects
+  // unhandled ('Connection is closed.') when the connection ends again before the answer
+  // (seen in CI on a lock store restart). Each subscriber resubscribes on 'ready' itself,
+  // with the answer handled. An offline queue always, so that a subscribe sent before the
+  // connection is up waits for it even when the client's own options turned the queue off.
+  const options: Partial<RedisOptions> = {
+    enableReadyCheck: false,
+    enableOfflineQueue: true,
+    autoResubscribe: false,
+  };
   const strategy = client.options.retryStrategy;
   if (typeof strategy !== 'function') return options; // reconnects turned off: keep it so
   return { ...options, retryStrategy: (times) => (times === 1 ? 0 : strategy(times - 1)) };

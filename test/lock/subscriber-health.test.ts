@@ -9,7 +9,7 @@ import type { Redis, RedisOptions } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ClosedError, LivenessSubscriberError, type PairedLock } from '../../src/index.js';
 import { PairCore } from '../../src/lock/core.js';
-import { livenessChannelPattern } from '../../src/lock/keys.js';
+import { backupLivenessChannel, livenessChannelPattern } from '../../src/lock/keys.js';
 import { resolveLockOptions } from '../../src/lock/options.js';
 import { NO_OWNER, type WakeReason } from '../../src/lock/ticket.js';
 import { aborted, nextEvent } from '../support/deferred.js';
@@ -264,5 +264,29 @@ describe('the backup liveness connection', () => {
     held.release();
     expect(await held.run).toMatchObject({ role: 'executor', result: 'by eu', fence: clockFence });
     expect(await shadow).toMatchObject({ role: 'shadow', result: 'by eu', fence: clockFence });
+  });
+
+  it('subscribes its channel again after its own connection was reset (we resubscribe, not ioredis)', async () => {
+    // Only the second duplicate (the backup connection) goes through the proxy.
+    const client = redis().connect();
+    const duplicate = client.duplicate.bind(client);
+    let made = 0;
+    client.duplicate = (override?: Partial<RedisOptions>) =>
+      made++ === 1
+        ? duplicate({ ...override, host: proxy.host, port: proxy.port })
+        : duplicate(override);
+    const others = new Set(await liveChannels(kit.prefix));
+    const eu = kit.lock({ member: 'eu' }, kit.prefix, client);
+    eu.on('error', () => {});
+    await eu.waitUntilReady();
+    const live = (await liveChannels(kit.prefix)).find((c) => !others.has(c)) ?? '';
+    const backup = backupLivenessChannel(live) ?? '';
+    expect(backup).toContain(':liveb:');
+    await vi.waitFor(async () => expect(await subscribers(backup)).toBe(1), { timeout: 10_000 });
+    proxy.cut();
+    await vi.waitFor(async () => expect(await subscribers(backup)).toBe(0), { timeout: 10_000 });
+    proxy.heal();
+    await vi.waitFor(async () => expect(await subscribers(backup)).toBe(1), { timeout: 10_000 });
+    expect(await subscribers(live)).toBe(1);
   });
 });
