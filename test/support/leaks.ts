@@ -11,7 +11,11 @@ import { isUntracked } from './untracked.js';
 const WATCHED = new Set(['TCPWRAP', 'TCPSERVERWRAP', 'Timeout', 'PROCESSWRAP', 'PIPEWRAP']);
 const GRACE_MS = 3_000;
 
-const live = new Map<number, { type: string; timeoutMs: number | undefined }>();
+/** What was left behind, with where it was made (a leak seen once in CI must say whose it is). */
+const live = new Map<
+  number,
+  { type: string; timeoutMs: number | undefined; stack: string | undefined }
+>();
 let tracking = false;
 let newestTimeout: number | undefined;
 
@@ -20,7 +24,12 @@ createHook({
     if (!tracking || !WATCHED.has(type) || isUntracked()) return;
     const timeoutMs =
       type === 'Timeout' ? (resource as { _idleTimeout?: number })._idleTimeout : undefined;
-    live.set(asyncId, { type, timeoutMs });
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 16;
+    const frames = new Error().stack?.split('\n').slice(1) ?? [];
+    const stack = frames.filter((f) => !f.includes('node:internal')).join('\n');
+    Error.stackTraceLimit = limit;
+    live.set(asyncId, { type, timeoutMs, stack });
     if (type === 'Timeout') newestTimeout = asyncId;
   },
   destroy(asyncId) {
@@ -34,6 +43,18 @@ function describeLeaks(ignore: number | undefined): string[] {
     if (id !== ignore) counts.set(type, (counts.get(type) ?? 0) + 1);
   }
   return [...counts].map(([type, n]) => `${n} × ${type}`);
+}
+
+/** Where the first few leaks were made: their type, timer length and creation stack. */
+function whereMade(ignore: number | undefined): string {
+  return [...live]
+    .filter(([id]) => id !== ignore)
+    .slice(0, 3)
+    .map(([, { type, timeoutMs, stack }]) => {
+      const ms = timeoutMs === undefined ? '' : ` (${timeoutMs} ms)`;
+      return `${type}${ms} made at:\n${stack ?? '  (no stack)'}`;
+    })
+    .join('\n');
 }
 
 beforeEach(() => {
@@ -54,10 +75,11 @@ afterEach(async () => {
     await new Promise((resolve) => setTimeout(resolve, 25));
     leaked = describeLeaks(own);
   }
+  const where = leaked.length > 0 ? whereMade(own) : '';
   live.clear();
   if (leaked.length > 0) {
     throw new Error(
-      `test leaked: ${leaked.join(', ')} (close clients, clear timers, kill children)`,
+      `test leaked: ${leaked.join(', ')} (close clients, clear timers, kill children)\n${where}`,
     );
   }
 });
