@@ -8,7 +8,8 @@ import {
 import { ClosedError, PairingMismatchError, PartialAddError } from '../errors.js';
 import { sameRedis } from './connection.js';
 import { pairableJobId } from './job-id.js';
-import { PairedQueue, type TwinTarget, withTimeout } from './paired-queue.js';
+import { PairedQueue } from './paired-queue.js';
+import { type TwinTarget, withTimeout } from './twins.js';
 
 const OWNER = 'PairedFlowProducer';
 

@@ -13,8 +13,8 @@ import {
   twinEntries,
 } from '../validate.js';
 import { CONNECTION_EXPECTED, connectionProblem } from './connection.js';
-import type { TwinQueueOptions } from './paired-queue.js';
 import { pairingGroup } from './pairing-record.js';
+import type { TwinQueueOptions } from './twins.js';
 
 const OWNER = 'PairedQueueEvents';
 

@@ -1,21 +1,12 @@
 import {
-  type ConnectionOptions,
-  FlowProducer,
-  Job,
+  type Job,
   type JobSchedulerJson,
   type JobSchedulerTemplateOptions,
   type JobState,
   type JobsOptions,
   Queue,
 } from 'bullmq';
-import {
-  AddRefusedError,
-  DeduplicationMismatchError,
-  JobSchedulerNotPairedError,
-  PairingMismatchError,
-  PartialAddError,
-  PartialTwinOperationError,
-} from '../errors.js';
+import { JobSchedulerNotPairedError } from '../errors.js';
 import {
   assertJsonData,
   assertKnownOptions,
@@ -25,7 +16,7 @@ import {
   stringOption,
   twinEntries,
 } from '../validate.js';
-import { CONNECTION_EXPECTED, connectionProblem, sameRedis } from './connection.js';
+import { type PairedJob, pairAdded } from './add-results.js';
 import {
   chooseExecutor,
   EXECUTOR_OPTION,
@@ -44,26 +35,19 @@ import {
   SCHEDULER_START_GUARD_MS,
   startOf,
 } from './job-schedulers.js';
+import { type PairingRecord, pairingGroup, writePairingRecord } from './pairing-record.js';
+import { checkParents } from './parent-check.js';
+import { type CopyWriter, copyWriter, type Prepared } from './twin-writer.js';
 import {
-  PAIRING_KEY,
-  type PairingRecord,
-  pairingGroup,
-  writePairingRecord,
-} from './pairing-record.js';
+  onTwins,
+  resolveTwins,
+  type Twin,
+  type TwinQueueOptions,
+  type TwinTarget,
+} from './twins.js';
 
-export interface TwinQueueOptions {
-  /**
-   * Connection to this twin's Redis: ioredis options (as for a BullMQ `Queue`, `url`
-   * included) or an ioredis `Redis`/`Cluster` instance. Other drivers (node-redis, Bun) are
-   * refused with a TypeError: PairedQueue reads ioredis' options to tell whether both twins
-   * live on one Redis.
-   */
-  connection: ConnectionOptions;
-  /** Queue name there. Default: the `PairedQueue` name. */
-  queue?: string;
-  /** BullMQ key prefix there. Default `'bull'`. */
-  prefix?: string;
-}
+export type { PairedJob } from './add-results.js';
+export type { TwinQueueOptions } from './twins.js';
 
 export interface PairedQueueOptions {
   /**
@@ -99,20 +83,6 @@ export interface PairedQueueOptions {
   executor?: ExecutorChoice;
 }
 
-/** One job as added to both twins: one id, one BullMQ job per twin. */
-export interface PairedJob<
-  DataType = unknown,
-  ResultType = unknown,
-  NameType extends string = string,
-> {
-  /**
-   * The id BullMQ returned on both twins: the one asked for, or, for an add that BullMQ
-   * deduplicated (`opts.deduplication`), the id of the existing job it was folded into.
-   */
-  id: string;
-  jobs: Record<string, Job<DataType, ResultType, NameType>>;
-}
-
 /**
  * One job id looked up on both twins (`PairedQueue.getJob`): each twin's copy, `undefined`
  * where that twin does not hold it (not added there, removed, or a scheduler iteration that
@@ -140,71 +110,10 @@ export interface PairedBulkJob<DataType, NameType extends string> {
   opts?: JobsOptions;
 }
 
-interface Twin {
-  name: string;
-  queueName: string;
-  prefix: string;
-  connection: ConnectionOptions;
-  queue: Queue;
-}
-
-/** One twin's side of a PairedQueue, for `PairedFlowProducer`. */
-export interface TwinTarget {
-  twin: string;
-  queueName: string;
-  prefix: string;
-  connection: ConnectionOptions;
-  /** Writes the pairing record to this twin's queue Redis (once; as before an add). */
-  record(): Promise<void>;
-}
-
-/** One job as an add writes it, its id checked (`opts.jobId` always set). */
-type Prepared<DataType, NameType extends string> = Required<PairedBulkJob<DataType, NameType>> & {
-  opts: JobsOptions & { jobId: string };
-};
-
-/** One copy after an add: the Job, and the id BullMQ returned for it or the error it refused it with. */
-interface Copy<DataType, ResultType, NameType extends string> {
-  job: Job<DataType, ResultType, NameType>;
-  answer: string | Error;
-}
-
-type JobQueue = ConstructorParameters<typeof Job>[0];
-
 const OWNER = 'PairedQueue';
-
-interface RedisGet {
-  get(key: string): Promise<string | null>;
-}
 
 /** Options only BullMQ's job schedulers set on their jobs: an add with them would not repeat. */
 const SCHEDULER_OPTIONS = ['repeat', 'repeatJobKey', 'prevMillis'] as const;
-
-/** Rejects when `promise` has not settled after `ms`; the operation itself may still land later. */
-export async function withTimeout<T>(
-  promise: Promise<T>,
-  ms: number,
-  what = 'the add',
-): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`no answer within ${ms} ms (${what} may still land later)`)),
-      ms,
-    );
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** BullMQ's add scripts answer a refusal with a negative code (e.g. -5: missing parent). */
-function errorCode(id: unknown): number | undefined {
-  if (typeof id === 'number') return id < 0 ? id : undefined;
-  return typeof id === 'string' && /^-\d+$/.test(id) ? Number(id) : undefined;
-}
 
 /**
  * Adds every job to both twin queues under one job id. On one Redis both copies are added
@@ -234,8 +143,8 @@ export class PairedQueue<
   private readonly defaultJobOptions: JobsOptions;
   private readonly addTimeoutMs: number;
   private readonly executor: ExecutorChoice;
-  /** Set when both twins live on one Redis: it adds both copies atomically. */
-  private readonly flows: FlowProducer | undefined;
+  /** Writes the copies: in one MULTI when every twin lives on one Redis, else per twin. */
+  private readonly writer: CopyWriter<DataType, ResultType, NameType>;
   /** Per twin: the pairing record written to its Redis (retried at the next add if it failed). */
   private readonly recorded = new Map<string, Promise<void>>();
 
@@ -266,27 +175,12 @@ export class PairedQueue<
     }
     this.defaultJobOptions = defaults;
     // Every twin is checked before any connection opens.
-    const configs = entries.map(([twin, config]) => this.twinConfig(twin, config));
-    const connections = entries.map(([, config]) => config.connection);
-    // Twins that share a Redis need queues of their own there.
-    configs.forEach((ca, i) => {
-      configs.slice(i + 1).forEach((cb, n) => {
-        const shared = sameRedis(
-          connections[i] as ConnectionOptions,
-          connections[i + 1 + n] as ConnectionOptions,
-        );
-        if (shared && ca.queueName === cb.queueName && ca.prefix === cb.prefix) {
-          throw optionError(
-            OWNER,
-            'twins',
-            options.twins,
-            'different queues: on one Redis give each twin its own `queue` name',
-          );
-        }
-      });
-    });
-    const first = connections[0] as ConnectionOptions;
-    const oneRedis = connections.every((c) => sameRedis(first, c));
+    const { configs, oneRedis } = resolveTwins(
+      OWNER,
+      this.name,
+      entries as [string, TwinQueueOptions][],
+      options.twins,
+    );
     this.group = pairingGroup(
       this.name,
       configs.map((c) => c.queueName),
@@ -300,42 +194,17 @@ export class PairedQueue<
         opened.push(queue);
         return { ...c, queue };
       });
-      this.flows = oneRedis ? new FlowProducer({ connection: first }) : undefined;
+      const host = {
+        twins: this.twinList,
+        record: (t: Twin) => this.record(t),
+        timeoutMs: this.addTimeoutMs,
+      };
+      this.writer = copyWriter(host, oneRedis ? configs[0]?.connection : undefined);
     } catch (err) {
       for (const resource of opened) void resource.close().catch(() => {});
       throw err;
     }
     this.twins = this.twinList.map((t) => t.name);
-  }
-
-  private twinConfig(twin: string, config: TwinQueueOptions) {
-    if (twin.length === 0 || twin.includes(':')) {
-      throw optionError(OWNER, 'twins', twin, 'keyed by names that are non-empty and free of ":"');
-    }
-    if (typeof config !== 'object' || config === null || config.connection === undefined) {
-      throw optionError(
-        OWNER,
-        `twins.${twin}.connection`,
-        config?.connection,
-        'a Redis connection (options or client)',
-      );
-    }
-    assertKnownOptions(`${OWNER} twins.${twin}`, config, ['connection', 'queue', 'prefix']);
-    const problem = connectionProblem(config.connection);
-    if (problem !== undefined) {
-      throw new TypeError(
-        `${OWNER}: option "twins.${twin}.connection" must be ${CONNECTION_EXPECTED}, received ${problem}. PairedQueue reads ioredis' options to tell whether the twins share one Redis (one MULTI) or live on two (high availability)`,
-      );
-    }
-    const queueName =
-      config.queue === undefined
-        ? this.name
-        : stringOption(OWNER, `twins.${twin}.queue`, config.queue);
-    const prefix =
-      config.prefix === undefined
-        ? 'bull'
-        : stringOption(OWNER, `twins.${twin}.prefix`, config.prefix);
-    return { name: twin, queueName, prefix, connection: config.connection };
   }
 
   /** The BullMQ queue of one twin, e.g. to read a copy with `getJob`. */
@@ -391,215 +260,14 @@ export class PairedQueue<
         opts: { ...opts, jobId, ...this.executorFor(jobId) },
       };
     });
-    const ids = prepared.map((job) => job.opts.jobId);
-    await this.checkParents(prepared);
-    const copies = await this.write(
+    await checkParents(OWNER, prepared, this.twinList, this.addTimeoutMs);
+    const write = (jobs: Prepared<DataType, NameType>[][], ids: string[]) =>
+      this.writer.write(jobs, ids);
+    const copies = await write(
       this.twinList.map(() => prepared),
-      ids,
+      prepared.map((job) => job.opts.jobId),
     );
-    const results: PairedJob<DataType, ResultType, NameType>[] = [];
-    const refused: { ids: string[]; errors: Record<string, Error>; added: Set<string> } = {
-      ids: [],
-      errors: {},
-      added: new Set(),
-    };
-    const mismatches: DeduplicationMismatchError[] = [];
-    // Copies some twin deduplicated while the other added the job anew: completed below.
-    const incomplete: { ti: number; i: number }[] = [];
-    prepared.forEach((job, i) => {
-      const row = copies.map((perTwin) => perTwin[i] as Copy<DataType, ResultType, NameType>);
-      const id = job.opts.jobId;
-      if (row.some((c) => c.answer instanceof Error)) {
-        refused.ids.push(id);
-        row.forEach((c, ti) => {
-          const twin = (this.twinList[ti] as Twin).name;
-          if (c.answer instanceof Error) refused.errors[twin] ??= c.answer;
-          else if (c.answer === id) refused.added.add(twin);
-        });
-        return;
-      }
-      const answers = row.map((c) => c.answer as string);
-      if (answers.every((a) => a === answers[0])) {
-        results[i] = this.pairedJob(answers[0] as string, row);
-      } else if (answers.includes(id)) {
-        // One twin's deduplication key had expired or been removed (its job finished there
-        // first): that twin added the job. Add it to the other one too, so it runs once, paired.
-        answers.forEach((a, ti) => {
-          if (a !== id) incomplete.push({ ti, i });
-        });
-        results[i] = this.pairedJob(id, row);
-      } else {
-        mismatches.push(
-          new DeduplicationMismatchError(
-            id,
-            job.opts.deduplication?.id,
-            Object.fromEntries(answers.map((a, ti) => [(this.twinList[ti] as Twin).name, a])),
-          ),
-        );
-      }
-    });
-    if (incomplete.length > 0) {
-      await this.completePairs(prepared, incomplete, results, refused);
-    }
-    if (refused.ids.length > 0) {
-      throw new AddRefusedError(refused.ids, refused.errors, [...refused.added]);
-    }
-    if (mismatches.length > 0) throw mismatches[0];
-    return results;
-  }
-
-  /** Adds, without its deduplication option, each copy a twin deduplicated into another job. */
-  private async completePairs(
-    prepared: Prepared<DataType, NameType>[],
-    incomplete: { ti: number; i: number }[],
-    results: PairedJob<DataType, ResultType, NameType>[],
-    refused: { ids: string[]; errors: Record<string, Error>; added: Set<string> },
-  ): Promise<void> {
-    const indexes = this.twinList.map((_, ti) =>
-      incomplete.filter((c) => c.ti === ti).map(({ i }) => i),
-    );
-    const perTwin = indexes.map((list) =>
-      list.map((i) => {
-        const job = prepared[i] as Prepared<DataType, NameType>;
-        const { deduplication: _deduplication, ...opts } = job.opts;
-        return { ...job, opts };
-      }),
-    );
-    const ids = incomplete.map(({ i }) => (prepared[i] as Prepared<DataType, NameType>).opts.jobId);
-    const copies = await this.write(perTwin, ids);
-    copies.forEach((list, ti) => {
-      const twin = (this.twinList[ti] as Twin).name;
-      list.forEach((copy, n) => {
-        const i = indexes[ti]?.[n] as number;
-        const id = (prepared[i] as Prepared<DataType, NameType>).opts.jobId;
-        const paired = results[i];
-        if (copy.answer === id && paired !== undefined) {
-          paired.jobs[twin] = copy.job;
-          return;
-        }
-        // Refused, or deduplicated again: the job stays only where it was added.
-        refused.ids.push(id);
-        refused.errors[twin] ??=
-          copy.answer instanceof Error
-            ? copy.answer
-            : new Error(`deduplicated into job "${copy.answer}" even without its deduplication`);
-        for (const t of this.twinList) if (t.name !== twin) refused.added.add(t.name);
-      });
-    });
-  }
-
-  private pairedJob(
-    id: string,
-    row: Copy<DataType, ResultType, NameType>[],
-  ): PairedJob<DataType, ResultType, NameType> {
-    return {
-      id,
-      jobs: Object.fromEntries(row.map((c, ti) => [(this.twinList[ti] as Twin).name, c.job])),
-    };
-  }
-
-  /**
-   * Adds `jobs[ti]` to twin `ti` (after recording the pairing there): in one MULTI on one
-   * Redis, else to each twin in parallel, a twin that fails or does not answer within
-   * `addTimeoutMs` making it a `PartialAddError`. Returns, per twin and job, what BullMQ answered.
-   */
-  private async write(
-    jobs: Prepared<DataType, NameType>[][],
-    ids: string[],
-  ): Promise<Copy<DataType, ResultType, NameType>[][]> {
-    // Built up front: BullMQ checks its options here, before anything is written.
-    const built = jobs.map((list, ti) => list.map((job) => this.build(ti, job)));
-    if (this.flows !== undefined) {
-      const flows = this.flows;
-      await Promise.all(this.twinList.map((t) => this.record(t)));
-      const flat = built.flat();
-      await flows.waitUntilReady();
-      const replies = await flows.getBackend().addFlow(flat.map((b) => b.entry));
-      let n = 0;
-      return built.map((list, ti) =>
-        list.map(({ job }) => {
-          const [err, reply] = replies[n++] ?? [new Error('BullMQ gave no reply for this job'), ''];
-          return { job, answer: this.answerOf(ti, job, err ?? reply) };
-        }),
-      );
-    }
-    // The pairing first, on both: a conflicting one must stop the add before either copy lands.
-    const recorded = await Promise.allSettled(
-      this.twinList.map((t, ti) =>
-        (jobs[ti] ?? []).length === 0
-          ? Promise.resolve()
-          : withTimeout(this.record(t), this.addTimeoutMs),
-      ),
-    );
-    for (const result of recorded) {
-      if (result.status === 'rejected' && result.reason instanceof PairingMismatchError) {
-        throw result.reason;
-      }
-    }
-    const settled = await Promise.allSettled(
-      this.twinList.map((t, ti) => {
-        const mine = jobs[ti] ?? [];
-        const record = recorded[ti] as PromiseSettledResult<void>;
-        if (record.status === 'rejected') return Promise.reject(record.reason);
-        return mine.length === 0
-          ? Promise.resolve([])
-          : withTimeout(t.queue.addBulk(mine), this.addTimeoutMs);
-      }),
-    );
-    const failed: Record<string, Error> = {};
-    const added: string[] = [];
-    settled.forEach((result, ti) => {
-      const twin = (this.twinList[ti] as Twin).name;
-      if (result.status === 'rejected') {
-        failed[twin] =
-          result.reason instanceof Error ? result.reason : new Error(String(result.reason));
-      } else if ((jobs[ti] ?? []).length > 0) {
-        added.push(twin);
-      }
-    });
-    if (Object.keys(failed).length > 0) throw new PartialAddError(ids, added, failed);
-    return settled.map((result, ti) =>
-      (result as PromiseFulfilledResult<Job[]>).value.map((job) => {
-        const typed = job as Job<DataType, ResultType, NameType>;
-        return { job: typed, answer: this.answerOf(ti, typed, typed.id) };
-      }),
-    );
-  }
-
-  /** A copy as BullMQ's `Queue.add` builds it; its constructor and `toFlowEntry` check the options. */
-  private build(ti: number, job: Prepared<DataType, NameType>) {
-    const twin = this.twinList[ti] as Twin;
-    const copy = new Job<DataType, ResultType, NameType>(
-      twin.queue as unknown as JobQueue,
-      job.name,
-      job.data,
-      job.opts,
-      job.opts.jobId,
-    );
-    const entry = copy.toFlowEntry({
-      parentKey: copy.parentKey,
-      parentDependenciesKey: copy.parentKey ? `${copy.parentKey}:dependencies` : undefined,
-    });
-    return { job: copy, entry };
-  }
-
-  /** The id BullMQ returned for a copy, or the error it refused it with (a negative code, as `Queue.add` turns it). */
-  private answerOf(ti: number, job: Job, reply: unknown): string | Error {
-    if (reply instanceof Error) return reply;
-    const code = errorCode(reply);
-    if (code !== undefined) {
-      return (this.twinList[ti] as Twin).queue.getBackend().finishedErrors({
-        code,
-        jobId: job.opts.jobId as string,
-        ...(job.parentKey ? { parentKey: job.parentKey } : {}),
-        command: 'addJob',
-      });
-    }
-    if (typeof reply !== 'string' || reply === '') {
-      return new Error(`BullMQ answered the add of job "${job.opts.jobId}" with ${String(reply)}`);
-    }
-    job.id = reply;
-    return reply;
+    return pairAdded(this.twins, prepared, copies, write);
   }
 
   /**
@@ -799,52 +467,6 @@ export class PairedQueue<
   }
 
   /**
-   * Refuses (TypeError, before anything is written) a job whose `opts.parent` is a copy that
-   * belongs to another twin than the copy being added there: with two queue names on one
-   * Redis, both copies would become children of the one twin's parent copy, and the other
-   * twin's parent copy, waiting for no child, could run first (it is the same pair). Each
-   * twin reads the pairing recorded for the parent's queue on its own Redis: on two Redis
-   * servers with one queue name, each copy's parent is its own twin's copy, as it should be.
-   */
-  private async checkParents(prepared: Prepared<DataType, NameType>[]): Promise<void> {
-    const parents = [
-      ...new Set(prepared.flatMap((job) => (job.opts.parent ? [job.opts.parent.queue] : []))),
-    ];
-    if (parents.length === 0) return;
-    const reads = await Promise.allSettled(
-      this.twinList.map(async (t) => {
-        // BullMQ 6 keeps the client on the queue's backend (as pairing-record.ts reads it).
-        const backend = t.queue.backend as unknown as { client: Promise<RedisGet> };
-        const client = await withTimeout(backend.client, this.addTimeoutMs, 'the read');
-        const raw = await withTimeout(
-          Promise.all(parents.map((queueKey) => client.get(`${queueKey}:${PAIRING_KEY}`))),
-          this.addTimeoutMs,
-          'the read',
-        );
-        return raw.map((r) => {
-          try {
-            return (JSON.parse(r ?? 'null') as Partial<PairingRecord> | null) ?? undefined;
-          } catch {
-            return undefined;
-          }
-        });
-      }),
-    );
-    reads.forEach((read, ti) => {
-      // Unreadable: the add itself reports that twin.
-      if (read.status === 'rejected') return;
-      const twin = this.twinList[ti] as Twin;
-      read.value.forEach((pairing, pi) => {
-        if (typeof pairing?.twin !== 'string' || pairing.twin === twin.name) return;
-        const job = prepared.find((j) => j.opts.parent?.queue === parents[pi]);
-        throw new TypeError(
-          `${OWNER}: option "opts.parent" of job "${job?.opts.jobId}" names ${parents[pi]}:${job?.opts.parent?.id}, twin ${pairing.twin}'s copy of a job of PairedQueue "${pairing.pairedQueue}"; twin ${twin.name}'s copy would become its child too, and twin ${twin.name}'s own parent copy would not wait for it. Add the parent and its children together with PairedFlowProducer, which gives each twin's children that twin's parent`,
-        );
-      });
-    });
-  }
-
-  /**
    * Each twin's queue, prefix and connection, and a way to record the pairing there (for
    * `PairedFlowProducer`, which adds trees of jobs across several PairedQueues).
    * @internal
@@ -864,39 +486,17 @@ export class PairedQueue<
     return this.addTimeoutMs;
   }
 
-  /**
-   * Runs `op` on each of `twins` in parallel, each bounded by `addTimeoutMs`; resolves per
-   * twin. A twin that fails: rejects with its own error when no twin succeeded (nothing took
-   * effect, as in BullMQ), else with `PartialTwinOperationError` naming where it did. A
-   * conflicting recorded pairing is thrown as is.
-   */
-  private async onTwins<T>(
+  /** `onTwins` (twins.ts) over this queue's twins, bounded by `addTimeoutMs`. */
+  private onTwins<T>(
     operation: string,
     op: (twin: Twin) => Promise<T>,
     twins: readonly Twin[] = this.twinList,
     bounded = true,
   ): Promise<Record<string, T>> {
-    const settled = await Promise.allSettled(
-      twins.map((t) => (bounded ? withTimeout(op(t), this.addTimeoutMs, operation) : op(t))),
-    );
-    const done: Record<string, T> = {};
-    const failed: Record<string, Error> = {};
-    settled.forEach((result, i) => {
-      const twin = (twins[i] as Twin).name;
-      if (result.status === 'fulfilled') done[twin] = result.value;
-      else {
-        if (result.reason instanceof PairingMismatchError) throw result.reason;
-        failed[twin] =
-          result.reason instanceof Error ? result.reason : new Error(String(result.reason));
-      }
-    });
-    const errors = Object.values(failed);
-    if (errors.length === 0) return done;
-    if (Object.keys(done).length === 0) throw errors[0];
-    throw new PartialTwinOperationError(operation, Object.keys(done), failed);
+    return onTwins(operation, op, twins, this.addTimeoutMs, bounded);
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.twinList.map((t) => t.queue.close()), this.flows?.close()]);
+    await Promise.all([...this.twinList.map((t) => t.queue.close()), this.writer.close()]);
   }
 }
