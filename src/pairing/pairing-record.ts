@@ -36,10 +36,17 @@ export interface PairingSource {
   readonly backend: unknown;
 }
 
+/**
+ * What BullMQ 6's client interface (`IRedisClient`) offers on every driver it adapts (ioredis,
+ * node-redis, Valkey GLIDE, Bun): a script is defined once per client and run by name.
+ */
 interface KeyClient {
-  get(key: string): Promise<string | null>;
-  eval(script: string, numKeys: number, ...args: string[]): Promise<unknown>;
+  get(key: string): Promise<string | null | undefined>;
+  defineCommand(name: string, definition: { numberOfKeys: number; lua: string }): void;
+  runCommand(name: string, args: string[]): Promise<unknown>;
 }
+
+const WRITE_COMMAND = 'bullmqPairedWritePairing';
 
 async function clientOf(source: PairingSource): Promise<KeyClient> {
   const backend = source.backend as { client?: Promise<unknown> } | undefined;
@@ -56,8 +63,8 @@ function twinsText(record: PairingRecord): string {
     .join(', ');
 }
 
-function parseRecord(raw: string | null): PairingRecord | undefined {
-  if (raw === null) return undefined;
+function parseRecord(raw: string | null | undefined): PairingRecord | undefined {
+  if (raw === null || raw === undefined) return undefined;
   try {
     const value = JSON.parse(raw) as Partial<PairingRecord> | null;
     if (
@@ -102,7 +109,14 @@ export async function writePairingRecord(
 ): Promise<void> {
   const key = source.toKey(PAIRING_KEY);
   const client = await clientOf(source);
-  const conflict = await client.eval(WRITE, 1, key, JSON.stringify(record), record.group);
+  if (typeof (client as unknown as Record<string, unknown>)[WRITE_COMMAND] !== 'function') {
+    client.defineCommand(WRITE_COMMAND, { numberOfKeys: 1, lua: WRITE });
+  }
+  const conflict = await client.runCommand(WRITE_COMMAND, [
+    key,
+    JSON.stringify(record),
+    record.group,
+  ]);
   if (typeof conflict !== 'string') return;
   const recorded = parseRecord(conflict);
   throw new PairingMismatchError({

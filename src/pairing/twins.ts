@@ -5,10 +5,11 @@ import { CONNECTION_EXPECTED, connectionProblem, sameRedis } from './connection.
 
 export interface TwinQueueOptions {
   /**
-   * Connection to this twin's Redis: ioredis options (as for a BullMQ `Queue`, `url`
-   * included) or an ioredis `Redis`/`Cluster` instance. Other drivers (node-redis, Bun) are
-   * refused with a TypeError: PairedQueue reads ioredis' options to tell whether both twins
-   * live on one Redis.
+   * Connection to this twin's Redis, as for a BullMQ `Queue`: ioredis options (`url`
+   * included), an ioredis `Redis`/`Cluster` instance, a node-redis client, or a Valkey GLIDE
+   * client wrapped by bullmq's `createValkeyGlideClient`. A client whose server cannot be read
+   * (e.g. Bun's) is refused with a TypeError: PairedQueue reads the client's options to tell
+   * whether both twins live on one Redis.
    */
   connection: ConnectionOptions;
   /** Queue name there. Default: the `PairedQueue` name. */

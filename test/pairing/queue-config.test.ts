@@ -196,46 +196,31 @@ describe('twins with different queue names and no group option', () => {
 });
 
 describe('twin connections', () => {
-  /** The shape of a node-redis v4/v5 client: `createClient({ socket: { host, port } })`. */
-  class NodeRedisLike {
-    readonly options: { socket: { host: string; port: number } };
-    isOpen = false;
-    isReady = false;
-    constructor(host: string, port: number) {
-      this.options = { socket: { host, port } };
-    }
-    async connect(): Promise<this> {
-      return this;
-    }
-    duplicate(): NodeRedisLike {
-      return new NodeRedisLike(this.options.socket.host, this.options.socket.port);
-    }
-    async disconnect(): Promise<void> {}
-    async sendCommand(): Promise<unknown> {
+  /** The shape of a client BullMQ adapts but whose server PairedQueue cannot read (Bun's). */
+  class BunRedisLike {
+    async send(): Promise<unknown> {
       return null;
     }
-    async evalSha(): Promise<unknown> {
-      return null;
-    }
+    close(): void {}
   }
 
-  it('refuses node-redis clients and node-redis options with a TypeError', () => {
+  it('refuses node-redis options (the client is taken) and clients whose server it cannot read, with a TypeError', () => {
     const good = { host: redis().host, port: redis().port };
-    for (const connection of [
-      new NodeRedisLike('10.0.0.1', 6379),
-      { socket: { host: '10.0.0.2', port: 6379 } },
-    ]) {
-      expect(
-        () =>
-          new PairedQueue('push', {
-            twins: {
-              eu: { connection: good, queue: 'push-eu' },
-              us: { connection: connection as never, queue: 'push-us' },
-            },
-          }),
-      ).toThrow(
-        /PairedQueue: option "twins.us.connection" must be ioredis options or an ioredis Redis\/Cluster instance/,
+    for (const [connection, problem] of [
+      [{ socket: { host: '10.0.0.2', port: 6379 } }, /node-redis client options .*createClient/],
+      [new BunRedisLike(), /a client of another Redis driver/],
+    ] as const) {
+      const make = () =>
+        new PairedQueue('push', {
+          twins: {
+            eu: { connection: good, queue: 'push-eu' },
+            us: { connection: connection as never, queue: 'push-us' },
+          },
+        });
+      expect(make).toThrow(
+        /PairedQueue: option "twins.us.connection" must be ioredis options, an ioredis Redis\/Cluster instance, a node-redis client \(createClient\) or a Valkey GLIDE client/,
       );
+      expect(make).toThrow(problem);
     }
     // No connection was opened for the valid twin: the leak check after the test says so.
   });
