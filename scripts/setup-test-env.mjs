@@ -7,13 +7,16 @@
  *     is set;
  *   - openssl: the TLS test makes its own self-signed certificate;
  *   - chromium (Debian's; or CHROMIUM_PATH): the Bull Board test drives it through
- *     playwright-core, which downloads no browser.
+ *     playwright-core, which downloads no browser;
+ *   - PostgreSQL's server binaries (initdb, postgres; Debian's package `postgresql`): the
+ *     tests of twins on BullMQ's PostgreSQL backend start private servers (never the system
+ *     service).
  * All present: prints nothing. Missing, as root with apt-get: installs them (Debian package
  * names). Otherwise: one message naming the command to run, and exit code 1, so the suite
  * does not start only to fail on them.
  */
 import { spawnSync } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, existsSync, readdirSync } from 'node:fs';
 
 const onPath = (command) =>
   spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
@@ -27,6 +30,14 @@ const executable = (path) => {
   }
 };
 
+/** Debian keeps initdb off PATH, under /usr/lib/postgresql/<version>/bin (test/support/postgres.ts). */
+const hasPostgresServer = () => {
+  const root = '/usr/lib/postgresql';
+  const installed =
+    existsSync(root) && readdirSync(root).some((v) => executable(`${root}/${v}/bin/initdb`));
+  return installed || onPath('initdb');
+};
+
 /** The Debian packages still missing, in install order. */
 function missingPackages() {
   const missing = [];
@@ -34,6 +45,7 @@ function missingPackages() {
   if (!onPath('openssl')) missing.push('openssl');
   // The same path the browser test launches (test/examples/bull-board.test.ts).
   if (!executable(process.env.CHROMIUM_PATH ?? '/usr/bin/chromium')) missing.push('chromium');
+  if (!hasPostgresServer()) missing.push('postgresql');
   return missing;
 }
 

@@ -102,10 +102,6 @@ function nodeRedisIdentity(client: object): string | undefined {
 }
 
 /**
- * host:port/db (or the socket path) a connection reaches, read from ioredis options or an
- * ioredis or node-redis client's options; undefined for a Cluster or when it cannot be told.
- */
-/**
  * The server of a BullMQ adapter that is not ioredis's: a Valkey GLIDE client's one address
  * and `databaseId` (its config), or a node-redis client's socket or url.
  */
@@ -123,7 +119,12 @@ function adapterIdentity(adapter: object): string | undefined {
   return undefined;
 }
 
-function redisIdentity(connection: ConnectionOptions): string | undefined {
+/**
+ * host:port/db (or the socket path) a connection reaches, read from ioredis options or an
+ * ioredis, node-redis or GLIDE client's options; undefined for a Cluster or when it cannot be
+ * told.
+ */
+export function redisIdentity(connection: ConnectionOptions): string | undefined {
   if ((connection as { isCluster?: boolean }).isCluster) return undefined;
   if (isNodeRedisClient(connection)) return nodeRedisIdentity(connection);
   if (isBullmqAdapter(connection) && !isIoredisClient(connection)) {
@@ -151,9 +152,4 @@ function redisIdentity(connection: ConnectionOptions): string | undefined {
     if (dbParam !== null && /^\d+$/.test(dbParam)) db = Number(dbParam);
   }
   return path ?? `${host ?? 'localhost'}:${port ?? 6379}/${db ?? 0}`;
-}
-
-export function sameRedis(a: ConnectionOptions, b: ConnectionOptions): boolean {
-  const id = redisIdentity(a);
-  return a === b || (id !== undefined && id === redisIdentity(b));
 }

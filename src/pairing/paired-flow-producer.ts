@@ -6,9 +6,9 @@ import {
   type JobsOptions,
 } from 'bullmq';
 import { ClosedError, PairingMismatchError, PartialAddError } from '../errors.js';
-import { sameRedis } from './connection.js';
 import { pairableJobId } from './job-id.js';
 import { PairedQueue } from './paired-queue.js';
+import { sameServer } from './servers.js';
 import { type TwinTarget, withTimeout } from './twins.js';
 
 const OWNER = 'PairedFlowProducer';
@@ -85,9 +85,9 @@ export class PairedFlowProducer {
       }
       targets.forEach((target, ti) => {
         const root = roots[ti] as TwinTarget;
-        if (!sameRedis(target.connection, root.connection)) {
+        if (!sameServer(target, root)) {
           throw new TypeError(
-            `${OWNER}: job "${path}" goes to queue "${target.queueName}" of twin ${target.twin}, which is not on the Redis of the root queue "${root.queueName}" there; BullMQ keeps a parent and its children on one Redis`,
+            `${OWNER}: job "${path}" goes to queue "${target.queueName}" of twin ${target.twin}, which is not on the server of the root queue "${root.queueName}" there; BullMQ keeps a parent and its children on one Redis (or one PostgreSQL database)`,
           );
         }
       });
@@ -129,11 +129,11 @@ export class PairedFlowProducer {
       }
     }
     const [first] = roots as [TwinTarget];
-    if (roots.every((t) => sameRedis(t.connection, first.connection))) {
+    if (first.backend === undefined && roots.every((t) => sameServer(t, first))) {
       const failed = recorded.find((r) => r.status === 'rejected');
       if (failed) throw (failed as PromiseRejectedResult).reason;
       // One Redis: every twin's tree in one MULTI.
-      const nodes = await this.producer(first.connection).addBulk(trees.flat());
+      const nodes = await this.producer(first).addBulk(trees.flat());
       return {
         id: rootId,
         nodes: Object.fromEntries(roots.map((t, ti) => [t.twin, nodes[ti] as JobNode])),
@@ -143,7 +143,7 @@ export class PairedFlowProducer {
       roots.map((t, ti) => {
         const record = recorded[ti] as PromiseSettledResult<unknown>;
         if (record.status === 'rejected') return Promise.reject(record.reason);
-        return withTimeout(this.producer(t.connection).add(trees[ti]?.[0] as FlowJob), timeoutMs);
+        return withTimeout(this.producer(t).add(trees[ti]?.[0] as FlowJob), timeoutMs);
       }),
     );
     const failed: Record<string, Error> = {};
@@ -163,10 +163,14 @@ export class PairedFlowProducer {
     return { id: rootId, nodes };
   }
 
-  private producer(connection: ConnectionOptions): FlowProducer {
+  private producer({ connection, backend }: TwinTarget): FlowProducer {
     let producer = this.producers.get(connection);
     if (producer === undefined) {
-      producer = new FlowProducer({ connection });
+      // BullMQ's overloads: a backend factory second, or none for Redis.
+      producer =
+        backend === undefined
+          ? new FlowProducer({ connection })
+          : (new FlowProducer({ connection } as never, backend) as FlowProducer);
       producer.on('error', () => {}); // reported through the add that failed
       this.producers.set(connection, producer);
     }

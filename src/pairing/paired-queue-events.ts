@@ -4,17 +4,9 @@ import { asError } from '../errors.js';
 import { recordAddress, recordId } from '../lock/keys.js';
 import { toPairRecord } from '../lock/record.js';
 import { inspect, type RedisConnection } from '../lock/scripts.js';
-import {
-  assertKnownOptions,
-  integerOption,
-  optionError,
-  show,
-  stringOption,
-  twinEntries,
-} from '../validate.js';
-import { CONNECTION_EXPECTED, connectionProblem } from './connection.js';
+import { assertKnownOptions, integerOption, show, stringOption, twinEntries } from '../validate.js';
 import { pairingGroup } from './pairing-record.js';
-import type { TwinQueueOptions } from './twins.js';
+import { type TwinQueueOptions, twinConfig } from './twins.js';
 
 const OWNER = 'PairedQueueEvents';
 
@@ -168,38 +160,12 @@ export class PairedQueueEvents<ResultType = unknown> extends EventEmitter {
       options.lastEventId === undefined
         ? undefined
         : stringOption(OWNER, 'lastEventId', options.lastEventId);
-    const configs = entries.map(([twin, config]) => {
-      if (typeof config !== 'object' || config === null || config.connection === undefined) {
-        throw optionError(
-          OWNER,
-          `twins.${twin}.connection`,
-          config?.connection,
-          CONNECTION_EXPECTED,
-        );
-      }
-      assertKnownOptions(`${OWNER} twins.${twin}`, config, ['connection', 'queue', 'prefix']);
-      const problem = connectionProblem(config.connection);
-      if (problem !== undefined) {
-        throw optionError(OWNER, `twins.${twin}.connection`, problem, CONNECTION_EXPECTED);
-      }
-      return {
-        twin,
-        queue:
-          config.queue === undefined
-            ? this.name
-            : stringOption(OWNER, `twins.${twin}.queue`, config.queue),
-        prefix:
-          config.prefix === undefined
-            ? 'bull'
-            : stringOption(OWNER, `twins.${twin}.prefix`, config.prefix),
-        connection: config.connection,
-      };
-    });
+    const configs = entries.map(([twin, config]) => twinConfig(OWNER, this.name, twin, config));
     this.group =
       options.group === undefined
         ? pairingGroup(
             this.name,
-            configs.map((c) => c.queue),
+            configs.map((c) => c.queueName),
           )
         : stringOption(OWNER, 'group', options.group);
     if (options.lockConnection !== undefined) {
@@ -207,17 +173,22 @@ export class PairedQueueEvents<ResultType = unknown> extends EventEmitter {
         options.prefix === undefined ? 'paired' : stringOption(OWNER, 'prefix', options.prefix);
       this.lock = { client: options.lockConnection, prefix };
     }
-    this.twins = configs.map((c) => c.twin);
+    this.twins = configs.map((c) => c.name);
     for (const c of configs) {
-      const events = new TwinQueueEvents(c.queue, {
+      const opts = {
         connection: c.connection,
         prefix: c.prefix,
         autorun: false,
         ...(blockingTimeout === undefined ? {} : { blockingTimeout }),
         ...(lastEventId === undefined ? {} : { lastEventId }),
-      });
-      events.forward = (event, args) => this.forward(c.twin, event, args);
-      this.perTwin.set(c.twin, events);
+      };
+      // BullMQ's overloads: a backend factory third, or none for Redis.
+      const events =
+        c.backend === undefined
+          ? new TwinQueueEvents(c.queueName, opts)
+          : (new TwinQueueEvents(c.queueName, opts as never, c.backend) as TwinQueueEvents);
+      events.forward = (event, args) => this.forward(c.name, event, args);
+      this.perTwin.set(c.name, events);
     }
     if (options.autorun ?? true) {
       void this.run().catch((err: unknown) => this.emit('error', asError(err)));

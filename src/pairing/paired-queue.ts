@@ -190,7 +190,12 @@ export class PairedQueue<
     const opened: { close(): Promise<unknown> }[] = [];
     try {
       this.twinList = configs.map((c) => {
-        const queue = new Queue(c.queueName, { connection: c.connection, prefix: c.prefix });
+        const opts = { connection: c.connection, prefix: c.prefix };
+        // BullMQ's overloads: a backend factory third, or none for Redis.
+        const queue =
+          c.backend === undefined
+            ? new Queue(c.queueName, opts)
+            : (new Queue(c.queueName, opts as never, c.backend) as Queue);
         opened.push(queue);
         return { ...c, queue };
       });
@@ -477,6 +482,7 @@ export class PairedQueue<
       queueName: t.queueName,
       prefix: t.prefix,
       connection: t.connection,
+      backend: t.backend,
       record: () => this.record(t),
     }));
   }

@@ -1,4 +1,5 @@
 import { PairingMismatchError } from '../errors.js';
+import { pairingStoreOf } from './pairing-store.js';
 
 /**
  * How `PairedQueue` paired a queue, kept in that queue's Redis at `<prefix>:<queue>:paired`
@@ -36,27 +37,6 @@ export interface PairingSource {
   readonly backend: unknown;
 }
 
-/**
- * What BullMQ 6's client interface (`IRedisClient`) offers on every driver it adapts (ioredis,
- * node-redis, Valkey GLIDE, Bun): a script is defined once per client and run by name.
- */
-interface KeyClient {
-  get(key: string): Promise<string | null | undefined>;
-  defineCommand(name: string, definition: { numberOfKeys: number; lua: string }): void;
-  runCommand(name: string, args: string[]): Promise<unknown>;
-}
-
-const WRITE_COMMAND = 'bullmqPairedWritePairing';
-
-async function clientOf(source: PairingSource): Promise<KeyClient> {
-  const backend = source.backend as { client?: Promise<unknown> } | undefined;
-  const client = backend?.client;
-  if (client === undefined) {
-    throw new TypeError(`bullmq-paired: queue "${source.name}" has no Redis client to read`);
-  }
-  return (await client) as KeyClient;
-}
-
 function twinsText(record: PairingRecord): string {
   return Object.entries(record.twins)
     .map(([twin, { queue }]) => `${twin} → ${queue}`)
@@ -82,23 +62,6 @@ function parseRecord(raw: string | null | undefined): PairingRecord | undefined 
 }
 
 /**
- * Writes the record unless the key holds one with another group; returns that one's raw
- * JSON then, nil when written. Another twin set or twin name under the same group is
- * overwritten: those are labels, the group names the records.
- */
-const WRITE = `
-local current = redis.call('GET', KEYS[1])
-if current then
-  local ok, rec = pcall(cjson.decode, current)
-  if ok and type(rec) == 'table' and type(rec.group) == 'string' and rec.group ~= ARGV[2] then
-    return current
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1])
-return false
-`;
-
-/**
  * Records the pairing in `source`'s queue Redis. Rejects with `PairingMismatchError` when the
  * queue is paired under another group already: re-pairing it would give the jobs in flight
  * other record ids, and run them twice.
@@ -108,16 +71,12 @@ export async function writePairingRecord(
   record: PairingRecord,
 ): Promise<void> {
   const key = source.toKey(PAIRING_KEY);
-  const client = await clientOf(source);
-  if (typeof (client as unknown as Record<string, unknown>)[WRITE_COMMAND] !== 'function') {
-    client.defineCommand(WRITE_COMMAND, { numberOfKeys: 1, lua: WRITE });
-  }
-  const conflict = await client.runCommand(WRITE_COMMAND, [
+  const conflict = await pairingStoreOf(source).writeUnlessOtherGroup(
     key,
     JSON.stringify(record),
     record.group,
-  ]);
-  if (typeof conflict !== 'string') return;
+  );
+  if (conflict === undefined) return;
   const recorded = parseRecord(conflict);
   throw new PairingMismatchError({
     by: 'PairedQueue',
@@ -230,8 +189,8 @@ export class PairingCheck {
   private read(source: PairingSource, key: string): Promise<PairingRecord | undefined> {
     let reading = this.reading.get(key);
     if (reading === undefined) {
-      reading = clientOf(source)
-        .then((client) => client.get(key))
+      reading = pairingStoreOf(source)
+        .read(key)
         .then((raw) => {
           const record = parseRecord(raw);
           if (record !== undefined) this.known.set(key, record);

@@ -1,10 +1,7 @@
 import { PAIRING_KEY, type PairingRecord } from './pairing-record.js';
+import { pairingStoreOf } from './pairing-store.js';
 import type { Prepared } from './twin-writer.js';
 import { type Twin, withTimeout } from './twins.js';
-
-interface RedisGet {
-  get(key: string): Promise<string | null>;
-}
 
 /**
  * Refuses (TypeError, before anything is written) a job whose `opts.parent` is a copy that
@@ -26,11 +23,9 @@ export async function checkParents<DataType, NameType extends string>(
   if (parents.length === 0) return;
   const reads = await Promise.allSettled(
     twins.map(async (t) => {
-      // BullMQ 6 keeps the client on the queue's backend (as pairing-record.ts reads it).
-      const backend = t.queue.backend as unknown as { client: Promise<RedisGet> };
-      const client = await withTimeout(backend.client, timeoutMs, 'the read');
+      const store = pairingStoreOf(t.queue);
       const raw = await withTimeout(
-        Promise.all(parents.map((queueKey) => client.get(`${queueKey}:${PAIRING_KEY}`))),
+        Promise.all(parents.map((queueKey) => store.read(`${queueKey}:${PAIRING_KEY}`))),
         timeoutMs,
         'the read',
       );

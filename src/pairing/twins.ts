@@ -1,7 +1,8 @@
-import type { ConnectionOptions, Queue } from 'bullmq';
+import type { BackendFactory, ConnectionOptions, PostgresConnectionOptions, Queue } from 'bullmq';
 import { PairingMismatchError, PartialTwinOperationError } from '../errors.js';
 import { assertKnownOptions, optionError, stringOption } from '../validate.js';
-import { CONNECTION_EXPECTED, connectionProblem, sameRedis } from './connection.js';
+import { CONNECTION_EXPECTED, connectionProblem } from './connection.js';
+import { sameServer } from './servers.js';
 
 export interface TwinQueueOptions {
   /**
@@ -11,11 +12,18 @@ export interface TwinQueueOptions {
    * (e.g. Bun's) is refused with a TypeError: PairedQueue reads the client's options to tell
    * whether both twins live on one Redis.
    */
-  connection: ConnectionOptions;
+  connection: ConnectionOptions | PostgresConnectionOptions;
   /** Queue name there. Default: the `PairedQueue` name. */
   queue?: string;
   /** BullMQ key prefix there. Default `'bull'`. */
   prefix?: string;
+  /**
+   * BullMQ's backend factory for a twin that is not on Redis, as BullMQ's classes take it
+   * third: `createPostgresBackend` from bullmq, with `connection` a PostgreSQL connection
+   * string, pool config (`{ connectionString, migrate: true }`) or `pg.Pool`. Default: Redis.
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: BullMQ's factories differ in backend and options types
+  backend?: BackendFactory<any, any>;
 }
 
 /** One twin's checked configuration, before its queue is opened. */
@@ -24,6 +32,9 @@ export interface TwinConfig {
   queueName: string;
   prefix: string;
   connection: ConnectionOptions;
+  /** BullMQ's backend factory when this twin is not on Redis (e.g. PostgreSQL). */
+  // biome-ignore lint/suspicious/noExplicitAny: as TwinQueueOptions.backend
+  backend: BackendFactory<any, any> | undefined;
 }
 
 /** One twin of a PairedQueue, its BullMQ queue open. */
@@ -37,6 +48,9 @@ export interface TwinTarget {
   queueName: string;
   prefix: string;
   connection: ConnectionOptions;
+  /** BullMQ's backend factory when this twin is not on Redis. */
+  // biome-ignore lint/suspicious/noExplicitAny: as TwinQueueOptions.backend
+  backend: BackendFactory<any, any> | undefined;
   /** Writes the pairing record to this twin's queue Redis (once; as before an add). */
   record(): Promise<void>;
 }
@@ -61,7 +75,8 @@ export async function withTimeout<T>(
   }
 }
 
-function twinConfig(
+/** One twin's options, checked (a TypeError naming the option and the fix). */
+export function twinConfig(
   owner: string,
   pairedName: string,
   twin: string,
@@ -78,8 +93,22 @@ function twinConfig(
       'a Redis connection (options or client)',
     );
   }
-  assertKnownOptions(`${owner} twins.${twin}`, config, ['connection', 'queue', 'prefix']);
-  const problem = connectionProblem(config.connection);
+  assertKnownOptions(`${owner} twins.${twin}`, config, [
+    'connection',
+    'queue',
+    'prefix',
+    'backend',
+  ]);
+  if (config.backend !== undefined && typeof config.backend !== 'function') {
+    throw optionError(
+      owner,
+      `twins.${twin}.backend`,
+      config.backend,
+      "BullMQ's backend factory (e.g. createPostgresBackend from bullmq), or absent for Redis",
+    );
+  }
+  // Another backend checks its own connection; a Redis one must name its server to us.
+  const problem = config.backend === undefined ? connectionProblem(config.connection) : undefined;
   if (problem !== undefined) {
     throw new TypeError(
       `${owner}: option "twins.${twin}.connection" must be ${CONNECTION_EXPECTED}, received ${problem}. PairedQueue reads ioredis' options to tell whether the twins share one Redis (one MULTI) or live on two (high availability)`,
@@ -93,13 +122,19 @@ function twinConfig(
     config.prefix === undefined
       ? 'bull'
       : stringOption(owner, `twins.${twin}.prefix`, config.prefix);
-  return { name: twin, queueName, prefix, connection: config.connection };
+  return {
+    name: twin,
+    queueName,
+    prefix,
+    connection: config.connection as ConnectionOptions,
+    backend: config.backend,
+  };
 }
 
 /**
  * Every twin's configuration, checked before any connection opens, and whether they all
  * live on one Redis (then both copies of a job are written in one MULTI). Twins that share a
- * Redis need queues of their own there.
+ * server need queues of their own there.
  */
 export function resolveTwins(
   owner: string,
@@ -110,22 +145,21 @@ export function resolveTwins(
   const configs = entries.map(([twin, config]) => twinConfig(owner, pairedName, twin, config));
   configs.forEach((ca, i) => {
     for (const cb of configs.slice(i + 1)) {
-      if (
-        sameRedis(ca.connection, cb.connection) &&
-        ca.queueName === cb.queueName &&
-        ca.prefix === cb.prefix
-      ) {
+      if (sameServer(ca, cb) && ca.queueName === cb.queueName && ca.prefix === cb.prefix) {
         throw optionError(
           owner,
           'twins',
           twinsOption,
-          'different queues: on one Redis give each twin its own `queue` name',
+          'different queues: on one server give each twin its own `queue` name',
         );
       }
     }
   });
-  const first = configs[0]?.connection;
-  const oneRedis = first !== undefined && configs.every((c) => sameRedis(first, c.connection));
+  const first = configs[0];
+  const oneRedis =
+    first !== undefined &&
+    first.backend === undefined &&
+    configs.every((c) => sameServer(first, c));
   return { configs, oneRedis };
 }
 

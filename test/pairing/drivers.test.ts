@@ -127,7 +127,7 @@ describe.each(DRIVERS)('twins on %s clients', (driver) => {
       });
     // The same server as ioredis options name it: both copies would be one job.
     expect(make({ host: redis().host, port: redis().port })).toThrow(
-      /different queues: on one Redis give each twin its own `queue` name/,
+      /different queues: on one server give each twin its own `queue` name/,
     );
     // Another server under the same queue name: two twins, high availability.
     const apart = make({ host: other().host, port: other().port })();

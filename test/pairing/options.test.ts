@@ -112,7 +112,7 @@ describe('PairedQueue options and job ids', () => {
           c: { connection: { host: 'h', port: 1 }, queue: 'r' },
         },
       },
-      /different queues: on one Redis give each twin its own `queue` name/,
+      /different queues: on one server give each twin its own `queue` name/,
     ],
     [
       'a twin without connection',
@@ -122,7 +122,7 @@ describe('PairedQueue options and job ids', () => {
     [
       'one queue twice on one Redis',
       { twins: { eu: { connection: 'same' }, us: { connection: 'same' } } },
-      /different queues: on one Redis/,
+      /different queues: on one server/,
     ],
     [
       'bad add timeout',

@@ -442,7 +442,7 @@ describe('flows across twins (PairedFlowProducer)', () => {
         queue: ordersQueue,
         children: [{ name: 'item', queue: itemsQueue }],
       }),
-    ).rejects.toThrow(/not on the Redis of the root queue .* one Redis/);
+    ).rejects.toThrow(/not on the server of the root queue .* one Redis/);
     await expect(
       flows.add({
         name: 'order',
