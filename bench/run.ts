@@ -23,6 +23,7 @@ import {
 import { idlePerProcess, idleQueues } from './scenarios/idle.js';
 import { twinCompletionLag } from './scenarios/lag.js';
 import { lockStoreOutage } from './scenarios/lock-store-outage.js';
+import { pgTakeoverKill, pgThroughputIo20, redisOutage } from './scenarios/postgres.js';
 import {
   clusterTakeoverKill,
   takeoverFail,
@@ -66,6 +67,9 @@ const ALL = [
   'twin_completion_lag',
   'idle_per_process',
   'idle_queues',
+  'pg_throughput_io20',
+  'pg_takeover_kill',
+  'redis_outage',
 ] as const;
 
 const program = new Command()
@@ -182,6 +186,9 @@ await run('geo_region_loss_queued', () => geoRegionLossQueued(options));
 await run('twin_completion_lag', () => twinCompletionLag(options));
 await run('idle_per_process', () => idlePerProcess(options));
 await run('idle_queues', () => idleQueues(options));
+await run('pg_throughput_io20', () => pgThroughputIo20(options));
+await run('pg_takeover_kill', () => pgTakeoverKill(options));
+await run('redis_outage', () => redisOutage(options));
 
 const report = {
   date: new Date().toISOString(),

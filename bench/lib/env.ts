@@ -1,8 +1,9 @@
-import { Queue } from 'bullmq';
+import { createPostgresBackend, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { type ExecutorChoice, PairedQueue } from '../../src/index.js';
 import { FixtureProcess } from '../../test/support/child.js';
 import { startCluster, type TestCluster } from '../../test/support/cluster.js';
+import { startPostgres, type TestPostgres } from '../../test/support/postgres.js';
 import { startRedis, type TestRedis, uniquePrefix } from '../../test/support/redis.js';
 
 const BENCH = 'the benchmarks (npm run bench)';
@@ -94,6 +95,54 @@ export class BenchEnv {
     this.closers.push(() => cluster.stop());
     const env = { LOCK_CLUSTER: cluster.nodes.map((n) => `${n.host}:${n.port}`).join(',') };
     return { env, cluster };
+  }
+
+  /** A private PostgreSQL, stopped with the environment. */
+  async postgres(): Promise<TestPostgres> {
+    const postgres = await startPostgres();
+    this.closers.push(() => postgres.stop());
+    return postgres;
+  }
+
+  /** An observer Queue on PostgreSQL (BullMQ's PostgreSQL backend), closed with the environment. */
+  pgQueue(name: string, on: TestPostgres): Queue {
+    const key = `pg:${on.url}/${name}`;
+    let queue = this.observers.get(key);
+    if (queue === undefined) {
+      queue = new Queue(
+        name,
+        { connection: { connectionString: on.url, migrate: true } } as never,
+        createPostgresBackend as never,
+      ) as unknown as Queue;
+      this.observers.set(key, queue);
+      this.queues.push(queue);
+    }
+    return queue;
+  }
+
+  /**
+   * A PairedQueue with twin `eu` on Redis (`euRedis`, default this environment's) and twin
+   * `us` on PostgreSQL, queues `<base>-eu` / `<base>-us`.
+   */
+  mixedPairedQueue(
+    pg: TestPostgres,
+    euRedis: TestRedis = this.redis,
+    executor: ExecutorChoice | undefined = undefined,
+  ): PairedQueue {
+    const queue = new PairedQueue(this.base, {
+      ...(executor === undefined ? {} : { executor }),
+      twins: {
+        eu: { connection: { host: euRedis.host, port: euRedis.port }, queue: `${this.base}-eu` },
+        us: {
+          connection: { connectionString: pg.url, migrate: true },
+          queue: `${this.base}-us`,
+          backend: createPostgresBackend,
+        },
+      },
+    });
+    for (const twin of queue.twins) queue.queue(twin).on('error', () => {});
+    this.closers.push(() => queue.close());
+    return queue;
   }
 
   /** Another private Redis, stopped with the environment. */

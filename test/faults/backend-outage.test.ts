@@ -75,7 +75,7 @@ async function stateOn(queue: PairedQueue, twin: Twin, id: string): Promise<stri
     .catch(() => 'unreachable');
   if (state === 'failed') {
     const job = await queue.queue(twin).getJob(id);
-    return `failed: ${job?.failedReason}`;
+    return `failed: ${job?.failedReason} ${job?.stacktrace?.[0]?.split('\n').slice(0, 8).join(' | ')}`;
   }
   return state;
 }
