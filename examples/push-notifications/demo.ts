@@ -4,6 +4,7 @@
  * process is SIGKILLed, later restarted. A local push gateway counts what reached devices.
  *   npm run demo -- --count 2000 --kill-at 0.5 --restart-after 3000 --no-kill --rtt 80 --executor balanced
  *   npm run demo -- --regions eu,us,ap     (three regions, one twin each; eu is killed)
+ *   npm run demo -- --backends redis,postgres   (eu's queue on Redis, us's on PostgreSQL)
  *
  * `--rtt <ms>` runs it over the WAN lab (test/support/wan-topology.ts) instead of loopback:
  * `ms` is the round trip between eu and us (one way: ms / 2); the lock store is at a third
@@ -22,10 +23,15 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Queue } from 'bullmq';
+import { createPostgresBackend, Queue } from 'bullmq';
 import { Command } from 'commander';
 import * as hdr from 'hdr-histogram-js';
 import { type ExecutorChoice, PairedQueue } from '../../src/index.js';
+import {
+  PostgresUnavailableError,
+  startPostgres,
+  type TestPostgres,
+} from '../../test/support/postgres.js';
 import { RedisUnavailableError, startRedis, type TestRedis } from '../../test/support/redis.js';
 import { startWanTopology } from '../../test/support/wan-topology.js';
 import { PushGateway } from './gateway.js';
@@ -55,8 +61,15 @@ export interface PushDemoOptions {
    * first is the one killed. Over the WAN lab (`rttMs`) only eu and us.
    */
   regions?: readonly string[];
+  /**
+   * Each region's queue backend, in `regions` order (default: all Redis): `postgres` puts that
+   * region's queue on a private PostgreSQL (BullMQ's createPostgresBackend). Not over the WAN.
+   */
+  backends?: readonly Backend[];
   log?: (line: string) => void;
 }
+
+export type Backend = 'redis' | 'postgres';
 
 export interface PushDemoSummary {
   notifications: number;
@@ -88,12 +101,18 @@ interface Endpoint {
   port: number;
 }
 
+/** How the producer reaches one twin's queue: a Redis endpoint, or PostgreSQL with its backend. */
+interface TwinEndpoint {
+  connection: Endpoint | { connectionString: string; migrate: true };
+  backend?: typeof createPostgresBackend;
+}
+
 /** The demo's Redis servers and how each party reaches them. */
 interface DemoNetwork {
-  /** QUEUE_URL and LOCK_URL of each region's worker processes. */
-  workerEnv: Record<Site, { QUEUE_URL: string; LOCK_URL: string }>;
-  /** How the producer (in eu) reaches each twin's queue Redis. */
-  producer: Record<Site, Endpoint>;
+  /** QUEUE_URL (or QUEUE_PG) and LOCK_URL of each region's worker processes. */
+  workerEnv: Record<Site, Record<string, string>>;
+  /** How the producer (in eu) reaches each twin's queue. */
+  producer: Record<Site, TwinEndpoint>;
   /** Each queue Redis with no delay, to count copies off the WAN; absent: through the producer. */
   observer?: Record<Site, Endpoint>;
   /** One Redis serves all three (REDIS_URL): the regions need key prefixes of their own. */
@@ -103,25 +122,45 @@ interface DemoNetwork {
   stop(): Promise<void>;
 }
 
-/** A queue Redis per region and a lock store, on loopback (or REDIS_URL): the demo without --rtt. */
-async function localNetwork(names: readonly Site[]): Promise<DemoNetwork> {
+/**
+ * A queue server per region (Redis, or PostgreSQL where `backends` says so) and a lock store
+ * Redis, on loopback (or REDIS_URL): the demo without --rtt.
+ */
+async function localNetwork(
+  names: readonly Site[],
+  backends: readonly Backend[],
+): Promise<DemoNetwork> {
   const lock = await startRedis({ purpose: DEMO });
-  const queues: Record<Site, TestRedis> = {};
-  for (const name of names) queues[name] = await startRedis({ purpose: DEMO });
+  const queues: Record<Site, TestRedis | TestPostgres> = {};
+  const onPg = (n: Site): boolean => backends[names.indexOf(n)] === 'postgres';
+  for (const name of names) {
+    queues[name] = onPg(name) ? await startPostgres() : await startRedis({ purpose: DEMO });
+  }
   const all = [...Object.values(queues), lock];
   const urls = Object.values(queues).map((r) => r.url);
   return {
     workerEnv: Object.fromEntries(
-      names.map((n) => [n, { QUEUE_URL: (queues[n] as TestRedis).url, LOCK_URL: lock.url }]),
+      names.map((n) => {
+        const url = (queues[n] as TestRedis | TestPostgres).url;
+        return [n, { [onPg(n) ? 'QUEUE_PG' : 'QUEUE_URL']: url, LOCK_URL: lock.url }];
+      }),
     ),
     producer: Object.fromEntries(
       names.map((n) => {
-        const r = queues[n] as TestRedis;
-        return [n, { host: r.host, port: r.port }];
+        const q = queues[n] as TestRedis | TestPostgres;
+        return [
+          n,
+          onPg(n)
+            ? {
+                connection: { connectionString: q.url, migrate: true as const },
+                backend: createPostgresBackend,
+              }
+            : { connection: { host: q.host, port: q.port } },
+        ];
       }),
     ),
     shared: new Set(urls).size < urls.length,
-    description: `regions up: ${names.map((n) => `${n} (Redis ${(queues[n] as TestRedis).url})`).join(', ')}; lock store ${lock.url}`,
+    description: `regions up: ${names.map((n) => `${n} (${onPg(n) ? 'PostgreSQL' : 'Redis'} ${(queues[n] as TestRedis | TestPostgres).url})`).join(', ')}; lock store ${lock.url}`,
     stop: async () => {
       await Promise.all(all.map((r) => r.stop()));
     },
@@ -147,7 +186,7 @@ async function wanNetwork(rttMs: number): Promise<DemoNetwork> {
   return {
     workerEnv: { eu: eu.workerEnv, us: us.workerEnv },
     // The producer runs in eu: eu's twin directly, us's through eu's cross-region link.
-    producer: { eu: at(eu.queueUrl), us: at(eu.remoteQueueUrl) },
+    producer: { eu: { connection: at(eu.queueUrl) }, us: { connection: at(eu.remoteQueueUrl) } },
     observer: { eu: at(wan.queueRedis.eu.url), us: at(wan.queueRedis.us.url) },
     shared: false,
     description:
@@ -170,7 +209,14 @@ export async function runPushDemo(options: PushDemoOptions): Promise<PushDemoSum
     throw new TypeError(`regions must be two or more distinct names, received ${names.join(',')}`);
   if (rttMs !== null && names.join(',') !== 'eu,us')
     throw new TypeError('over the WAN lab (rttMs) the regions are eu and us');
-  const network = rttMs === null ? await localNetwork(names) : await wanNetwork(rttMs);
+  const backends = options.backends ?? names.map((): Backend => 'redis');
+  if (backends.length !== names.length || backends.some((b) => b !== 'redis' && b !== 'postgres'))
+    throw new TypeError(
+      `backends must name redis or postgres for each of the ${names.length} regions, received ${backends.join(',')}`,
+    );
+  if (rttMs !== null && backends.includes('postgres'))
+    throw new TypeError('over the WAN lab (rttMs) every region is on Redis');
+  const network = rttMs === null ? await localNetwork(names, backends) : await wanNetwork(rttMs);
   const gateway = new PushGateway();
   const gatewayUrl = await gateway.start();
   const shared = network.shared;
@@ -192,7 +238,10 @@ export async function runPushDemo(options: PushDemoOptions): Promise<PushDemoSum
   const queue = new PairedQueue<Notification>('push', {
     executor: options.executor ?? 'first',
     twins: Object.fromEntries(
-      names.map((n) => [n, { connection: endpoint(network.producer, n), prefix: prefix(n) }]),
+      names.map((n) => {
+        const { connection, backend } = network.producer[n] as TwinEndpoint;
+        return [n, { connection, prefix: prefix(n), ...(backend ? { backend } : {}) }];
+      }),
     ),
   });
   // Over the WAN the copies are counted directly on each Redis, not through the producer's link.
@@ -395,6 +444,10 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       'eu,us',
     )
     .option(
+      '--backends <list>',
+      "each region's queue backend, in --regions order: redis or postgres (e.g. redis,postgres)",
+    )
+    .option(
       '--executor <choice>',
       'who runs each notification: first (whichever twin picks it up first), balanced (by id), eu or us',
       'first',
@@ -408,6 +461,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       rtt?: string;
       executor: string;
       regions: string;
+      backends?: string;
     }>();
   const regionNames = flags.regions.split(',').map((r) => r.trim());
   if (!['first', 'balanced', ...regionNames].includes(flags.executor))
@@ -431,9 +485,14 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     ...(rttMs === undefined ? {} : { rttMs }),
     executor: flags.executor,
     regions: regionNames,
+    ...(flags.backends === undefined
+      ? {}
+      : { backends: flags.backends.split(',').map((b) => b.trim() as Backend) }),
   }).catch((err: unknown) => {
-    // No Redis to be had: the message says what to install; a stack trace would not help.
-    if (!(err instanceof RedisUnavailableError)) throw err;
+    // No Redis (or PostgreSQL) to be had: the message says what to install, not a stack trace.
+    if (!(err instanceof RedisUnavailableError || err instanceof PostgresUnavailableError)) {
+      throw err;
+    }
     console.error(err.message);
     process.exit(1);
   });

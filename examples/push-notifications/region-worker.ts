@@ -7,12 +7,11 @@
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import { PairedProcessor } from '../../src/index.js';
 import { PairedMetrics } from '../../src/prometheus.js';
-import { env, say } from '../../test/fixtures/io.js';
+import { env, queueWorker, say } from '../../test/fixtures/io.js';
 import type { PushRequest } from './gateway.js';
 
 export interface Notification {
@@ -22,7 +21,11 @@ export interface Notification {
 
 const region = env('REGION');
 const gateway = env('GATEWAY_URL');
-const queueConnection = new Redis(env('QUEUE_URL'), { maxRetriesPerRequest: null });
+// QUEUE_PG: this region's queue is on PostgreSQL (a connection string); else on QUEUE_URL.
+const queueConnection =
+  process.env.QUEUE_PG === undefined
+    ? new Redis(env('QUEUE_URL'), { maxRetriesPerRequest: null })
+    : undefined;
 const lockConnection = new Redis(env('LOCK_URL'));
 
 const paired = new PairedProcessor<Notification, { status: string; fence: number }>(
@@ -64,8 +67,7 @@ const metrics = createServer((_req, res) => {
 metrics.listen(0, '127.0.0.1');
 await once(metrics, 'listening');
 
-const worker = new Worker(env('QUEUE'), paired.processor, {
-  connection: queueConnection,
+const worker = queueWorker(env('QUEUE'), paired.processor, () => queueConnection as Redis, {
   prefix: env('QUEUE_PREFIX'),
   concurrency: Number(process.env.CONCURRENCY ?? 10),
   // A killed process's active copies come back to the region's restarted workers within
@@ -87,7 +89,7 @@ process.once('SIGTERM', () => {
     await worker.close(); // hands running jobs over to the twin region
     await paired.close();
     metrics.close();
-    await Promise.all([queueConnection.quit(), lockConnection.quit()]);
+    await Promise.all([queueConnection?.quit(), lockConnection.quit()]);
     process.exit(0);
   })();
 });

@@ -43,6 +43,19 @@ describe('npm run demo (push notifications in two regions)', () => {
     expect(printed.some((l) => l.includes('enqueue → delivered'))).toBe(false);
   });
 
+  it('--backends redis,postgres: us on PostgreSQL, eu SIGKILLed mid-run and restarted, every notification once', async () => {
+    const count = 200;
+    const lines: string[] = [];
+    const summary = await runPushDemo({
+      count,
+      ...KILLED_MIDWAY,
+      backends: ['redis', 'postgres'],
+      log: (line) => lines.push(line),
+    });
+    expect(lines[0]).toMatch(/eu \(Redis redis:.*us \(PostgreSQL postgres:/);
+    expectEveryNotificationOnce(summary, count);
+  });
+
   it('--rtt 80 --executor balanced: the same over the WAN lab (lock store at a third site), executors chosen at add, eu killed and restarted', async () => {
     const count = 120;
     const lines: string[] = [];

@@ -42,7 +42,10 @@ function mixedPair(base = uniquePrefix('outage')) {
         await new Promise((resolve) => setTimeout(resolve, 50));
         return { by: twin };
       },
-      { twin, lockConnection: lockRedis().connect() },
+      // A parked copy whose wake was lost in the outage comes back when its park ends: 20 s
+      // here rather than the default 10 leases (seen once in six runs: a copy of the downed
+      // twin still delayed a minute after its server was back).
+      { twin, lockConnection: lockRedis().connect(), maxParkMs: 20_000 },
     );
     paired.on('error', () => {});
     const worker =
@@ -75,7 +78,7 @@ async function stateOn(queue: PairedQueue, twin: Twin, id: string): Promise<stri
     .catch(() => 'unreachable');
   if (state === 'failed') {
     const job = await queue.queue(twin).getJob(id);
-    return `failed: ${job?.failedReason} ${job?.stacktrace?.[0]?.split('\n').slice(0, 8).join(' | ')}`;
+    return `failed: ${job?.failedReason}`;
   }
   return state;
 }
@@ -106,12 +109,29 @@ describe('a pair across backends survives a whole server outage', () => {
         else await postgres().restart();
       }
       const allDoneOnSurvivor = Date.now() - killedAt;
-      // Back: the downed twin's copies complete from the pair records.
+      // Back: the downed twin's copies complete from the pair records. A copy whose completion
+      // BullMQ was writing when its server died is failed by BullMQ once the server is back,
+      // with the connection error as its reason (BullMQ's PostgreSQL backend fails fast where
+      // ioredis waits): retried, it completes from the record without running again.
+      const runsBefore = executions.length;
+      let retried = 0;
       for (const id of ids) {
         await expect
-          .poll(() => stateOn(queue, down, id), { timeout: 60_000, interval: 100 })
+          .poll(
+            async () => {
+              const state = await stateOn(queue, down, id);
+              if (!/^failed: .*(postmaster|ECONNREFUSED|Connection terminated)/.test(state)) {
+                return state;
+              }
+              retried++;
+              await (await queue.queue(down).getJob(id))?.retry();
+              return 'retried';
+            },
+            { timeout: 60_000, interval: 100 },
+          )
           .toBe('completed');
       }
+      expect(executions.length).toBe(runsBefore);
       const runs = new Map<string, number>();
       for (const e of executions) runs.set(e.id, (runs.get(e.id) ?? 0) + 1);
       // Nothing lost: every job ran; a run cut by the outage may have run again on the twin.
@@ -122,7 +142,7 @@ describe('a pair across backends survives a whole server outage', () => {
         expect(pair?.jobs.eu?.returnvalue).toEqual(pair?.jobs.us?.returnvalue);
       }
       console.info(
-        `${what} down: ${JOBS} jobs, all completed on ${up} ${allDoneOnSurvivor} ms after the kill; ${twice} ran twice; after the restart ${down}'s copies completed from the records`,
+        `${what} down: ${JOBS} jobs, all completed on ${up} ${allDoneOnSurvivor} ms after the kill; ${twice} ran twice; after the restart ${down}'s copies completed from the records (${retried} failed by BullMQ on a lost completion write, retried)`,
       );
     });
   }
