@@ -46,7 +46,7 @@ function withTargetOptions(command: Command): Command {
     .option('--twin-queue <name>', 'the other twin queue name (same as a second --queue)')
     .option(
       '--twin-redis <url>',
-      "another twin's Redis; repeat for more (queue names: one --queue for all, or one per server)",
+      "another twin's Redis, or postgres://… for a twin on BullMQ's PostgreSQL backend; repeat for more (queue names: one --queue for all, or one per server)",
       collect,
     )
     .option('--lock-redis <url>', 'Redis holding the pair records (default: --redis)')

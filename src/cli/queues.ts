@@ -3,7 +3,7 @@ import type { Cluster, Redis } from 'ioredis';
 import { CliError, EXIT } from './exit-codes.js';
 import type { RedisPool } from './redis.js';
 import { redactUrl } from './redis.js';
-import type { TwinQueue } from './target.js';
+import { isPostgresUrl, type TwinQueue } from './target.js';
 
 /** One twin's BullMQ copy of a job, as `inspect` reports it. */
 export interface CopyReport {
@@ -38,13 +38,29 @@ function loadBullmq(): Promise<typeof import('bullmq')> {
   return bullmq;
 }
 
-/** Runs `fn` on a read-only BullMQ `Queue` of `twin` (no meta write, no version probe). */
+/**
+ * Runs `fn` on a read-only BullMQ `Queue` of `twin` (no meta write, no version probe); its
+ * Redis client too, or undefined for a twin on PostgreSQL (BullMQ's PostgreSQL backend).
+ */
 export async function withQueue<T>(
   pool: RedisPool,
   twin: TwinQueue,
-  fn: (queue: Queue, client: Redis | Cluster) => Promise<T>,
+  fn: (queue: Queue, client: Redis | Cluster | undefined) => Promise<T>,
 ): Promise<T> {
-  const { Queue } = await loadBullmq();
+  const { Queue, createPostgresBackend } = await loadBullmq();
+  if (isPostgresUrl(twin.url)) {
+    const queue = new Queue(
+      twin.queue,
+      { connection: { connectionString: twin.url }, skipVersionCheck: true } as never,
+      createPostgresBackend as never,
+    ) as unknown as Queue;
+    queue.on('error', () => {});
+    try {
+      return await fn(queue, undefined);
+    } finally {
+      await queue.close();
+    }
+  }
   return pool.use(twin.url, async (client) => {
     const queue = new Queue(twin.queue, {
       connection: client,
@@ -87,7 +103,11 @@ export function readCopy(
     }
     const state = await queue.getJobState(jobId);
     // BullMQ scores delayed jobs as (due time × 4096 + a sequence number).
-    const score = state === 'delayed' ? await client.zscore(queue.toKey('delayed'), jobId) : null;
+    // On PostgreSQL the due time is not read (null): the state still says delayed.
+    const score =
+      state === 'delayed' && client !== undefined
+        ? await client.zscore(queue.toKey('delayed'), jobId)
+        : null;
     const delayedUntil = score === null ? null : Math.floor(Number(score) / 0x1000);
     return {
       ...base,

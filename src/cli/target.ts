@@ -38,6 +38,13 @@ export interface Target {
 }
 
 const PROTOCOLS = ['redis:', 'rediss:'];
+/** A twin on BullMQ's PostgreSQL backend (`--twin-redis` only: the lock store is Redis). */
+const POSTGRES_PROTOCOLS = ['postgres:', 'postgresql:'];
+
+/** Whether a twin's server URL names PostgreSQL. */
+export function isPostgresUrl(url: string): boolean {
+  return POSTGRES_PROTOCOLS.some((p) => url.startsWith(`${p}//`));
+}
 
 function checkUrl(option: string, url: string): string {
   if (/^rediss?\+cluster:/.test(url)) {
@@ -114,7 +121,7 @@ function groupOf(o: RawOptions, twins: TwinQueue[]): string | undefined {
 
 export function resolveTarget(o: RawOptions): Target {
   checkUrl('--redis', o.redis);
-  for (const url of o.twinRedis ?? []) checkUrl('--twin-redis', url);
+  for (const url of o.twinRedis ?? []) if (!isPostgresUrl(url)) checkUrl('--twin-redis', url);
   if (o.lockRedis !== undefined) checkUrl('--lock-redis', o.lockRedis);
   for (const [option, value] of [
     ['--lock-prefix', o.lockPrefix],

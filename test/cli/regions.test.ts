@@ -1,4 +1,4 @@
-import { Worker } from 'bullmq';
+import { createPostgresBackend, Worker } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 import type { InspectReport } from '../../src/cli/inspect.js';
 import type { StatsReport } from '../../src/cli/stats.js';
@@ -6,6 +6,7 @@ import { PairedProcessor, PairedQueue } from '../../src/index.js';
 import { recordId, recordKey } from '../../src/lock/keys.js';
 import { useClosers } from '../support/closers.js';
 import { firstRunFence } from '../support/fences.js';
+import { usePostgres } from '../support/file-postgres.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 import { parseJson, runCli } from './run-cli.js';
@@ -14,6 +15,7 @@ import { parseJson, runCli } from './run-cli.js';
 const eu = useRedis({ killable: true });
 const us = useRedis({ killable: true });
 const lockStore = useRedis();
+const postgres = usePostgres();
 const closers = useClosers();
 
 describe('bullmq-paired across two Redis servers', () => {
@@ -89,5 +91,73 @@ describe('bullmq-paired across two Redis servers', () => {
       [regions.eu.url, 1],
       [regions.us.url, 1],
     ]);
+  });
+
+  it('reads a twin on PostgreSQL (--twin-redis postgres://…) beside one on Redis', async () => {
+    const name = uniquePrefix('pgcli');
+    const lockPrefix = `${name}-lock`;
+    const pg = { connectionString: postgres().url, migrate: true };
+    const queue = new PairedQueue(name, {
+      twins: {
+        eu: { connection: eu().connect() },
+        us: { connection: pg, backend: createPostgresBackend },
+      },
+    });
+    closers.push(() => queue.close());
+    for (const twin of ['eu', 'us'] as const) {
+      const paired = new PairedProcessor(async () => ({ sent: true }), {
+        twin,
+        lockConnection: lockStore().connect(),
+        prefix: lockPrefix,
+      });
+      const worker =
+        twin === 'eu'
+          ? new Worker(name, paired.processor, { connection: eu().connect() })
+          : (new Worker(
+              name,
+              paired.processor,
+              { connection: pg } as never,
+              createPostgresBackend,
+            ) as unknown as Worker);
+      worker.on('error', () => {});
+      paired.attach(worker);
+      closers.push(async () => {
+        await worker.close();
+        await paired.close();
+      });
+    }
+    const { id } = await queue.add('notify', {});
+    for (const twin of ['eu', 'us'] as const) {
+      await expect
+        .poll(() => queue.queue(twin).getJobState(id), { timeout: 20_000, interval: 50 })
+        .toBe('completed');
+    }
+    const target = [
+      '--redis',
+      eu().url,
+      '--twin-redis',
+      postgres().url,
+      '--lock-redis',
+      lockStore().url,
+      '--queue',
+      name,
+      '--lock-prefix',
+      lockPrefix,
+      '--json',
+    ];
+    const [inspected, stats] = await Promise.all([
+      runCli(['inspect', ...target, id]),
+      runCli(['stats', ...target]),
+    ]);
+    expect(inspected.code).toBe(0);
+    const report = parseJson<InspectReport>(inspected);
+    expect(report.record).toMatchObject({ state: 'done', result: { sent: true } });
+    expect(report.copies.map((c) => [c.queue, c.state, c.returnvalue])).toEqual([
+      [name, 'completed', { sent: true }],
+      [name, 'completed', { sent: true }],
+    ]);
+    expect(stats.code).toBe(0);
+    const counted = parseJson<StatsReport>(stats);
+    expect(JSON.stringify(counted)).toContain('"completed":1');
   });
 });
