@@ -129,10 +129,10 @@ export class PairedFlowProducer {
       }
     }
     const [first] = roots as [TwinTarget];
-    if (first.backend === undefined && roots.every((t) => sameServer(t, first))) {
+    if (roots.every((t) => sameServer(t, first))) {
       const failed = recorded.find((r) => r.status === 'rejected');
       if (failed) throw (failed as PromiseRejectedResult).reason;
-      // One Redis: every twin's tree in one MULTI.
+      // One server: every twin's tree at once (one MULTI on Redis, one statement on PostgreSQL).
       const nodes = await this.producer(first).addBulk(trees.flat());
       return {
         id: rootId,

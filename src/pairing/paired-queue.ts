@@ -143,7 +143,7 @@ export class PairedQueue<
   private readonly defaultJobOptions: JobsOptions;
   private readonly addTimeoutMs: number;
   private readonly executor: ExecutorChoice;
-  /** Writes the copies: in one MULTI when every twin lives on one Redis, else per twin. */
+  /** Writes the copies: all at once when every twin lives on one server, else per twin. */
   private readonly writer: CopyWriter<DataType, ResultType, NameType>;
   /** Per twin: the pairing record written to its Redis (retried at the next add if it failed). */
   private readonly recorded = new Map<string, Promise<void>>();
@@ -175,7 +175,7 @@ export class PairedQueue<
     }
     this.defaultJobOptions = defaults;
     // Every twin is checked before any connection opens.
-    const { configs, oneRedis } = resolveTwins(
+    const { configs, oneServer } = resolveTwins(
       OWNER,
       this.name,
       entries as [string, TwinQueueOptions][],
@@ -204,7 +204,7 @@ export class PairedQueue<
         record: (t: Twin) => this.record(t),
         timeoutMs: this.addTimeoutMs,
       };
-      this.writer = copyWriter(host, oneRedis ? configs[0]?.connection : undefined);
+      this.writer = copyWriter(host, oneServer ? configs[0] : undefined);
     } catch (err) {
       for (const resource of opened) void resource.close().catch(() => {});
       throw err;

@@ -1,5 +1,6 @@
 import { type ConnectionOptions, FlowProducer, Job, type JobsOptions } from 'bullmq';
 import { PairingMismatchError, PartialAddError } from '../errors.js';
+import type { Placed } from './servers.js';
 import { type Twin, withTimeout } from './twins.js';
 
 /** One job as an add writes it, its id checked (`opts.jobId` always set). */
@@ -81,17 +82,24 @@ function answerOf(twin: Twin, job: Job, reply: unknown): string | Error {
   return reply;
 }
 
-/** Twins on one Redis: every copy of every job in one MULTI (BullMQ's flow backend). */
-class OneRedisWriter<DataType, ResultType, NameType extends string>
+/**
+ * Twins on one server: every copy of every job written at once through BullMQ's flow backend
+ * (on Redis one MULTI; on PostgreSQL one statement, which spans queues).
+ */
+class OneServerWriter<DataType, ResultType, NameType extends string>
   implements CopyWriter<DataType, ResultType, NameType>
 {
   private readonly flows: FlowProducer;
 
   constructor(
     private readonly host: WriterHost,
-    connection: ConnectionOptions,
+    { connection, backend }: Placed,
   ) {
-    this.flows = new FlowProducer({ connection });
+    // BullMQ's overloads: a backend factory second, or none for Redis.
+    this.flows =
+      backend === undefined
+        ? new FlowProducer({ connection: connection as ConnectionOptions })
+        : (new FlowProducer({ connection } as never, backend) as FlowProducer);
   }
 
   async write(
@@ -121,10 +129,10 @@ class OneRedisWriter<DataType, ResultType, NameType extends string>
 }
 
 /**
- * Twins on several Redis servers: each twin's copies in parallel, a twin that fails or does
+ * Twins on several servers: each twin's copies in parallel, a twin that fails or does
  * not answer within the timeout making it a `PartialAddError` that names where the job is.
  */
-class TwinRedisWriter<DataType, ResultType, NameType extends string>
+class TwinServersWriter<DataType, ResultType, NameType extends string>
   implements CopyWriter<DataType, ResultType, NameType>
 {
   constructor(private readonly host: WriterHost) {}
@@ -184,12 +192,15 @@ class TwinRedisWriter<DataType, ResultType, NameType extends string>
   async close(): Promise<void> {}
 }
 
-/** The writer for where the twins live: one MULTI on one Redis, else one add per twin. */
+/**
+ * The writer for where the twins live: every copy at once when they share one server
+ * (`oneServer`, where they all live), else one add per twin.
+ */
 export function copyWriter<DataType, ResultType, NameType extends string>(
   host: WriterHost,
-  oneRedis: ConnectionOptions | undefined,
+  oneServer: Placed | undefined,
 ): CopyWriter<DataType, ResultType, NameType> {
-  return oneRedis === undefined
-    ? new TwinRedisWriter<DataType, ResultType, NameType>(host)
-    : new OneRedisWriter<DataType, ResultType, NameType>(host, oneRedis);
+  return oneServer === undefined
+    ? new TwinServersWriter<DataType, ResultType, NameType>(host)
+    : new OneServerWriter<DataType, ResultType, NameType>(host, oneServer);
 }

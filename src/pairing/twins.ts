@@ -133,15 +133,15 @@ export function twinConfig(
 
 /**
  * Every twin's configuration, checked before any connection opens, and whether they all
- * live on one Redis (then both copies of a job are written in one MULTI). Twins that share a
- * server need queues of their own there.
+ * live on one server (then both copies of a job are written together: one MULTI on Redis, one
+ * statement on PostgreSQL). Twins that share a server need queues of their own there.
  */
 export function resolveTwins(
   owner: string,
   pairedName: string,
   entries: [string, TwinQueueOptions][],
   twinsOption: unknown,
-): { configs: TwinConfig[]; oneRedis: boolean } {
+): { configs: TwinConfig[]; oneServer: boolean } {
   const configs = entries.map(([twin, config]) => twinConfig(owner, pairedName, twin, config));
   configs.forEach((ca, i) => {
     for (const cb of configs.slice(i + 1)) {
@@ -156,11 +156,8 @@ export function resolveTwins(
     }
   });
   const first = configs[0];
-  const oneRedis =
-    first !== undefined &&
-    first.backend === undefined &&
-    configs.every((c) => sameServer(first, c));
-  return { configs, oneRedis };
+  const oneServer = first !== undefined && configs.every((c) => sameServer(first, c));
+  return { configs, oneServer };
 }
 
 /**

@@ -144,6 +144,38 @@ describe.each(PAIRS)('twins on %s', (pair) => {
       .poll(() => queue.queue(second?.twin as Twin).getJobState(id), { timeout: 30_000 })
       .toBe('completed');
   });
+  it('pairs a flow: parent and children on both twins, each run once', async () => {
+    const items = layout(pair);
+    const orders = layout(pair);
+    const [itemsQueue, ordersQueue] = [pairedQueue(items), pairedQueue(orders)];
+    const flows = new PairedFlowProducer();
+    closers.push(() => flows.close());
+    const flow = await flows.add({
+      name: 'order',
+      queue: ordersQueue,
+      data: {},
+      opts: { jobId: 'order-1' },
+      children: [1, 2].map((n) => ({
+        name: 'item',
+        queue: itemsQueue,
+        data: { n },
+        opts: { jobId: `item-${n}` },
+      })),
+    });
+    for (const twin of TWINS) {
+      expect(flow.nodes[twin]?.job.id).toBe('order-1');
+      expect(await ordersQueue.queue(twin).getJobState('order-1')).toBe('waiting-children');
+    }
+    const itemWorkers = pairedWorkers(items, async (job) => (job.data as { n: number }).n);
+    const orderWorkers = pairedWorkers(orders, async (job) =>
+      Object.values(await job.getChildrenValues()).sort(),
+    );
+    await bothCompleted(ordersQueue, 'order-1');
+    expect(itemWorkers.executions.map((e) => e.id).sort()).toEqual(['item-1', 'item-2']);
+    expect(orderWorkers.executions.map((e) => e.id)).toEqual(['order-1']);
+    const copies = await ordersQueue.getJob('order-1');
+    for (const twin of TWINS) expect(copies?.jobs[twin]?.returnvalue).toEqual([1, 2]);
+  });
 });
 
 describe('a PostgreSQL twin', () => {
@@ -173,39 +205,6 @@ describe('a PostgreSQL twin', () => {
     const copies = await queue.getJob(id);
     for (const twin of TWINS)
       expect(copies?.jobs[twin]?.returnvalue).toMatchObject({ by: expect.any(String) });
-  });
-
-  it('pairs a flow: parent and children on both twins, each run once', async () => {
-    const items = layout('Redis + PostgreSQL');
-    const orders = layout('Redis + PostgreSQL');
-    const [itemsQueue, ordersQueue] = [pairedQueue(items), pairedQueue(orders)];
-    const flows = new PairedFlowProducer();
-    closers.push(() => flows.close());
-    const flow = await flows.add({
-      name: 'order',
-      queue: ordersQueue,
-      data: {},
-      opts: { jobId: 'order-1' },
-      children: [1, 2].map((n) => ({
-        name: 'item',
-        queue: itemsQueue,
-        data: { n },
-        opts: { jobId: `item-${n}` },
-      })),
-    });
-    for (const twin of TWINS) {
-      expect(flow.nodes[twin]?.job.id).toBe('order-1');
-      expect(await ordersQueue.queue(twin).getJobState('order-1')).toBe('waiting-children');
-    }
-    const itemWorkers = pairedWorkers(items, async (job) => (job.data as { n: number }).n);
-    const orderWorkers = pairedWorkers(orders, async (job) =>
-      Object.values(await job.getChildrenValues()).sort(),
-    );
-    await bothCompleted(ordersQueue, 'order-1');
-    expect(itemWorkers.executions.map((e) => e.id).sort()).toEqual(['item-1', 'item-2']);
-    expect(orderWorkers.executions.map((e) => e.id)).toEqual(['order-1']);
-    const copies = await ordersQueue.getJob('order-1');
-    for (const twin of TWINS) expect(copies?.jobs[twin]?.returnvalue).toEqual([1, 2]);
   });
 
   it("pairs a job scheduler's iterations: one id on both twins, each run once", async () => {
