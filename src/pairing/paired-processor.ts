@@ -33,9 +33,11 @@ import {
   type ResolvedProcessorOptions,
   resolveProcessorOptions,
 } from './options.js';
-import { PairingCheck } from './pairing-record.js';
+import { PAIRING_KEY, PairingCheck } from './pairing-record.js';
+import { pairingStoreOf } from './pairing-store.js';
 import { Parking } from './parking.js';
 import { mirrorProgress, ProgressTracker } from './progress.js';
+import { watchReachability } from './queue-reachability.js';
 import { siblingsOf } from './siblings.js';
 import { completeFromPair, type PairResult, Standbys, toldResult } from './standby.js';
 import { presenceOf, type TwinPresence } from './twin-presence.js';
@@ -248,8 +250,23 @@ export class PairedProcessor<
         void this.adoptParked(worker).catch((err: unknown) => this.report(asError(err)));
       // From when the listing was sent: it counts from when the lock store took it.
       const listing = Date.now();
-      this.unlisten.push(await siblingsOf(this.core).register(key, adopt));
+      const siblings = siblingsOf(this.core);
+      this.unlisten.push(await siblings.register(key, adopt));
       this.listedAt.set(worker, listing);
+      // Off the list while this worker's queue server does not answer: the other twin then
+      // runs the jobs chosen for this one at once, not after standbyGraceMs.
+      const store = pairingStoreOf(worker);
+      const pairingKey = worker.toKey(PAIRING_KEY);
+      this.unlisten.push(
+        watchReachability(
+          worker,
+          () => store.read(pairingKey),
+          (reachable) =>
+            void siblings
+              .setDark(key, !reachable)
+              .catch((err: unknown) => this.report(asError(err))),
+        ),
+      );
     })();
     const registered = watch.then(
       () => {},

@@ -34,6 +34,8 @@ interface Listed {
   watched: string | undefined;
   goneSince: number | undefined;
   onDeath: Set<() => void>;
+  /** Off the list while this process's queue server does not answer (`setDark`). */
+  dark: boolean;
 }
 
 /**
@@ -79,6 +81,7 @@ export class SiblingRegistry {
         watched: undefined,
         goneSince: undefined,
         onDeath: new Set(),
+        dark: false,
       };
       this.listed.set(key, listed);
       await this.renew(key, listed);
@@ -93,6 +96,20 @@ export class SiblingRegistry {
       this.listed.delete(key);
       if (this.listed.size === 0) this.stop();
     };
+  }
+
+  /**
+   * Takes this process off `key`'s list while its queue server does not answer (`dark`), and
+   * puts it back once it does: the other twin's standbys then count this twin as gone if no
+   * other process of it is listed, and run the jobs chosen for it at once instead of waiting
+   * `standbyGraceMs` for claims this process cannot make (it cannot fetch its copies).
+   */
+  async setDark(key: string, dark: boolean): Promise<void> {
+    const listed = this.listed.get(key);
+    if (listed === undefined || listed.dark === dark) return;
+    listed.dark = dark;
+    if (dark) await this.client.zrem(key, listed.ownChannel);
+    else await this.renew(key, listed);
   }
 
   stop(): void {
@@ -114,7 +131,9 @@ export class SiblingRegistry {
       const now = Date.now();
       const watching: [string, Listed][] = [];
       for (const [key, listed] of this.listed) {
-        if (now - listed.refreshedAt >= SIBLING_REFRESH_MS) await this.renew(key, listed);
+        if (!listed.dark && now - listed.refreshedAt >= SIBLING_REFRESH_MS) {
+          await this.renew(key, listed);
+        }
         if (now - listed.readAt >= SIBLING_READ_MS) {
           listed.members = (await this.client.zrange(key, '0', '-1')).sort();
           listed.readAt = now;
