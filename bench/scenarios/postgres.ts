@@ -156,7 +156,7 @@ export async function redisOutage({ quick, log }: BenchOptions): Promise<Scenari
       ratio: null,
       target: '0 lost; every job completed on the PostgreSQL twin',
       met: lost === 0,
-      config: `${jobs} jobs awaiting 20 ms; eu on Redis, us on PostgreSQL 15, one worker process each (concurrency 50), lock store on another Redis; eu's Redis SIGKILLed at 30 % and kept down (the jobs chosen for eu wait standbyGraceMs, 10 s, for a claim first)`,
+      config: `${jobs} jobs awaiting 20 ms; eu on Redis, us on PostgreSQL 15, one worker process each (concurrency 50), lock store on another Redis; eu's Redis SIGKILLed at 30 % and kept down (eu's processes leave eu's presence once their Redis stops answering, so us runs the jobs chosen for eu at once)`,
     };
   });
 }
