@@ -1,8 +1,9 @@
 import type { Queue } from 'bullmq';
 import type { Cluster, Redis } from 'ioredis';
+import { TIMED_OUT, within } from '../lock/bounded.js';
 import { CliError, EXIT } from './exit-codes.js';
 import type { RedisPool } from './redis.js';
-import { redactUrl } from './redis.js';
+import { isUnavailable, redactUrl, unavailable } from './redis.js';
 import { isPostgresUrl, type TwinQueue } from './target.js';
 
 /** One twin's BullMQ copy of a job, as `inspect` reports it. */
@@ -49,16 +50,22 @@ export async function withQueue<T>(
 ): Promise<T> {
   const { Queue, createPostgresBackend } = await loadBullmq();
   if (isPostgresUrl(twin.url)) {
+    // The same deadline as a Redis twin's: a CLI answers or fails within seconds.
+    const connection = { connectionString: twin.url, connectionTimeoutMillis: pool.timeoutMs };
     const queue = new Queue(
       twin.queue,
-      { connection: { connectionString: twin.url }, skipVersionCheck: true } as never,
+      { connection, skipVersionCheck: true } as never,
       createPostgresBackend as never,
     ) as unknown as Queue;
     queue.on('error', () => {});
     try {
-      return await fn(queue, undefined);
+      const answer = await within(fn(queue, undefined), pool.timeoutMs);
+      if (answer === TIMED_OUT) throw new Error(`no answer within ${pool.timeoutMs} ms`);
+      return answer;
+    } catch (err) {
+      throw isUnavailable(err) ? unavailable(twin.url, err, 'PostgreSQL') : err;
     } finally {
-      await queue.close();
+      await queue.close().catch(() => {});
     }
   }
   return pool.use(twin.url, async (client) => {

@@ -57,9 +57,9 @@ export function isUnavailable(err: unknown): boolean {
   );
 }
 
-export function unavailable(url: string, err: unknown): CliError {
+export function unavailable(url: string, err: unknown, what = 'Redis'): CliError {
   const reason = err instanceof Error ? err.message : String(err);
-  return new CliError(`cannot use Redis at ${redactUrl(url)}: ${reason}`, EXIT.redisUnavailable);
+  return new CliError(`cannot use ${what} at ${redactUrl(url)}: ${reason}`, EXIT.redisUnavailable);
 }
 
 /**
@@ -77,7 +77,7 @@ function hangUp(client: Redis | Cluster): void {
 export class RedisPool {
   private readonly clients = new Map<string, Promise<Redis | Cluster>>();
 
-  constructor(private readonly timeoutMs: number) {}
+  constructor(readonly timeoutMs: number) {}
 
   get(url: string): Promise<Redis | Cluster> {
     let client = this.clients.get(url);

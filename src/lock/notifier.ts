@@ -116,13 +116,15 @@ export class Notifier {
     this.subscriber.on('ready', () => {
       this.lastError = undefined;
       if (++readies === 1) return;
-      // 'ready' comes before ioredis resubscribes: back only once our own SUBSCRIBE is
-      // answered. If the connection drops again first, the next 'ready' tries again; if it
-      // hangs (half-open again), the connection is dropped and made anew.
+      // Our own SUBSCRIBE (ioredis's automatic one is off: see subscriberOptions); back only
+      // once it is answered. If the connection drops again first, the next 'ready' tries
+      // again; if it hangs (half-open again) or is refused on a live connection (an ACL
+      // changed meanwhile), the connection is dropped and made anew, so it is tried again.
       const generation = this.generation;
-      const hung = setTimeout(() => {
+      const retry = (): void => {
         if (generation === this.generation && !this.closing) this.subscriber.disconnect(true);
-      }, HEALTH_TIMEOUT_MS);
+      };
+      const hung = setTimeout(retry, HEALTH_TIMEOUT_MS);
       this.subscriber.subscribe(...this.channels()).then(
         () => {
           clearTimeout(hung);
@@ -131,7 +133,11 @@ export class Notifier {
           this.wakeAll();
           onReconnect();
         },
-        () => clearTimeout(hung),
+        (err: unknown) => {
+          // Refused on a live connection: the timer above drops it and tries again (not at
+          // once: a refusal that lasts must not become a reconnect loop).
+          this.lastError = asError(err);
+        },
       );
     });
     this.subscriber.on('message', (channel: string, message: string) => {

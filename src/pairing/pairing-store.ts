@@ -80,15 +80,28 @@ function isPostgresBackend(backend: unknown): backend is PostgresBackendLike {
   );
 }
 
-/** Per pool and schema: the table made (once per process). */
+/** Per pool: the schemas whose table this process made (or found), so it is made once. */
 const tables = new WeakMap<PgQueryable, Map<string, Promise<void>>>();
+
+/** PostgreSQL's undefined_table: the pairing table is not made yet. */
+const UNDEFINED_TABLE = '42P01';
 
 function postgresStore(backend: PostgresBackendLike): PairingStore {
   const { pool, schema } = backend.connection;
   const table = `${quoteSchemaName(schema)}.bullmq_paired_pairing`;
-  const ready = async (): Promise<void> => {
-    // BullMQ's migrations make the schema: wait for them before a table goes in it.
+  /**
+   * Runs `query`; the first time the table is missing, makes it and runs `query` again. Only
+   * then: `CREATE TABLE IF NOT EXISTS` needs the CREATE privilege on the schema even when the
+   * table exists, which a least-privileged role (BullMQ's `migrate: false`) lacks.
+   */
+  const withTable = async <T>(query: () => Promise<T>): Promise<T> => {
+    // BullMQ's migrations make the schema: wait for them first.
     await backend.waitUntilReady?.();
+    try {
+      return await query();
+    } catch (err) {
+      if ((err as { code?: string }).code !== UNDEFINED_TABLE) throw err;
+    }
     let made = tables.get(pool);
     if (made === undefined) {
       made = new Map();
@@ -101,33 +114,30 @@ function postgresStore(backend: PostgresBackendLike): PairingStore {
       made.set(schema, done);
     }
     await done;
+    return query();
+  };
+  const read = async (key: string): Promise<string | undefined> => {
+    const { rows } = await pool.query(`SELECT value FROM ${table} WHERE key = $1`, [key]);
+    const value = rows[0]?.value;
+    return typeof value === 'string' ? value : undefined;
   };
   return {
-    async read(key) {
-      await ready();
-      const { rows } = await pool.query(`SELECT value FROM ${table} WHERE key = $1`, [key]);
-      const value = rows[0]?.value;
-      return typeof value === 'string' ? value : undefined;
-    },
-    async writeUnlessOtherGroup(key, value, group) {
-      await ready();
-      // One statement: the row is written unless it holds another group's record, which
-      // is then returned (as the Redis script does).
-      const { rows } = await pool.query(
-        `WITH written AS (
-           INSERT INTO ${table} (key, value, pairing_group) VALUES ($1, $2, $3)
+    read: (key) => withTable(() => read(key)),
+    writeUnlessOtherGroup: (key, value, group) =>
+      withTable(async () => {
+        // One statement: the row is written unless it holds another group's record.
+        const { rows } = await pool.query(
+          `INSERT INTO ${table} (key, value, pairing_group) VALUES ($1, $2, $3)
            ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, pairing_group = EXCLUDED.pairing_group
              WHERE ${table}.pairing_group = EXCLUDED.pairing_group
-           RETURNING 1
-         )
-         SELECT (SELECT count(*) FROM written) AS written,
-                (SELECT value FROM ${table} WHERE key = $1) AS current`,
-        [key, value, group],
-      );
-      const row = rows[0];
-      if (Number(row?.written) > 0) return undefined;
-      return typeof row?.current === 'string' ? row.current : undefined;
-    },
+           RETURNING 1`,
+          [key, value, group],
+        );
+        if (rows.length > 0) return undefined;
+        // Not written: another group's row, read in a statement of its own (one that started
+        // with the insert may not see a row another session committed meanwhile).
+        return read(key);
+      }),
   };
 }
 

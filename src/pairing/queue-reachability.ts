@@ -14,7 +14,7 @@ const PROBE_INTERVAL_MS = 500;
  * function.
  */
 export function watchReachability(
-  worker: Pick<Worker, 'on' | 'off'>,
+  worker: Pick<Worker, 'on' | 'off' | 'listenerCount'>,
   probe: () => Promise<unknown>,
   onChange: (reachable: boolean) => void,
 ): () => void {
@@ -48,7 +48,10 @@ export function watchReachability(
       await new Promise((resolve) => setTimeout(resolve, PROBE_INTERVAL_MS).unref());
     }
   };
-  const onError = (): void => {
+  const onError = (err: Error): void => {
+    // BullMQ prints a worker's error when nobody listens to them (QueueBase.emit): ours is no
+    // reason for the application to stop seeing them.
+    if (worker.listenerCount('error') === 1) console.error(err);
     if (probing || stopped) return;
     probing = true;
     void probeUntilAnswered().finally(() => {

@@ -1,4 +1,10 @@
-import type { BackendFactory, ConnectionOptions } from 'bullmq';
+import {
+  type BackendFactory,
+  type ConnectionOptions,
+  createPostgresBackend,
+  createRedisBackend,
+  getDefaultBackendFactory,
+} from 'bullmq';
 import { redisIdentity } from './connection.js';
 
 /** Where a twin's queue lives: its connection, and BullMQ's backend factory when not Redis. */
@@ -44,14 +50,19 @@ function postgresIdentity(connection: unknown): string | undefined {
   return `${host ?? 'localhost'}:${port ?? 5432}/${database ?? ''}/${config.schema ?? 'bullmq'}`;
 }
 
-/** Where `placed` lives, as a comparable string; undefined when it cannot be told. */
+/**
+ * Where `placed` lives, as a comparable string; undefined when it cannot be told (another
+ * backend than Redis or PostgreSQL: told apart by its connection object only). `backend` is
+ * undefined for Redis (see `resolveBackend`).
+ */
 function identity(placed: Placed): string | undefined {
   if (placed.backend === undefined) {
     const id = redisIdentity(placed.connection as ConnectionOptions);
     return id === undefined ? undefined : `redis:${id}`;
   }
+  if (placed.backend !== createPostgresBackend) return undefined;
   const id = postgresIdentity(placed.connection);
-  return id === undefined ? undefined : `other:${id}`;
+  return id === undefined ? undefined : `postgres:${id}`;
 }
 
 /** Whether two twins' queues live on one server (the same connection object, or the same address). */
@@ -60,4 +71,15 @@ export function sameServer(a: Placed, b: Placed): boolean {
   if (a.connection === b.connection) return true;
   const id = identity(a);
   return id !== undefined && id === identity(b);
+}
+
+/**
+ * The backend factory a twin's queue really uses, undefined for Redis: the one given, else
+ * BullMQ's process-wide default (`setDefaultBackendFactory`), with BullMQ's Redis factory
+ * (given or default) as undefined, so that Redis connections are read as Redis ones.
+ */
+// biome-ignore lint/suspicious/noExplicitAny: BullMQ's factories differ in backend and options types
+export function resolveBackend(given: BackendFactory<any, any> | undefined): Placed['backend'] {
+  const backend = given ?? getDefaultBackendFactory();
+  return backend === createRedisBackend ? undefined : backend;
 }

@@ -108,6 +108,8 @@ export class SiblingRegistry {
     const listed = this.listed.get(key);
     if (listed === undefined || listed.dark === dark) return;
     listed.dark = dark;
+    // Due for renewal at the first check once back: a failed re-listing here is retried then.
+    listed.refreshedAt = Number.NEGATIVE_INFINITY;
     if (dark) await this.client.zrem(key, listed.ownChannel);
     else await this.renew(key, listed);
   }

@@ -2,7 +2,7 @@ import type { BackendFactory, ConnectionOptions, PostgresConnectionOptions, Queu
 import { PairingMismatchError, PartialTwinOperationError } from '../errors.js';
 import { assertKnownOptions, optionError, stringOption } from '../validate.js';
 import { CONNECTION_EXPECTED, connectionProblem } from './connection.js';
-import { sameServer } from './servers.js';
+import { resolveBackend, sameServer } from './servers.js';
 
 export interface TwinQueueOptions {
   /**
@@ -90,7 +90,7 @@ export function twinConfig(
       owner,
       `twins.${twin}.connection`,
       config?.connection,
-      'a Redis connection (options or client)',
+      "a connection (Redis options or client; with `backend`, that backend's connection)",
     );
   }
   assertKnownOptions(`${owner} twins.${twin}`, config, [
@@ -108,10 +108,11 @@ export function twinConfig(
     );
   }
   // Another backend checks its own connection; a Redis one must name its server to us.
-  const problem = config.backend === undefined ? connectionProblem(config.connection) : undefined;
+  const backend = resolveBackend(config.backend);
+  const problem = backend === undefined ? connectionProblem(config.connection) : undefined;
   if (problem !== undefined) {
     throw new TypeError(
-      `${owner}: option "twins.${twin}.connection" must be ${CONNECTION_EXPECTED}, received ${problem}. PairedQueue reads ioredis' options to tell whether the twins share one Redis (one MULTI) or live on two (high availability)`,
+      `${owner}: option "twins.${twin}.connection" must be ${CONNECTION_EXPECTED}, received ${problem}. The client's options tell whether the twins share one Redis (one MULTI) or live on two (high availability)`,
     );
   }
   const queueName =
@@ -127,7 +128,7 @@ export function twinConfig(
     queueName,
     prefix,
     connection: config.connection as ConnectionOptions,
-    backend: config.backend,
+    backend,
   };
 }
 
@@ -145,7 +146,9 @@ export function resolveTwins(
   const configs = entries.map(([twin, config]) => twinConfig(owner, pairedName, twin, config));
   configs.forEach((ca, i) => {
     for (const cb of configs.slice(i + 1)) {
-      if (sameServer(ca, cb) && ca.queueName === cb.queueName && ca.prefix === cb.prefix) {
+      // PostgreSQL (any backend but Redis) keeps no prefix: one queue name is one queue there.
+      const samePrefix = ca.prefix === cb.prefix || ca.backend !== undefined;
+      if (sameServer(ca, cb) && ca.queueName === cb.queueName && samePrefix) {
         throw optionError(
           owner,
           'twins',

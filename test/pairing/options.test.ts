@@ -117,7 +117,7 @@ describe('PairedQueue options and job ids', () => {
     [
       'a twin without connection',
       { twins: { eu: {}, us: {} } },
-      /option "twins.eu.connection" must be a Redis connection/,
+      /option "twins.eu.connection" must be a connection \(Redis options or client/,
     ],
     [
       'one queue twice on one Redis',
