@@ -78,6 +78,9 @@ const worker = queueWorker(env('QUEUE'), paired.processor, () => queueConnection
 paired.attach(worker);
 worker.on('error', () => {});
 await worker.waitUntilReady();
+// Listed among the region's live processes before any job: the other region runs the jobs
+// chosen for this one only while none of its processes is.
+await paired.waitUntilReady();
 say({
   event: 'ready',
   pid: process.pid,

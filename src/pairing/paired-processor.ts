@@ -212,12 +212,16 @@ export class PairedProcessor<
    * does not answer within `lockStoreTimeoutMs` (call again later).
    * Call it at startup, next to `worker.waitUntilReady()`, to fail fast: otherwise jobs park
    * (or, under `whenLockStoreDown: 'run'`, run uncoordinated) with an `error` event each.
+   * Resolves once every worker attached so far is also listed among its twin's live
+   * processes: until then the other twin takes this twin for gone and runs the jobs chosen
+   * for it itself (harmless, but a deploy that waits for this starts with its share).
    */
-  waitUntilReady(): Promise<void> {
-    if (this.closed) return Promise.reject(new ClosedError('PairedProcessor'));
-    return this.core.ready().catch((err: unknown) => {
+  async waitUntilReady(): Promise<void> {
+    if (this.closed) throw new ClosedError('PairedProcessor');
+    await this.core.ready().catch((err: unknown) => {
       throw err instanceof PairedError ? err : new LockStoreUnavailableError({ cause: err });
     });
+    await Promise.all(this.registered.values());
   }
 
   /** Hands this worker's running jobs over to the twin when the worker starts closing. */
