@@ -78,6 +78,31 @@ export function connectionProblem(connection: unknown): string | undefined {
 export const CONNECTION_EXPECTED =
   "ioredis options, an ioredis Redis/Cluster instance, a node-redis client (createClient) or a Valkey GLIDE client wrapped by bullmq's createValkeyGlideClient";
 
+/** A server URL's host, port and path (its leading '/' off); undefined when it is no URL. */
+export function urlParts(
+  text: string,
+): { host?: string; port?: number; path: string; params: URLSearchParams } | undefined {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return undefined; // e.g. a socket path: cannot be compared
+  }
+  return {
+    ...(url.hostname === '' ? {} : { host: url.hostname }),
+    ...(url.port === '' ? {} : { port: Number(url.port) }),
+    path: decodeURIComponent(url.pathname.replace(/^\//, '')),
+    params: url.searchParams,
+  };
+}
+
+/** A Redis db number written in a URL's path or `db` parameter, else `fallback`. */
+function urlDb(parts: { path: string; params: URLSearchParams }, fallback?: number) {
+  const param = parts.params.get('db');
+  if (param !== null && /^\d+$/.test(param)) return Number(param);
+  return /^\d+$/.test(parts.path) ? Number(parts.path) : fallback;
+}
+
 /** host:port/db (or socket path) of a node-redis client, from the options it was made with. */
 function nodeRedisIdentity(client: object): string | undefined {
   const o = (client as { options?: unknown }).options as
@@ -87,16 +112,11 @@ function nodeRedisIdentity(client: object): string | undefined {
   let { host, port, path } = o.socket ?? {};
   let db = o.database;
   if (typeof o.url === 'string' && host === undefined && path === undefined) {
-    let url: URL;
-    try {
-      url = new URL(o.url);
-    } catch {
-      return undefined;
-    }
-    if (url.hostname !== '') host = url.hostname;
-    if (url.port !== '') port = Number(url.port);
-    const dbPart = url.pathname.replace(/^\//, '');
-    if (db === undefined && /^\d+$/.test(dbPart)) db = Number(dbPart);
+    const parts = urlParts(o.url);
+    if (parts === undefined) return undefined;
+    host = parts.host ?? host;
+    port = parts.port ?? port;
+    db ??= urlDb({ path: parts.path, params: new URLSearchParams() });
   }
   return path ?? `${host ?? 'localhost'}:${port ?? 6379}/${db ?? 0}`;
 }
@@ -138,18 +158,11 @@ export function redisIdentity(connection: ConnectionOptions): string | undefined
   let { host, port, db, path } = o;
   if (typeof o.url === 'string') {
     // BullMQ opens `new Redis(url, rest)`: the URL's parts win over the other options.
-    let url: URL;
-    try {
-      url = new URL(o.url);
-    } catch {
-      return undefined; // e.g. a socket path: cannot be compared
-    }
-    if (url.hostname !== '') host = url.hostname;
-    if (url.port !== '') port = Number(url.port);
-    const dbPart = url.pathname.replace(/^\//, '');
-    if (/^\d+$/.test(dbPart)) db = Number(dbPart);
-    const dbParam = url.searchParams.get('db');
-    if (dbParam !== null && /^\d+$/.test(dbParam)) db = Number(dbParam);
+    const parts = urlParts(o.url);
+    if (parts === undefined) return undefined;
+    host = parts.host ?? host;
+    port = parts.port ?? port;
+    db = urlDb(parts, db);
   }
   return path ?? `${host ?? 'localhost'}:${port ?? 6379}/${db ?? 0}`;
 }

@@ -5,7 +5,7 @@ import {
   createRedisBackend,
   getDefaultBackendFactory,
 } from 'bullmq';
-import { redisIdentity } from './connection.js';
+import { redisIdentity, urlParts } from './connection.js';
 
 /** Where a twin's queue lives: its connection, and BullMQ's backend factory when not Redis. */
 export interface Placed {
@@ -36,16 +36,11 @@ function postgresIdentity(connection: unknown): string | undefined {
   }
   let { host, port, database } = config;
   if (typeof config.connectionString === 'string') {
-    let url: URL;
-    try {
-      url = new URL(config.connectionString);
-    } catch {
-      return undefined;
-    }
-    if (url.hostname !== '') host = url.hostname;
-    if (url.port !== '') port = Number(url.port);
-    const db = decodeURIComponent(url.pathname.replace(/^\//, ''));
-    if (db !== '') database = db;
+    const parts = urlParts(config.connectionString);
+    if (parts === undefined) return undefined;
+    host = parts.host ?? host;
+    port = parts.port ?? port;
+    if (parts.path !== '') database = parts.path;
   }
   return `${host ?? 'localhost'}:${port ?? 5432}/${database ?? ''}/${config.schema ?? 'bullmq'}`;
 }
