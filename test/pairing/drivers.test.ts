@@ -11,7 +11,6 @@ import { createClient } from 'redis';
 import { describe, expect, it } from 'vitest';
 import {
   EXECUTOR_OPTION,
-  PairedFlowProducer,
   PairedProcessor,
   PairedQueue,
   PairedQueueEvents,
@@ -19,13 +18,20 @@ import {
 import { useClosers } from '../support/closers.js';
 import { useRedis } from '../support/file-redis.js';
 import { type TestRedis, uniquePrefix } from '../support/redis.js';
+import {
+  bothCompleted,
+  expectEachRunOnce,
+  expectPairedFlow,
+  expectTakenOver,
+  failingFirstRun,
+  TWINS,
+  type Twin,
+} from './backend-kit.js';
 
 const redis = useRedis();
 const other = useRedis();
 const closers = useClosers();
 
-type Twin = 'eu' | 'us';
-const TWINS = ['eu', 'us'] as const;
 const SETUPS = ['one Redis', 'two Redis'] as const;
 type Setup = (typeof SETUPS)[number];
 
@@ -107,12 +113,6 @@ async function pairedWorkers(
   return { executions, errors };
 }
 
-async function bothCompleted(queue: PairedQueue, id: string): Promise<void> {
-  await expect
-    .poll(() => queue.getJobState(id), { timeout: 20_000, interval: 50 })
-    .toEqual({ eu: 'completed', us: 'completed' });
-}
-
 function chosenOf(job: Job | undefined): unknown {
   return (job?.opts as Record<string, unknown> | undefined)?.[EXECUTOR_OPTION];
 }
@@ -140,16 +140,10 @@ describe.each(DRIVERS)('twins on %s clients', (driver) => {
       const where = layout(driver, setup);
       const queue = await pairedQueue(where);
       const workers = await pairedWorkers(where);
-      const added = await queue.addBulk(
-        Array.from({ length: 20 }, (_, n) => ({ name: 'push', data: { n } })),
-      );
-      for (const { id } of added) await bothCompleted(queue, id);
+      const added = await expectEachRunOnce(queue, workers, 20);
       for (const { id } of added) {
         const ran = workers.executions.filter((e) => e.id === id);
-        expect(ran).toHaveLength(1);
         const copies = await queue.getJob(id);
-        expect(copies?.jobs.eu?.returnvalue).toEqual({ by: ran[0]?.twin });
-        expect(copies?.jobs.us?.returnvalue).toEqual({ by: ran[0]?.twin });
         // The chosen executor (default 'balanced') is stamped on both copies, and it ran.
         expect(chosenOf(copies?.jobs.eu)).toBe(ran[0]?.twin);
         expect(chosenOf(copies?.jobs.us)).toBe(ran[0]?.twin);
@@ -168,26 +162,8 @@ describe.each(DRIVERS)('twins on %s clients', (driver) => {
     it(`takes a failed execution over on the twin, with a higher fence (${setup})`, async () => {
       const where = layout(driver, setup);
       const queue = await pairedQueue(where);
-      const failedOnce = new Set<string>();
-      const workers = await pairedWorkers(where, async (job, twin) => {
-        if (!failedOnce.has(job.id as string)) {
-          failedOnce.add(job.id as string);
-          throw new Error(`first run fails on ${twin}`);
-        }
-        return { by: twin };
-      });
-      const { id } = await queue.add('push', {});
-      await expect
-        .poll(() => workers.executions.filter((e) => e.id === id).length, { timeout: 20_000 })
-        .toBe(2);
-      const [first, second] = workers.executions.filter((e) => e.id === id);
-      expect(second?.twin).not.toBe(first?.twin);
-      expect(second?.fence).toBeGreaterThan(first?.fence ?? Number.POSITIVE_INFINITY);
-      await expect
-        .poll(() => queue.queue(second?.twin as Twin).getJobState(id), { timeout: 20_000 })
-        .toBe('completed');
-      const copy = await queue.queue(second?.twin as Twin).getJob(id);
-      expect(copy?.returnvalue).toEqual({ by: second?.twin });
+      const workers = await pairedWorkers(where, failingFirstRun());
+      await expectTakenOver(queue, workers);
     });
   }
 
@@ -210,33 +186,12 @@ describe.each(DRIVERS)('twins on %s clients', (driver) => {
     const items = layout(driver, 'two Redis');
     const orders = layout(driver, 'two Redis');
     const [itemsQueue, ordersQueue] = [await pairedQueue(items), await pairedQueue(orders)];
-    const flows = new PairedFlowProducer();
-    closers.push(() => flows.close());
-    const flow = await flows.add({
-      name: 'order',
-      queue: ordersQueue,
-      data: {},
-      opts: { jobId: 'order-1' },
-      children: [1, 2].map((n) => ({
-        name: 'item',
-        queue: itemsQueue,
-        data: { n },
-        opts: { jobId: `item-${n}` },
-      })),
-    });
-    for (const twin of TWINS) {
-      expect(flow.nodes[twin]?.job.id).toBe('order-1');
-      expect(await ordersQueue.queue(twin).getJobState('order-1')).toBe('waiting-children');
-    }
-    const itemWorkers = await pairedWorkers(items, async (job) => (job.data as { n: number }).n);
-    const orderWorkers = await pairedWorkers(orders, async (job) =>
-      Object.values(await job.getChildrenValues()).sort(),
+    await expectPairedFlow(
+      itemsQueue,
+      ordersQueue,
+      (which, run) => pairedWorkers(which === 'items' ? items : orders, run),
+      closers,
     );
-    await bothCompleted(ordersQueue, 'order-1');
-    expect(itemWorkers.executions.map((e) => e.id).sort()).toEqual(['item-1', 'item-2']);
-    expect(orderWorkers.executions.map((e) => e.id)).toEqual(['order-1']);
-    const copies = await ordersQueue.getJob('order-1');
-    for (const twin of TWINS) expect(copies?.jobs[twin]?.returnvalue).toEqual([1, 2]);
   });
 
   it("pairs a job scheduler's iterations: one id on both twins, each run once (two Redis)", async () => {

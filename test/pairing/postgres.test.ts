@@ -6,24 +6,25 @@
  */
 import { createPostgresBackend, type Job, Worker } from 'bullmq';
 import { describe, expect, it } from 'vitest';
-import {
-  PairedFlowProducer,
-  PairedProcessor,
-  PairedQueue,
-  PairedQueueEvents,
-  PairedWorker,
-} from '../../src/index.js';
+import { PairedProcessor, PairedQueue, PairedQueueEvents, PairedWorker } from '../../src/index.js';
 import { useClosers } from '../support/closers.js';
 import { usePostgres } from '../support/file-postgres.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
+import {
+  bothCompleted,
+  expectEachRunOnce,
+  expectPairedFlow,
+  expectTakenOver,
+  failingFirstRun,
+  TWINS,
+  type Twin,
+} from './backend-kit.js';
 
 const redis = useRedis();
 const postgres = usePostgres();
 const closers = useClosers();
 
-type Twin = 'eu' | 'us';
-const TWINS = ['eu', 'us'] as const;
 const PAIRS = ['Redis + PostgreSQL', 'PostgreSQL + PostgreSQL'] as const;
 type Pair = (typeof PAIRS)[number];
 
@@ -94,29 +95,12 @@ function pairedWorkers(
   return { executions, errors };
 }
 
-async function bothCompleted(queue: PairedQueue, id: string): Promise<void> {
-  await expect
-    .poll(() => queue.getJobState(id), { timeout: 30_000, interval: 50 })
-    .toEqual({ eu: 'completed', us: 'completed' });
-}
-
 describe.each(PAIRS)('twins on %s', (pair) => {
   it('adds each job to both twins and runs it once, the twin’s copy completed with its result', async () => {
     const where = layout(pair);
     const queue = pairedQueue(where);
     const workers = pairedWorkers(where);
-    const added = await queue.addBulk(
-      Array.from({ length: 20 }, (_, n) => ({ name: 'push', data: { n } })),
-    );
-    for (const { id } of added) await bothCompleted(queue, id);
-    for (const { id } of added) {
-      const ran = workers.executions.filter((e) => e.id === id);
-      expect(ran).toHaveLength(1);
-      const copies = await queue.getJob(id);
-      for (const twin of TWINS) {
-        expect(copies?.jobs[twin]?.returnvalue).toEqual({ by: ran[0]?.twin });
-      }
-    }
+    await expectEachRunOnce(queue, workers, 20);
     // Both twins ran their share (the default executor is chosen per job).
     expect(new Set(workers.executions.map((e) => e.twin))).toEqual(new Set(TWINS));
     expect(workers.errors).toEqual([]);
@@ -125,56 +109,19 @@ describe.each(PAIRS)('twins on %s', (pair) => {
   it('takes a failed execution over on the twin, with a higher fence', async () => {
     const where = layout(pair);
     const queue = pairedQueue(where);
-    const failedOnce = new Set<string>();
-    const workers = pairedWorkers(where, async (job, twin) => {
-      if (!failedOnce.has(job.id as string)) {
-        failedOnce.add(job.id as string);
-        throw new Error(`first run fails on ${twin}`);
-      }
-      return { by: twin };
-    });
-    const { id } = await queue.add('push', {});
-    await expect
-      .poll(() => workers.executions.filter((e) => e.id === id).length, { timeout: 30_000 })
-      .toBe(2);
-    const [first, second] = workers.executions.filter((e) => e.id === id);
-    expect(second?.twin).not.toBe(first?.twin);
-    expect(second?.fence).toBeGreaterThan(first?.fence ?? Number.POSITIVE_INFINITY);
-    await expect
-      .poll(() => queue.queue(second?.twin as Twin).getJobState(id), { timeout: 30_000 })
-      .toBe('completed');
+    await expectTakenOver(queue, pairedWorkers(where, failingFirstRun()));
   });
+
   it('pairs a flow: parent and children on both twins, each run once', async () => {
     const items = layout(pair);
     const orders = layout(pair);
     const [itemsQueue, ordersQueue] = [pairedQueue(items), pairedQueue(orders)];
-    const flows = new PairedFlowProducer();
-    closers.push(() => flows.close());
-    const flow = await flows.add({
-      name: 'order',
-      queue: ordersQueue,
-      data: {},
-      opts: { jobId: 'order-1' },
-      children: [1, 2].map((n) => ({
-        name: 'item',
-        queue: itemsQueue,
-        data: { n },
-        opts: { jobId: `item-${n}` },
-      })),
-    });
-    for (const twin of TWINS) {
-      expect(flow.nodes[twin]?.job.id).toBe('order-1');
-      expect(await ordersQueue.queue(twin).getJobState('order-1')).toBe('waiting-children');
-    }
-    const itemWorkers = pairedWorkers(items, async (job) => (job.data as { n: number }).n);
-    const orderWorkers = pairedWorkers(orders, async (job) =>
-      Object.values(await job.getChildrenValues()).sort(),
+    await expectPairedFlow(
+      itemsQueue,
+      ordersQueue,
+      async (which, run) => pairedWorkers(which === 'items' ? items : orders, run),
+      closers,
     );
-    await bothCompleted(ordersQueue, 'order-1');
-    expect(itemWorkers.executions.map((e) => e.id).sort()).toEqual(['item-1', 'item-2']);
-    expect(orderWorkers.executions.map((e) => e.id)).toEqual(['order-1']);
-    const copies = await ordersQueue.getJob('order-1');
-    for (const twin of TWINS) expect(copies?.jobs[twin]?.returnvalue).toEqual([1, 2]);
   });
 });
 
