@@ -11,6 +11,7 @@ import { ClosedError, LivenessSubscriberError, type PairedLock } from '../../src
 import { PairCore } from '../../src/lock/core.js';
 import { backupLivenessChannel, livenessChannelPattern } from '../../src/lock/keys.js';
 import { resolveLockOptions } from '../../src/lock/options.js';
+import { ACL_COMMANDS } from '../../src/lock/preflight.js';
 import { NO_OWNER, type WakeReason } from '../../src/lock/ticket.js';
 import { aborted, nextEvent } from '../support/deferred.js';
 import { type FaultProxy, startFaultProxy } from '../support/fault-proxy.js';
@@ -288,5 +289,47 @@ describe('the backup liveness connection', () => {
     proxy.heal();
     await vi.waitFor(async () => expect(await subscribers(backup)).toBe(1), { timeout: 10_000 });
     expect(await subscribers(live)).toBe(1);
+  });
+});
+
+describe('a resubscribe the lock store refuses', () => {
+  it('is tried again on a new connection, so the subscriber comes back once it is allowed (an ACL changed meanwhile)', async () => {
+    const admin = redis().connect();
+    const user = `sub-${taskId()}`;
+    const rules = (channels: string) => [
+      'reset',
+      'on',
+      '>pw',
+      `~${kit.prefix}:*`,
+      channels,
+      ...ACL_COMMANDS.map((c) => `+${c}`),
+    ];
+    await admin.call('ACL', 'SETUSER', user, ...rules(`&${kit.prefix}:*`));
+    const lock = kit.lock(
+      { member: 'eu' },
+      kit.prefix,
+      redis().connect({ username: user, password: 'pw' }),
+    );
+    lock.on('error', () => {});
+    await lock.waitUntilReady();
+    await admin.call('ACL', 'LOG', 'RESET');
+    const away = nextEvent(lock, 'subscriberAway');
+    // Its channels taken away: Redis drops the subscriber; each resubscribe is refused.
+    await admin.call('ACL', 'SETUSER', user, ...rules('resetchannels'));
+    await away;
+    // Refused at least once (a reconnect's SUBSCRIBE answered NOPERM: Redis's ACL log says
+    // so) before it is allowed again.
+    await vi.waitFor(
+      async () => {
+        const log = (await admin.call('ACL', 'LOG')) as unknown[][];
+        expect(JSON.stringify(log)).toMatch(new RegExp(`"reason","channel".*"username","${user}"`));
+      },
+      { timeout: 10_000, interval: 100 },
+    );
+    const back = nextEvent(lock, 'subscriberBack');
+    await admin.call('ACL', 'SETUSER', user, ...rules(`&${kit.prefix}:*`));
+    // Before: it stayed away for good (ioredis no longer resubscribes, and nothing retried).
+    expect(await within(back, 10_000)).not.toBe('timed out');
+    await admin.call('ACL', 'DELUSER', user);
   });
 });
