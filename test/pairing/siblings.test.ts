@@ -3,12 +3,17 @@
  * liveness channels), so the cost is flat in the number of siblings, and a run of dead
  * siblings is walked one check at a time until a live one is watched.
  */
+import { Worker } from 'bullmq';
 import { describe, expect, it, vi } from 'vitest';
+import { PairedProcessor } from '../../src/index.js';
+import { siblingsKey } from '../../src/lock/keys.js';
 import { SiblingRegistry } from '../../src/pairing/siblings.js';
+import { useClosers } from '../support/closers.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
 
 const redis = useRedis();
+const closers = useClosers();
 
 describe('SiblingRegistry', () => {
   it('adopts after each dead sibling on the ring, walking to the live one, and never removes a live one', async () => {
@@ -56,5 +61,57 @@ describe('SiblingRegistry', () => {
     } finally {
       stop();
     }
+  });
+});
+
+describe('a process on its twin’s list', () => {
+  it('is off the list while dark (its queue server not answering) and back on after', async () => {
+    const client = redis().connect();
+    const key = `${uniquePrefix('sib')}:siblings:eu:q`;
+    const own = `${key}:live:a`;
+    const registry = new SiblingRegistry(
+      client,
+      { channelNear: async () => own, subscribers: async (channels) => channels.map(() => 1) },
+      (err) => {
+        throw err;
+      },
+    );
+    const stop = await registry.register(key, () => {});
+    try {
+      expect(await client.zrange(key, '0', '-1')).toEqual([own]);
+      await registry.setDark(key, true);
+      expect(await client.zrange(key, '0', '-1')).toEqual([]);
+      await registry.setDark(key, false);
+      expect(await client.zrange(key, '0', '-1')).toEqual([own]);
+    } finally {
+      stop();
+    }
+  });
+
+  it('is on it once waitUntilReady resolves after attach (before: only the lock store was checked, so a second call did not wait for the listing)', async () => {
+    const prefix = uniquePrefix('ready');
+    const queue = uniquePrefix('q');
+    const paired = new PairedProcessor(async () => 'done', {
+      twin: 'eu',
+      lockConnection: redis().connect(),
+      prefix,
+    });
+    // The lock store checked first: what is left for the second call is the listing.
+    await paired.waitUntilReady();
+    const worker = new Worker(queue, paired.processor, {
+      connection: redis().connect({ maxRetriesPerRequest: null }),
+      autorun: false,
+    });
+    paired.attach(worker);
+    closers.push(async () => {
+      await worker.close();
+      await paired.close();
+    });
+    await paired.waitUntilReady();
+    expect(
+      await redis()
+        .connect()
+        .zcard(siblingsKey(prefix, 'eu', queue)),
+    ).toBe(1);
   });
 });
