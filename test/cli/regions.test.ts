@@ -18,6 +18,55 @@ const lockStore = useRedis();
 const postgres = usePostgres();
 const closers = useClosers();
 
+/**
+ * Both twins' paired workers (records under `lockPrefix`, no group: named after the queue),
+ * one job added through `queue` and completed on both; its id.
+ */
+async function sentOnBoth(
+  queue: PairedQueue,
+  name: string,
+  lockPrefix: string,
+  workerFor: (twin: 'eu' | 'us', paired: PairedProcessor) => Worker,
+): Promise<string> {
+  closers.push(() => queue.close());
+  for (const twin of ['eu', 'us'] as const) {
+    const paired = new PairedProcessor<unknown, unknown>(async () => ({ sent: true }), {
+      twin,
+      lockConnection: lockStore().connect(),
+      prefix: lockPrefix,
+    });
+    const worker = workerFor(twin, paired);
+    worker.on('error', () => {});
+    paired.attach(worker);
+    closers.push(async () => {
+      await worker.close();
+      await paired.close();
+    });
+  }
+  const { id } = await queue.add('notify', {});
+  for (const twin of ['eu', 'us'] as const) {
+    await expect
+      .poll(() => queue.queue(twin).getJobState(id), { timeout: 20_000, interval: 50 })
+      .toBe('completed');
+  }
+  return id;
+}
+
+/** The CLI's arguments for twin queues `name` on `eu` and `twin`, records on the lock store. */
+const targetOf = (euUrl: string, twinUrl: string, name: string, lockPrefix: string) => [
+  '--redis',
+  euUrl,
+  '--twin-redis',
+  twinUrl,
+  '--lock-redis',
+  lockStore().url,
+  '--queue',
+  name,
+  '--lock-prefix',
+  lockPrefix,
+  '--json',
+];
+
 describe('bullmq-paired across two Redis servers', () => {
   it('finds one queue name on two servers and the record on a third (group = queue name)', async () => {
     const name = uniquePrefix('push');
@@ -29,42 +78,14 @@ describe('bullmq-paired across two Redis servers', () => {
         us: { connection: regions.us.connect() },
       },
     });
-    closers.push(() => queue.close());
-    for (const twin of ['eu', 'us'] as const) {
-      // No group: PairedProcessor names records after the queue, the same on both servers.
-      const paired = new PairedProcessor(async () => ({ sent: true }), {
-        twin,
-        lockConnection: lockStore().connect(),
-        prefix: lockPrefix,
-      });
-      const worker = new Worker(name, paired.processor, { connection: regions[twin].connect() });
-      worker.on('error', () => {});
-      paired.attach(worker);
-      closers.push(async () => {
-        await worker.close();
-        await paired.close();
-      });
-    }
-    const { id } = await queue.add('notify', {});
-    for (const twin of ['eu', 'us'] as const) {
-      await expect
-        .poll(() => queue.queue(twin).getJobState(id), { timeout: 20_000, interval: 50 })
-        .toBe('completed');
-    }
-
-    const target = [
-      '--redis',
-      regions.eu.url,
-      '--twin-redis',
-      regions.us.url,
-      '--lock-redis',
-      lockStore().url,
-      '--queue',
+    // No group: PairedProcessor names records after the queue, the same on both servers.
+    const id = await sentOnBoth(
+      queue,
       name,
-      '--lock-prefix',
       lockPrefix,
-      '--json',
-    ];
+      (twin, paired) => new Worker(name, paired.processor, { connection: regions[twin].connect() }),
+    );
+    const target = targetOf(regions.eu.url, regions.us.url, name, lockPrefix);
     const [inspected, stats] = await Promise.all([
       runCli(['inspect', ...target, id]),
       runCli(['stats', ...target]),
@@ -103,48 +124,17 @@ describe('bullmq-paired across two Redis servers', () => {
         us: { connection: pg, backend: createPostgresBackend },
       },
     });
-    closers.push(() => queue.close());
-    for (const twin of ['eu', 'us'] as const) {
-      const paired = new PairedProcessor(async () => ({ sent: true }), {
-        twin,
-        lockConnection: lockStore().connect(),
-        prefix: lockPrefix,
-      });
-      const worker =
-        twin === 'eu'
-          ? new Worker(name, paired.processor, { connection: eu().connect() })
-          : (new Worker(
-              name,
-              paired.processor,
-              { connection: pg } as never,
-              createPostgresBackend,
-            ) as unknown as Worker);
-      worker.on('error', () => {});
-      paired.attach(worker);
-      closers.push(async () => {
-        await worker.close();
-        await paired.close();
-      });
-    }
-    const { id } = await queue.add('notify', {});
-    for (const twin of ['eu', 'us'] as const) {
-      await expect
-        .poll(() => queue.queue(twin).getJobState(id), { timeout: 20_000, interval: 50 })
-        .toBe('completed');
-    }
-    const target = [
-      '--redis',
-      eu().url,
-      '--twin-redis',
-      postgres().url,
-      '--lock-redis',
-      lockStore().url,
-      '--queue',
-      name,
-      '--lock-prefix',
-      lockPrefix,
-      '--json',
-    ];
+    const id = await sentOnBoth(queue, name, lockPrefix, (twin, paired) =>
+      twin === 'eu'
+        ? new Worker(name, paired.processor, { connection: eu().connect() })
+        : (new Worker(
+            name,
+            paired.processor,
+            { connection: pg } as never,
+            createPostgresBackend,
+          ) as unknown as Worker),
+    );
+    const target = targetOf(eu().url, postgres().url, name, lockPrefix);
     const [inspected, stats] = await Promise.all([
       runCli(['inspect', ...target, id]),
       runCli(['stats', ...target]),
