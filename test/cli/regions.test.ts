@@ -24,7 +24,6 @@ const closers = useClosers();
  */
 async function sentOnBoth(
   queue: PairedQueue,
-  name: string,
   lockPrefix: string,
   workerFor: (twin: 'eu' | 'us', paired: PairedProcessor) => Worker,
 ): Promise<string> {
@@ -81,7 +80,6 @@ describe('bullmq-paired across two Redis servers', () => {
     // No group: PairedProcessor names records after the queue, the same on both servers.
     const id = await sentOnBoth(
       queue,
-      name,
       lockPrefix,
       (twin, paired) => new Worker(name, paired.processor, { connection: regions[twin].connect() }),
     );
@@ -124,7 +122,7 @@ describe('bullmq-paired across two Redis servers', () => {
         us: { connection: pg, backend: createPostgresBackend },
       },
     });
-    const id = await sentOnBoth(queue, name, lockPrefix, (twin, paired) =>
+    const id = await sentOnBoth(queue, lockPrefix, (twin, paired) =>
       twin === 'eu'
         ? new Worker(name, paired.processor, { connection: eu().connect() })
         : (new Worker(
