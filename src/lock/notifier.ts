@@ -5,6 +5,7 @@ import { BackupLiveness } from './backup-liveness.js';
 import { CLOSE_TIMEOUT_MS, TIMED_OUT, within } from './bounded.js';
 import { addressTag, backupLivenessChannel } from './keys.js';
 import { ownersAlive } from './owners.js';
+import { RecentSettles } from './recent-settles.js';
 import { readStoredRecord } from './record.js';
 import type { RedisConnection } from './scripts.js';
 import { parseSettled, type SettledDone } from './settle-message.js';
@@ -39,6 +40,8 @@ function settledRaw(raw: string | null): boolean {
  */
 export class Notifier {
   private readonly tickets = new Map<string, Set<Ticket>>();
+  /** Pairs heard settle `done` lately: a ticket made for one starts with its outcome. */
+  readonly recent: RecentSettles;
   private readonly subscriber: Redis;
   /** One Redis with liveness: the second connection holding this process's liveness. */
   private readonly backup: BackupLiveness | undefined;
@@ -86,7 +89,10 @@ export class Notifier {
     private readonly pollIntervalMs = 1_000,
     /** The subscriber ended for good: this process's runs will be taken over. */
     private readonly onLost: () => void = () => {},
+    /** How long the store keeps records: bounds how long a heard result is remembered. */
+    retentionMs?: number,
   ) {
+    this.recent = new RecentSettles(retentionMs);
     // A Cluster's duplicate() is a Cluster; subscribing works the same on both. Its sharded
     // channels (the liveness channels, one per master) get a subscriber per master, which
     // ioredis moves to the new master after a failover.
@@ -143,6 +149,7 @@ export class Notifier {
     this.subscriber.on('message', (channel: string, message: string) => {
       if (channel !== this.settleChannel) return;
       const { tag, done } = parseSettled(message);
+      this.recent.heard(tag, done);
       this.wakeTag(tag, done);
     });
     if (client.isCluster) {
@@ -487,6 +494,8 @@ export class Notifier {
   /** Registers interest in the record at `key`/`field`; close() the ticket when done. */
   ticket(key: string, field: string): Ticket {
     const ticket = new Ticket(addressTag(key, field), this);
+    // Settled before anyone here asked: the outcome its message carried stands for the record.
+    ticket.done = this.recent.recall(ticket.tag);
     let set = this.tickets.get(ticket.tag);
     if (set === undefined) {
       set = new Set();

@@ -59,8 +59,8 @@ export class Standbys {
   }
 
   /**
-   * A standby next to the lock store (`distanceMs`): reads the record and waits in its slot
-   * for the settle, up to `hold` ms a round. Returns the pair's result, or undefined to park as
+   * A standby next to the lock store (`distanceMs`): waits in its slot for the settle, up to
+   * `hold` ms a round, reading the record after the first round. Returns the pair's result, or undefined to park as
    * a standby after all (the parked standby's watch marks the record).
    */
   async inSlot<R>(
@@ -73,10 +73,18 @@ export class Standbys {
     const ticket = this.core.ticket(address);
     try {
       for (let round = 0; round < 3; round++) {
-        // The settle message that woke it carried the result: no read.
+        // The settle message carried the result (heard before this copy was picked up, or
+        // while it waited): no read.
         const settled = ticket.done;
         if (settled !== undefined)
           return { result: await this.complete<R>(job, toldResult(settled), say) };
+        if (round === 0) {
+          // Wait before the first read: a short job's settle message comes meanwhile, and the
+          // copy completes without a lock-store call. Only a job still running after `hold`
+          // (or a failure, whose message carries no result) is read.
+          await ticket.wait(NO_OWNER, hold);
+          continue;
+        }
         // Read without marking it 'waiting': a mark makes the claim announce its grant, a
         // wake-up and a read that find it running. A copy that parks marks it then.
         const record = await this.core.inspect(address, false);

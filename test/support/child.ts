@@ -37,7 +37,12 @@ export class FixtureProcess {
       fixture instanceof URL ? fixture : new URL(`../fixtures/${fixture}`, import.meta.url),
     );
     this.name = basename(path);
-    this.child = spawn(process.execPath, ['--import', 'tsx', path], {
+    // FIXTURE_CPU_PROF=<dir>: each fixture writes a V8 CPU profile there when it exits
+    // (NODE_OPTIONS refuses --cpu-prof); how the bench's worker processes are profiled.
+    const profile = process.env.FIXTURE_CPU_PROF
+      ? ['--cpu-prof', `--cpu-prof-dir=${process.env.FIXTURE_CPU_PROF}`]
+      : [];
+    this.child = spawn(process.execPath, [...profile, '--import', 'tsx', path], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -121,7 +126,10 @@ export class FixtureProcess {
       .join(' | ');
   }
 
-  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  /** SIGKILL by default; SIGTERM while profiling (a killed process writes no profile). */
+  async kill(
+    signal: NodeJS.Signals = process.env.FIXTURE_CPU_PROF ? 'SIGTERM' : 'SIGKILL',
+  ): Promise<void> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     const exited = once(this.child, 'exit');
     this.child.kill(signal);
