@@ -1,6 +1,7 @@
 import type { Cluster, Redis } from 'ioredis';
 import { hashIndexKey, recordHashPattern, recordKeyPattern } from '../lock/keys.js';
 import { readStoredRecord } from '../lock/record.js';
+import { groupIdPrefix } from '../pairing/keys.js';
 import { countJobs, type QueueCounts } from './queues.js';
 import { type RedisPool, redactUrl } from './redis.js';
 import type { Target } from './target.js';
@@ -103,7 +104,8 @@ export async function collectStats(
   };
   const patterns: string[] = [];
   // PairedProcessor's records are `recordId(group, jobId)`, PairedLock's the id as given.
-  if (target.hash === undefined) patterns.push(recordKeyPattern(target.lockPrefix, target.group));
+  if (target.hash === undefined)
+    patterns.push(recordKeyPattern(target.lockPrefix, groupIdPrefix(target.group)));
   const hashPattern =
     target.hash !== undefined || target.group === undefined
       ? recordHashPattern(target.lockPrefix, target.hash)

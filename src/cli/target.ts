@@ -1,4 +1,5 @@
-import { type RecordAddress, recordAddress, recordId } from '../lock/keys.js';
+import { type RecordAddress, recordAddress } from '../lock/keys.js';
+import { recordId } from '../pairing/keys.js';
 import { usageError } from './exit-codes.js';
 import { parseClusterUrl, redactUrl } from './redis.js';
 

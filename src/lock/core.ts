@@ -68,6 +68,15 @@ const UNPLACED_RETRY_CAP_MS = 1_000;
 /** How many such answers in a row before the acquire fails (transient: the copy parks). */
 const UNPLACED_RETRIES = 20;
 
+/**
+ * A claim stamps the lock store's epoch (one `PTTL`, a write when the key is absent or half
+ * spent) at most this often per process (ms). A claim meets no other grant's owner, so the
+ * key is only stamped there, not read: the stamp is needed once per server (it tells a
+ * promoted replica or a restarted server that its epoch is new), and every takeover's
+ * acquire, which does read it, still carries it.
+ */
+const CLAIM_EPOCH_EVERY_MS = 10_000;
+
 /** Sets `key` in `map`, dropping the oldest entry beyond MAX_UNCERTAIN_TOKENS. */
 function rememberCapped<V>(map: Map<string, V>, key: string, value: V): void {
   map.delete(key); // re-inserted last: the oldest go first
@@ -120,6 +129,8 @@ export class PairCore {
   private readonly settling = new Set<Promise<void>>();
   /** Per record: the token of an acquire that ended in an error (its reply may be lost). */
   private readonly uncertainTokens = new Map<string, string>();
+  /** When a claim of this process last carried the epoch key (`CLAIM_EPOCH_EVERY_MS`). */
+  private claimStampedAt = Number.NEGATIVE_INFINITY;
   /** WAITs after grants and settles (the `durability` option); undefined: off. */
   private readonly replication: Replication | undefined;
   /** What `execute` (src/lock/execute.ts) reads and keeps of this core. */
@@ -183,6 +194,7 @@ export class PairCore {
       // Our subscriber ended for good: the twin takes our runs over after the grace anyway,
       // so hand them over now (released) rather than let them run twice.
       () => this.abortAll(new ClosedError("this process's lock-store subscriber")),
+      options.retentionMs,
     );
   }
 
@@ -384,6 +396,11 @@ export class PairCore {
       if (settled !== undefined) return { reply: settled, sentAt: performance.now(), token };
       const place = await this.placement.near(address.key);
       const sentAt = performance.now();
+      const stampEpoch =
+        how.claim === undefined ||
+        place.sharded ||
+        sentAt - this.claimStampedAt >= CLAIM_EPOCH_EVERY_MS;
+      if (how.claim !== undefined && stampEpoch) this.claimStampedAt = sentAt;
       const reply = await acquire(
         this.client,
         address,
@@ -397,7 +414,7 @@ export class PairCore {
           warmupS: LIVENESS_WARMUP_S,
           liveChannel: place.liveChannel,
           sessionKey: place.sessionKey,
-          epochKey: place.epochKey,
+          ...(stampEpoch ? { epochKey: place.epochKey } : {}),
           sharded: place.sharded,
           minFence: how.minFence,
           ...(how.claim ? { claim: how.claim } : {}),

@@ -16,11 +16,6 @@ export interface RecordAddress {
   field: string;
 }
 
-/** The record id `PairedProcessor` gives a job: its group (by default its queue's name), then its id. */
-export function recordId(group: string, jobId: string): string {
-  return `${group}:${jobId}`;
-}
-
 /** Key mode: the record's own string key. */
 export function recordKey(prefix: string, id: string): string {
   return `${prefix}:pair:{${id}}`;
@@ -90,11 +85,6 @@ export function sessionKey(prefix: string, instanceId: string, tag = ''): string
   return `${prefix}:session:${shard(tag)}${instanceId}`;
 }
 
-/** The processes working one twin's queue: each one's liveness channel, scored by last sign of life. */
-export function siblingsKey(prefix: string, twin: string, queue: string): string {
-  return `${prefix}:siblings:${twin}:${queue}`;
-}
-
 /**
  * The lock store's epoch: which server (run_id) its clients talk to, and since when. The
  * acquire script starts a new epoch after a restart or failover, for the liveness warm-up.
@@ -108,9 +98,9 @@ export function globLiteral(text: string): string {
   return text.replace(/[*?[\]\\]/g, '\\$&');
 }
 
-/** SCAN pattern of key-mode records under `prefix`: all, or those of one `recordId` group. */
-export function recordKeyPattern(prefix: string, group?: string): string {
-  const ids = group === undefined ? '*' : `${globLiteral(recordId(group, ''))}*`;
+/** SCAN pattern of key-mode records under `prefix`: all, or those whose id starts with `idPrefix`. */
+export function recordKeyPattern(prefix: string, idPrefix?: string): string {
+  const ids = idPrefix === undefined ? '*' : `${globLiteral(idPrefix)}*`;
   return recordKey(globLiteral(prefix), ids);
 }
 

@@ -1,19 +1,12 @@
 import { EventEmitter } from 'node:events';
-import {
-  AbortedError,
-  ClosedError,
-  LockStoreUnavailableError,
-  PairedError,
-  type PeerErrorInfo,
-  PeerFailedError,
-} from '../errors.js';
+import { AbortedError, ClosedError, LockStoreUnavailableError, PairedError } from '../errors.js';
 import { assertKnownOptions, optionError, show } from '../validate.js';
 import { PairCore } from './core.js';
 import type { RunContext } from './execute.js';
 import type { RecordAddress } from './keys.js';
 import { type PairedLockOptions, type ResolvedLockOptions, resolveLockOptions } from './options.js';
 import { misconfigured } from './preflight.js';
-import { type PairRecord, parseJson } from './record.js';
+import { type PairRecord, peerFailure, storedResult } from './record.js';
 import { classifyError } from './reply-errors.js';
 import { ownerOf, type RedisConnection, type TakeoverReason } from './scripts.js';
 import type { Ticket } from './ticket.js';
@@ -213,17 +206,12 @@ export class PairedLock extends EventEmitter<PairedLockEvents> {
         case 'done':
           return {
             role: 'shadow',
-            result: parseJson<T>(reply.result) as T,
+            result: storedResult<T>(reply),
             fence: reply.fence,
             owner: reply.owner,
           };
         case 'failed':
-          throw new PeerFailedError(
-            address.id,
-            reply.fence,
-            reply.owner,
-            parseJson<PeerErrorInfo>(reply.error),
-          );
+          throw peerFailure(address.id, reply);
         case 'busy': {
           const waited = `${reply.owner}\n${reply.fence}`;
           if (waited !== shadowed) {

@@ -1,4 +1,4 @@
-import { CorruptRecordError, type PeerErrorInfo } from '../errors.js';
+import { CorruptRecordError, type PeerErrorInfo, PeerFailedError } from '../errors.js';
 import type { RecordAddress } from './keys.js';
 import type { StoredRecord } from './lua/scripts.generated.js';
 import type { AcquireReply, InspectReply, TakeoverReason } from './scripts.js';
@@ -126,4 +126,26 @@ export function settledReply(
     };
   }
   return undefined;
+}
+
+/**
+ * What a copy or a `run()` that did not execute ends with, from an acquire's answer (or
+ * `settledReply`'s): the executor's stored result, parsed. One reading for `PairedLock` and
+ * `PairedProcessor`.
+ */
+export function storedResult<T>(reply: Extract<AcquireReply, { kind: 'done' }>): T {
+  return parseJson<T>(reply.result) as T;
+}
+
+/** The `PeerFailedError` a failed pair ends a shadow with, the executor's error parsed in it. */
+export function peerFailure(
+  id: string,
+  reply: Extract<AcquireReply, { kind: 'failed' }>,
+): PeerFailedError {
+  return new PeerFailedError(
+    id,
+    reply.fence,
+    reply.owner,
+    parseJson<PeerErrorInfo>(reply.error) ?? undefined,
+  );
 }

@@ -1,10 +1,11 @@
 import { EventEmitter } from 'node:events';
 import { QueueEvents, type QueueEventsListener } from 'bullmq';
 import { asError } from '../errors.js';
-import { recordAddress, recordId } from '../lock/keys.js';
+import { recordAddress } from '../lock/keys.js';
 import { toPairRecord } from '../lock/record.js';
 import { inspect, type RedisConnection } from '../lock/scripts.js';
 import { assertKnownOptions, integerOption, show, stringOption, twinEntries } from '../validate.js';
+import { recordId } from './keys.js';
 import { pairingGroup } from './pairing-record.js';
 import { type TwinQueueOptions, twinConfig } from './twins.js';
 

@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import type { InspectReport } from '../../src/cli/inspect.js';
 import type { StatsReport } from '../../src/cli/stats.js';
 import { PairedProcessor, PairedQueue, type PairInfo } from '../../src/index.js';
-import { recordId, recordKey, recordKeyPattern } from '../../src/lock/keys.js';
+import { recordKey, recordKeyPattern } from '../../src/lock/keys.js';
+import { groupIdPrefix, recordId } from '../../src/pairing/keys.js';
 import { useClosers } from '../support/closers.js';
 import { deferred } from '../support/deferred.js';
 import { clockFence } from '../support/fences.js';
@@ -182,7 +183,7 @@ describe('bullmq-paired inspect and stats', () => {
       corrupt: 0,
       total: 3,
     });
-    expect(counts.patterns).toEqual([recordKeyPattern(lockPrefix, base)]);
+    expect(counts.patterns).toEqual([recordKeyPattern(lockPrefix, groupIdPrefix(base))]);
     expect(counts.queues.map((q) => q.queue)).toEqual([`${base}-a`, `${base}-b`]);
     expect(counts.queues[0]?.counts).toMatchObject({
       completed: 1,

@@ -6,7 +6,7 @@
 import { Worker } from 'bullmq';
 import { describe, expect, it, vi } from 'vitest';
 import { PairedProcessor } from '../../src/index.js';
-import { siblingsKey } from '../../src/lock/keys.js';
+import { siblingsKey } from '../../src/pairing/keys.js';
 import { SiblingRegistry } from '../../src/pairing/siblings.js';
 import { useClosers } from '../support/closers.js';
 import { useRedis } from '../support/file-redis.js';

@@ -10,7 +10,6 @@ import {
   livenessChannel,
   recordAddress,
   recordHashPattern,
-  recordId,
   recordKeyPattern,
   sessionKey,
   sessionKeyPattern,
@@ -23,6 +22,7 @@ import {
   type RedisConnection,
   settle,
 } from '../../src/lock/scripts.js';
+import { groupIdPrefix, recordId } from '../../src/pairing/keys.js';
 
 const address = recordAddress('unit', 'task-1');
 
@@ -194,7 +194,7 @@ describe('keys', () => {
   it('matches names literally in patterns', () => {
     expect(globLiteral('a*b?[c]\\')).toBe('a\\*b\\?\\[c\\]\\\\');
     expect(recordKeyPattern('p')).toBe('p:pair:{*}');
-    expect(recordKeyPattern('p*', 'g?')).toBe('p\\*:pair:{g\\?:*}');
+    expect(recordKeyPattern('p*', groupIdPrefix('g?'))).toBe('p\\*:pair:{g\\?:*}');
     expect(recordHashPattern('p')).toBe('p:pairs:{*}');
     expect(recordHashPattern('p', 'h[1]')).toBe('p:pairs:{h\\[1\\]}');
     expect(sessionKeyPattern('p')).toBe(`${sessionKey('p', '')}*`);
