@@ -225,10 +225,9 @@ export class PairedProcessor<
         // Longer than a shadow's hold: a standby may look before its executor has even picked
         // its own copy up (another queue, another process), so the wait includes that pickup.
         const hold = this.runs.holdMs() === 0 ? 0 : this.options.shadowHoldMs;
-        const done =
-          this.core.distanceMs < NEAR_STORE_MS
-            ? await this.standbys.inSlot<ResultType>(job, address, say, hold)
-            : undefined;
+        // Far from the lock store it only looks in this process's memory of settles heard.
+        const near = this.core.distanceMs < NEAR_STORE_MS;
+        const done = await this.standbys.inSlot<ResultType>(job, address, say, near ? hold : 0);
         if (done !== undefined) return done.result;
         say.standby(chosen);
         await this.standbys.park(job, token, address, chosenKey, (fence, owner) =>

@@ -59,7 +59,8 @@ export class Standbys {
   }
 
   /**
-   * A standby next to the lock store (`distanceMs`): waits in its slot for the settle, up to
+   * A standby: completes from a settle message this process heard already; else, with a
+   * `hold` (next to the lock store, short jobs), waits in its slot for the settle, up to
    * `hold` ms a round, reading the record after the first round. Returns the pair's result, or undefined to park as
    * a standby after all (the parked standby's watch marks the record).
    */
@@ -69,7 +70,6 @@ export class Standbys {
     say: Decisions,
     hold: number,
   ): Promise<{ result: R } | undefined> {
-    if (hold === 0) return undefined;
     const ticket = this.core.ticket(address);
     try {
       for (let round = 0; round < 3; round++) {
@@ -78,6 +78,7 @@ export class Standbys {
         const settled = ticket.done;
         if (settled !== undefined)
           return { result: await this.complete<R>(job, toldResult(settled), say) };
+        if (hold === 0) break; // far from the store, or a long job: park at once
         if (round === 0) {
           // Wait before the first read: a short job's settle message comes meanwhile, and the
           // copy completes without a lock-store call. Only a job still running after `hold`

@@ -95,4 +95,22 @@ describe('a standby copy and the lock store', () => {
     // Before: a read of the record for each of us's copies (30).
     expect(counts).toEqual({ acquire: 0, inspect: 0 });
   });
+
+  it('is picked up once when the settle was heard first, even with no hold (a far store, long jobs)', async () => {
+    await kit.startWorker('eu');
+    // No hold: the standby parks at once unless it already knows the outcome.
+    await kit.startWorker('us', { SHADOW_HOLD_MS: '0' });
+    await kit.pastFirstSecond('eu');
+    const queue = kit.pairedQueue('eu');
+    await queue.queue('us').pause();
+    const added = await addJobs(queue, 20, 'z');
+    for (const { id } of added) await copiesIn(queue, id, ['eu']);
+    await queue.queue('us').resume();
+    for (const { id } of added) {
+      const copies = await copiesIn(queue, id);
+      expect(copies.us.returnvalue).toEqual(copies.eu.returnvalue);
+      // Before: parked (a delayed move), promoted once its watch saw the result, picked up again.
+      expect(copies.us.attemptsStarted).toBe(1);
+    }
+  });
 });
