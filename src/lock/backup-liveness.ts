@@ -19,6 +19,8 @@ export class BackupLiveness {
   constructor(
     client: Redis,
     readonly channel: string,
+    /** Its connection closed after it was up (a reset, say): it reconnects by itself. */
+    onReset: () => void = () => {},
   ) {
     this.connection = client.duplicate(subscriberOptions(client));
     this.connection.on('error', () => {});
@@ -27,6 +29,9 @@ export class BackupLiveness {
     let readies = 0;
     this.connection.on('ready', () => {
       if (++readies > 1 && !this.closing) this.connection.subscribe(this.channel).catch(() => {});
+    });
+    this.connection.on('close', () => {
+      if (readies > 0 && !this.closing) onReset();
     });
   }
 

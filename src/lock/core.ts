@@ -18,6 +18,7 @@ import {
   execute,
   type RunContext,
 } from './execute.js';
+import { FlapGrace } from './flap-grace.js';
 import { type RecordAddress, recordAddress, settleChannel } from './keys.js';
 import type { LeaseKeeper } from './lease-keeper.js';
 import { Notifier } from './notifier.js';
@@ -112,6 +113,8 @@ export class PairCore {
   /** This process's session keys and liveness channels (one per master on a Cluster). */
   private readonly placement: Placement;
   private readonly notifier: Notifier;
+  /** Our grace, raised a while after a reset of a connection holding our liveness. */
+  private readonly flapGrace: FlapGrace;
   private started: Promise<void> | undefined;
   /** `started` has resolved: the lock store passed its checks and we are subscribed. */
   private isReady = false;
@@ -196,6 +199,17 @@ export class PairCore {
       () => this.abortAll(new ClosedError("this process's lock-store subscriber")),
       options.retentionMs,
     );
+    // A reset of a connection holding our liveness: ask twins for a longer grace a while.
+    this.flapGrace = new FlapGrace(
+      () => this.usualGraceMs(),
+      options.leaseMs,
+      (raised) => {
+        for (const session of this.placement.sessions()) session.setGrace(raised);
+      },
+    );
+    this.notifier.onConnectionReset = () => {
+      if (!this.closing) this.flapGrace.reset();
+    };
   }
 
   /**
@@ -334,6 +348,11 @@ export class PairCore {
    * owner's own figure. At most a quarter of the lease.
    */
   ownGraceMs(): number {
+    return Math.max(this.usualGraceMs(), this.flapGrace.currentMs);
+  }
+
+  /** `ownGraceMs` while none of our connections has been reset lately (`FlapGrace`). */
+  private usualGraceMs(): number {
     const derived = Math.min(3 * this.notifier.rttMs + 50, this.options.leaseMs / 4);
     return Math.ceil(Math.max(this.options.livenessGraceMs, derived));
   }
@@ -548,6 +567,7 @@ export class PairCore {
   async close(): Promise<void> {
     await this.flush();
     this.beginClose();
+    this.flapGrace.stop();
     await this.notifier.close();
     await this.placement.stop();
   }

@@ -40,6 +40,11 @@ function settledRaw(raw: string | null): boolean {
  */
 export class Notifier {
   private readonly tickets = new Map<string, Set<Ticket>>();
+  /**
+   * Called when a connection holding this process's liveness (the subscriber, the backup)
+   * closes after it was up: set by the core, which raises its grace for a while (`FlapGrace`).
+   */
+  onConnectionReset: () => void = () => {};
   /** Pairs heard settle `done` lately: a ticket made for one starts with its outcome. */
   readonly recent: RecentSettles;
   private readonly subscriber: Redis;
@@ -110,11 +115,16 @@ export class Notifier {
         ? undefined
         : backupLivenessChannel(liveChannel);
     this.backup =
-      backupChannel === undefined ? undefined : new BackupLiveness(client as Redis, backupChannel);
+      backupChannel === undefined
+        ? undefined
+        : new BackupLiveness(client as Redis, backupChannel, () => this.onConnectionReset());
     let readies = 0;
     this.subscriber.on('close', () => {
       this.generation++;
-      if (readies > 0) this.goAway('its connection closed; reconnecting');
+      if (readies > 0) {
+        this.goAway('its connection closed; reconnecting');
+        if (!this.closing) this.onConnectionReset();
+      }
     });
     // Closed for good (reconnects off or given up): unless we are closing, this process's
     // liveness channel stays empty, so it must never take a grant again.

@@ -20,6 +20,11 @@ export class Session {
   private started = false;
   /** When, on `performance.now()`'s clock, the lease may end: runs must be over by then. */
   deadlineAt = Number.POSITIVE_INFINITY;
+  /**
+   * The key's value: '1', or this process's raised liveness grace in ms while its
+   * connections are being reset (`FlapGrace`), which a twin reads before taking it for dead.
+   */
+  private value = '1';
 
   constructor(
     private readonly client: RedisConnection,
@@ -32,10 +37,16 @@ export class Session {
 
   async start(): Promise<void> {
     const sentAt = performance.now();
-    await this.client.set(this.key, '1', 'PX', this.leaseMs);
+    await this.client.set(this.key, this.value, 'PX', this.leaseMs);
     this.started = true;
     this.arm(sentAt);
     this.timer = setInterval(() => void this.renew(), this.heartbeatMs);
+  }
+
+  /** Sets the grace the key tells twins (ms; undefined: none beyond the usual), at once. */
+  setGrace(graceMs: number | undefined): void {
+    this.value = graceMs === undefined ? '1' : String(graceMs);
+    if (this.started && !this.stopped) void this.renew();
   }
 
   private arm(sentAt: number): void {
@@ -48,7 +59,7 @@ export class Session {
   private async renew(): Promise<void> {
     const sentAt = performance.now();
     try {
-      const renewed = await this.client.set(this.key, '1', 'PX', this.leaseMs, 'XX');
+      const renewed = await this.client.set(this.key, this.value, 'PX', this.leaseMs, 'XX');
       if (this.stopped) return;
       if (renewed !== 'OK') await this.restore();
       else this.arm(sentAt);
@@ -66,7 +77,7 @@ export class Session {
   async restore(): Promise<void> {
     this.onLost();
     const sentAt = performance.now();
-    await this.client.set(this.key, '1', 'PX', this.leaseMs);
+    await this.client.set(this.key, this.value, 'PX', this.leaseMs);
     if (!this.stopped) this.arm(sentAt);
   }
 

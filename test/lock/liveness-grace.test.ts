@@ -85,6 +85,65 @@ describe('liveness grace', () => {
   });
 });
 
+describe("a grace its owner raised since its grant (its session key's value)", () => {
+  it('is applied once the owner raised it, up to a lease, and not before', async () => {
+    const client = redis().connect();
+    const prefix = uniquePrefix('raised');
+    const address = recordAddress(prefix, 'job-1');
+    const channel = livenessChannel(prefix, 'eu-process');
+    const session = `${prefix}:session:eu-process`;
+    await client.set(session, '1', 'PX', 60_000);
+    const grant = await acquire(client, address, {
+      ...usAcquire(),
+      member: 'eu',
+      token: 'eu-token',
+      liveChannel: channel,
+      sessionKey: session,
+    });
+    expect(grant).toMatchObject({ kind: 'granted', fence: clockFence });
+    // eu's connections are being reset: it raised its grace to 900 ms (src/lock/flap-grace.ts).
+    await client.set(session, '900', 'PX', 60_000);
+    const ask = () => acquire(client, address, usAcquire());
+    expect(await ask()).toMatchObject({ kind: 'busy' });
+    await sleep(300);
+    // Past the 100 ms grace, within the raised one: still eu's.
+    const busy = await ask();
+    expect(busy).toMatchObject({ kind: 'busy' });
+    expect(busy.kind === 'busy' && busy.recheckMs).toBeLessThanOrEqual(700);
+    await sleep(700);
+    expect(await ask()).toMatchObject({ kind: 'granted', takeover: 'disconnected' });
+    await client.quit();
+  });
+
+  it("is the usual one while the value says nothing ('1'), and never longer than the lease", async () => {
+    const client = redis().connect();
+    const prefix = uniquePrefix('raised');
+    const session = `${prefix}:session:eu-process`;
+    const grantEu = (id: string) =>
+      acquire(client, recordAddress(prefix, id), {
+        ...usAcquire(),
+        member: 'eu',
+        token: `eu-${id}`,
+        liveChannel: livenessChannel(prefix, 'eu-process'),
+        sessionKey: session,
+      });
+    const ask = (id: string, leaseMs = 60_000) =>
+      acquire(client, recordAddress(prefix, id), usAcquire({ leaseMs }));
+    await client.set(session, '1', 'PX', 60_000);
+    await grantEu('usual');
+    expect(await ask('usual')).toMatchObject({ kind: 'busy' });
+    await sleep(200);
+    expect(await ask('usual')).toMatchObject({ kind: 'granted', takeover: 'disconnected' });
+    // A value far beyond the asker's lease (300 ms) counts as that lease.
+    await grantEu('capped');
+    await client.set(session, '600000', 'PX', 60_000);
+    expect(await ask('capped', 300)).toMatchObject({ kind: 'busy' });
+    await sleep(450);
+    expect(await ask('capped', 300)).toMatchObject({ kind: 'granted', takeover: 'disconnected' });
+    await client.quit();
+  });
+});
+
 describe('settle messages', () => {
   it("wake a shadow of a task whose id has a '/' (cjson escapes it), not only its poll", async () => {
     const client = redis().connect();

@@ -18,7 +18,8 @@
   `o` carries what the caller was given:
     o.epochKey     the epoch key (on a Cluster the one on this record's master), nil if none
     o.sharded      true on a Cluster: sharded liveness channels, owner keys maybe not local
-    o.leaseMs      the lease, for an owner whose keys a resharding moved away
+    o.leaseMs      the lease, for an owner whose keys a resharding moved away; the most a
+                   grace raised by its owner may be
     o.retentionMs  retention of the records (and of the epoch key)
     o.warmupS      liveness warm-up in seconds after a restart or a failover
     o.graceMs      how long the owner's channel must stay empty before it counts as gone
@@ -104,6 +105,12 @@ local function ownerConnected(rec, now, o, recheck)
   -- The owner's own grace (kept with its grant, from its round trip to this store) may be
   -- longer than ours: a process far away takes longer to resubscribe.
   local grace = math.max(o.graceMs, rec.grace or 0)
+  -- Raised since its grant while its connections are being reset (src/lock/flap-grace.ts):
+  -- its session key's value, read only here, when its channels are empty. At most a lease.
+  if (rec.skey or '') ~= '' then
+    local raised = tonumber(onThisNode('GET', rec.skey))
+    if raised and raised > grace then grace = math.min(raised, o.leaseMs) end
+  end
   -- An absence noted more than grace + 1 s ago proves nothing about now: a waiting twin asks
   -- again when the grace ends, so a real absence is taken over before then, and an older
   -- note means the channel may have been back in between (a reconnect nobody saw); counting
