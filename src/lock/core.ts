@@ -357,6 +357,15 @@ export class PairCore {
     return Math.ceil(Math.max(this.options.livenessGraceMs, derived));
   }
 
+  /**
+   * Whether this process would have heard it if a pair begun at `wallTime` (a job's
+   * timestamp, ms) had settled `done` (see `RecentSettles.covers`): a copy may then wait for
+   * the settle message instead of reading the record.
+   */
+  heardSince(wallTime: number): boolean {
+    return this.notifier.recent.covers(wallTime);
+  }
+
   /** This process's measured round trip to the lock store, ms (0 until measured). */
   get rttMs(): number {
     return this.notifier.rttMs;

@@ -198,6 +198,7 @@ export class Notifier {
   }
 
   private goAway(reason: string): void {
+    this.recent.deaf();
     if (this.away !== undefined) return;
     this.tellAway(reason);
     let resolve = (): void => {};
@@ -216,6 +217,7 @@ export class Notifier {
 
   private back(): void {
     if (this.ended) return;
+    this.recent.listening();
     if (this.away !== undefined) this.tellAway(undefined);
     this.away?.resolve();
     this.away = undefined;
@@ -227,6 +229,7 @@ export class Notifier {
   private lose(): void {
     if (this.ended) return;
     this.ended = true;
+    this.recent.deaf();
     clearInterval(this.healthTimer);
     this.healthTimer = undefined;
     this.pollRecords(); // settle messages no longer arrive
@@ -272,6 +275,7 @@ export class Notifier {
   /** Subscribes before any acquire, so neither a notification nor our liveness is missed. */
   async start(): Promise<void> {
     await Promise.all([this.subscriber.subscribe(...this.channels()), this.backup?.start()]);
+    this.recent.listening();
     // The first round trip sample, before any grant (the health PINGs follow every second).
     const sent = performance.now();
     await this.subscriber.ping();

@@ -19,6 +19,8 @@ const MAX_AGE_MS = 60_000;
 export class RecentSettles {
   private readonly entries = new Map<string, { done: SettledDone; at: number }>();
   private readonly maxAgeMs: number;
+  /** Since when (Date.now()) every settle is heard: the subscriber's last ready. Infinity while away. */
+  private coveredFrom = Number.POSITIVE_INFINITY;
 
   /**
    * `retentionMs`: how long the store keeps a record. An entry lives at most half of it, so a
@@ -34,10 +36,32 @@ export class RecentSettles {
     if (done === undefined) return;
     this.entries.set(tag, { done, at: performance.now() });
     if (this.entries.size > MAX_ENTRIES) {
-      // A Map iterates in insertion order: the first key is the oldest entry.
+      // A Map iterates in insertion order: the first entry is the oldest.
       const oldest = this.entries.keys().next();
       if (!oldest.done) this.entries.delete(oldest.value);
     }
+  }
+
+  /** The subscriber is (again) ready: every settle from now on is heard. */
+  listening(): void {
+    this.coveredFrom = Date.now();
+  }
+
+  /** The subscriber is away: settles may be missed until `listening()`. */
+  deaf(): void {
+    this.coveredFrom = Number.POSITIVE_INFINITY;
+  }
+
+  /**
+   * Whether this process would have heard a pair begun at `wallTime` (a job's timestamp)
+   * settle: it began while every settle was heard, within the age outcomes are kept. If not
+   * (a process that started, or came back, after the job was added), only a read can tell.
+   * An outcome dropped for room is not counted: the pair most likely has not settled yet
+   * then (a backlog on both twins), and a wait for it costs only time. A producer clock ahead
+   * of ours likewise costs a copy a wait; one behind, a read.
+   */
+  covers(wallTime: number): boolean {
+    return wallTime >= this.coveredFrom && Date.now() - wallTime < this.maxAgeMs;
   }
 
   /** The outcome heard for `tag`, if it is recent enough to stand for the record. */

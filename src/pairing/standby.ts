@@ -79,10 +79,11 @@ export class Standbys {
         if (settled !== undefined)
           return { result: await this.complete<R>(job, toldResult(settled), say) };
         if (hold === 0) break; // far from the store, or a long job: park at once
-        if (round === 0) {
-          // Wait before the first read: a short job's settle message comes meanwhile, and the
-          // copy completes without a lock-store call. Only a job still running after `hold`
-          // (or a failure, whose message carries no result) is read.
+        if (round === 0 && this.core.heardSince(job.timestamp)) {
+          // This process would have heard the pair settle (it listened since the job was
+          // added): wait before the first read, and a short job's settle message comes
+          // meanwhile, with no lock-store call. A job older than that (a twin draining a
+          // backlog it missed, after a restart) is read at once: it is likely done.
           await ticket.wait(NO_OWNER, hold);
           continue;
         }

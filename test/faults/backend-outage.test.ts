@@ -124,7 +124,9 @@ describe('a pair across backends survives a whole server outage', () => {
           .poll(
             async () => {
               const state = await stateOn(queue, down, id);
-              if (!/^failed: .*(postmaster|ECONNREFUSED|ECONNRESET|Connection terminated)/.test(state)) {
+              if (
+                !/^failed: .*(postmaster|ECONNREFUSED|ECONNRESET|Connection terminated)/.test(state)
+              ) {
                 return state;
               }
               retried++;

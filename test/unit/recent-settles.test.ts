@@ -50,4 +50,20 @@ describe('RecentSettles', () => {
     expect(recent.recall('t4')).toEqual(done(4));
     expect(recent.recall('t5')).toBeUndefined();
   });
+
+  it('says which pairs it would have heard settle: begun since it listened, not while deaf, within its age', async () => {
+    const recent = new RecentSettles();
+    const before = Date.now();
+    expect(recent.covers(before)).toBe(false); // not listening yet
+    await clock.advance(10);
+    recent.listening();
+    expect(recent.covers(before)).toBe(false); // begun before it listened
+    expect(recent.covers(Date.now())).toBe(true);
+    await clock.advance(60_001);
+    expect(recent.covers(before + 10)).toBe(false); // older than it keeps outcomes
+    recent.deaf();
+    expect(recent.covers(Date.now())).toBe(false);
+    recent.listening();
+    expect(recent.covers(Date.now())).toBe(true);
+  });
 });
