@@ -78,8 +78,4 @@ export class RecentSettles {
   get size(): number {
     return this.entries.size;
   }
-
-  clear(): void {
-    this.entries.clear();
-  }
 }
