@@ -141,6 +141,9 @@ function postgresStore(backend: PostgresBackendLike): PairingStore {
   };
 }
 
+/** unique_violation, duplicate_object, duplicate_table. */
+const CREATE_RACE_CODES = new Set(['23505', '42710', '42P07']);
+
 async function createTable(pool: PgQueryable, table: string): Promise<void> {
   const create = `CREATE TABLE IF NOT EXISTS ${table} (
     key text PRIMARY KEY,
@@ -150,9 +153,10 @@ async function createTable(pool: PgQueryable, table: string): Promise<void> {
   try {
     await pool.query(create);
   } catch (err) {
-    // Two processes creating it at once: one wins, the other's catalog insert collides
-    // (unique_violation); the table is there either way.
-    if ((err as { code?: string }).code !== '23505') throw err;
+    // Two processes creating it at once: one wins, the other's catalog insert collides, as
+    // unique_violation, or duplicate_object for the table's row type ("type … already
+    // exists"), or duplicate_table; the table is there either way.
+    if (!CREATE_RACE_CODES.has((err as { code?: string }).code ?? '')) throw err;
   }
 }
 
