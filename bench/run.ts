@@ -14,8 +14,6 @@ import {
   geoFalseTakeovers,
   geoFalseTakeoversBurst,
   geoLatency,
-  geoRegionLoss,
-  geoRegionLossQueued,
   geoTakeoverKill,
   geoThroughput,
   geoThroughputFar,
@@ -24,6 +22,12 @@ import { idlePerProcess, idleQueues } from './scenarios/idle.js';
 import { twinCompletionLag } from './scenarios/lag.js';
 import { lockStoreOutage } from './scenarios/lock-store-outage.js';
 import { pgTakeoverKill, pgThroughputIo20, redisOutage } from './scenarios/postgres.js';
+import {
+  cpuBlock,
+  geoRegionLoss,
+  geoRegionLossQueued,
+  geoRegionPartition,
+} from './scenarios/region-loss.js';
 import {
   clusterTakeoverKill,
   takeoverFail,
@@ -70,6 +74,8 @@ const ALL = [
   'pg_throughput_io20',
   'pg_takeover_kill',
   'redis_outage',
+  'geo_region_partition',
+  'cpu_block',
 ] as const;
 
 const program = new Command()
@@ -189,6 +195,8 @@ await run('idle_queues', () => idleQueues(options));
 await run('pg_throughput_io20', () => pgThroughputIo20(options));
 await run('pg_takeover_kill', () => pgTakeoverKill(options));
 await run('redis_outage', () => redisOutage(options));
+await run('geo_region_partition', () => geoRegionPartition(options));
+await run('cpu_block', () => cpuBlock(options));
 
 const report = {
   date: new Date().toISOString(),
@@ -233,6 +241,12 @@ const fmt = (value: unknown): string => {
     const after = v.killToUsStartMs as Record<string, number>;
     return `${v.lostOnUs} lost of ${v.reachedUs} on us; eu's in-flight started on us p50 ${after.p50} / p99 ${after.p99} ms after the kill (n=${after.samples})`;
   }
+  if ('partitionToUsStartMs' in v) {
+    const after = v.partitionToUsStartMs as Record<string, number>;
+    return `eu's ${v.euInFlight} in-flight started on us p50 ${after.p50} / p99 ${after.p99} ms after the partition; ${v.abortedAfterTwinStart} aborted after us started; ${v.lost} lost`;
+  }
+  if ('blockMs' in v)
+    return `${v.takeovers} takeovers, ${v.leaseLost} leases lost, ${v.ranTwice} run twice (${v.jobs} jobs blocking ${v.blockMs} ms)`;
   if ('takeovers' in v)
     return `${v.takeovers} takeovers of live executors, ${v.ranTwice} run twice (${v.lockLinkResets} lock-link resets, ${v.jobs} jobs)`;
   if ('completedBeforeKill' in v)

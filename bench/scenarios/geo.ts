@@ -11,12 +11,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue } from 'bullmq';
-import {
-  EXECUTOR_OPTION,
-  type ExecutorChoice,
-  PairedQueue,
-  PartialAddError,
-} from '../../src/index.js';
+import { type ExecutorChoice, PairedQueue } from '../../src/index.js';
 import { type ChildLine, FixtureProcess } from '../../test/support/child.js';
 import { startRedis, type TestRedis, uniquePrefix } from '../../test/support/redis.js';
 import {
@@ -34,9 +29,9 @@ import type { BenchOptions, ScenarioResult } from '../lib/types.js';
 const BENCH = 'the geo benchmarks (npm run bench)';
 /** Past a twin's first second (the chosen twin claims before it runs meanwhile). */
 const WARM_UP_MS = 1_200;
-const CHUNK = 1_000;
+export const CHUNK = 1_000;
 /** WAIT_READY: paired workers pass the lock store's start-up checks before 'ready' (as a deployment would). */
-const WORKERS = { CONCURRENCY: '50', QUIET: '1', WAIT_READY: '1' };
+export const WORKERS = { CONCURRENCY: '50', QUIET: '1', WAIT_READY: '1' };
 
 /**
  * paired: PairedQueue's `executor` as the scenario says, else left out (the library default);
@@ -51,7 +46,7 @@ type WanSettings = Omit<WanTopologyOptions, 'purpose'> & {
 const MODES: readonly Mode[] = ['plainLocal', 'stretched', 'pairedFirst', 'paired'];
 const isPaired = (mode: Mode): boolean => mode === 'paired' || mode === 'pairedFirst';
 
-const hostPort = (url: string) => {
+export const hostPort = (url: string) => {
   const { hostname, port } = new URL(url);
   return { host: hostname, port: Number(port) };
 };
@@ -220,7 +215,7 @@ export async function withGeo<T>(
   }
 }
 
-const LABEL: Record<Mode, string> = {
+export const LABEL: Record<Mode, string> = {
   paired: "paired, the scenario's executor or the library default (lock store third-site)",
   pairedFirst: "paired, executor 'first' (lock store third-site)",
   plainLocal: 'plain BullMQ, local Redis',
@@ -331,7 +326,7 @@ export async function geoLatency({ quick, log }: BenchOptions): Promise<Scenario
 }
 
 const LONG_MS = 600_000;
-const VERBOSE = { QUIET: '0' };
+export const VERBOSE = { QUIET: '0' };
 
 /** Fresh servers and processes per sample: ms from the SIGKILL of eu's executor until us starts the job. */
 async function killSample(mode: 'paired' | 'stretched', settings: Record<string, string>) {
@@ -400,7 +395,7 @@ export async function atSteadyRate(
 }
 
 /** Polls `done()` every `everyMs` until it is true (then true) or `timeoutMs` passed (then false). */
-async function settles(
+export async function settles(
   done: () => Promise<boolean>,
   timeoutMs: number,
   everyMs = 100,
@@ -413,185 +408,8 @@ async function settles(
   return true;
 }
 
-const ids = (lines: readonly ChildLine[], event: string, key: 'id' | 'jobId'): string[] =>
+export const ids = (lines: readonly ChildLine[], event: string, key: 'id' | 'jobId'): string[] =>
   lines.filter((line) => line.event === event).map((line) => String(line[key]));
-
-/** The whole of region eu dies at once: every eu worker process and eu's queue Redis, SIGKILL. */
-async function killRegionEu(env: GeoEnv): Promise<number> {
-  const topology = env.topology as WanTopology;
-  const at = Date.now();
-  await Promise.all([
-    ...env.workers.eu.map((child) => child.kill('SIGKILL')),
-    topology.queueRedis.eu.kill(),
-  ]);
-  return at;
-}
-
-/** Brings eu's Redis back (empty) after a measurement, so every client left can quit. */
-async function reviveEu(env: GeoEnv): Promise<void> {
-  await env.topology?.queueRedis.eu.restart().catch(() => {});
-}
-
-const LOSS_DATA = { ms: 100 };
-const LOSS_RATE = 100;
-
-async function regionLossPaired(jobs: number, settleMs: number) {
-  const env = await GeoEnv.start('paired', VERBOSE);
-  const topology = env.topology as WanTopology;
-  const usQueue = env.observedIn.us as Queue;
-  // The producer that takes over in us: us's Redis direct, eu's through the cross-region link.
-  const usProducer = new PairedQueue(env.base, {
-    twins: {
-      eu: { connection: hostPort(topology.regions.us.remoteQueueUrl), queue: `${env.base}-eu` },
-      us: { connection: hostPort(topology.regions.us.queueUrl), queue: `${env.base}-us` },
-    },
-  });
-  for (const region of REGIONS) usProducer.queue(region).on('error', () => {});
-  let killed = false;
-  try {
-    const adds = { both: 0, usOnly: 0, refused: 0 };
-    const track = (add: Promise<unknown>): Promise<void> =>
-      add.then(
-        () => {
-          adds.both++;
-        },
-        (err: unknown) => {
-          if (err instanceof PartialAddError && err.added.includes('us')) adds.usOnly++;
-          else adds.refused++;
-        },
-      );
-    // Job 0 through the us producer while both regions are up: it records the pairing on both
-    // twins once (it would otherwise wait for eu's answer before every add after the kill).
-    await track(usProducer.add('job', LOSS_DATA, { jobId: 'r0' }));
-    const pending: Promise<void>[] = [];
-    const killAfter = Math.floor(jobs / 2);
-    let killedAt = 0;
-    await atSteadyRate(jobs - 1, LOSS_RATE, async (i) => {
-      const n = i + 1;
-      if (n === killAfter) {
-        killedAt = await killRegionEu(env);
-        killed = true;
-      }
-      const id = `r${n}`;
-      // Before the kill the producer in eu adds; after it, eu's producer is gone with eu and
-      // the one in us adds (eu's copy times out: a PartialAddError naming us as added).
-      pending.push(
-        track(killed ? usProducer.add('job', LOSS_DATA, { jobId: id }) : env.add(id, LOSS_DATA)),
-      );
-    });
-    await Promise.all(pending);
-    const total = async () => {
-      const counts = await usQueue.getJobCounts();
-      return Object.values(counts).reduce((sum, count) => sum + count, 0);
-    };
-    await settles(async () => (await usQueue.getCompletedCount()) >= (await total()), settleMs);
-    const reachedUs = await total();
-    const completedOnUs = await usQueue.getCompletedCount();
-    const eu = env.workers.eu.flatMap((child) => child.lines);
-    const us = env.workers.us.flatMap((child) => child.lines);
-    // eu's in-flight jobs at the kill: started on eu (every line eu wrote before its death is
-    // read from the pipe afterwards) and not executed there.
-    const executedOnEu = new Set(ids(eu, 'executed', 'jobId'));
-    const inFlight = [...new Set(ids(eu, 'started', 'id'))].filter((id) => !executedOnEu.has(id));
-    const usStarted = new Map<string, number>();
-    for (const line of us) {
-      if (line.event === 'started' && !usStarted.has(String(line.id)))
-        usStarted.set(String(line.id), Number(line.at));
-    }
-    const twinCompleted = new Set(ids(us, 'twinCompleted', 'jobId'));
-    const delays: number[] = [];
-    let settledByEu = 0;
-    let notStartedOnUs = 0;
-    let startedOnUsBeforeKill = 0;
-    for (const id of inFlight) {
-      const at = usStarted.get(id);
-      if (at !== undefined && at < killedAt) startedOnUsBeforeKill++;
-      else if (at !== undefined) delays.push(at - killedAt);
-      // eu stored its result before it died (its 'executed' line was not yet written).
-      else if (twinCompleted.has(id)) settledByEu++;
-      else notStartedOnUs++;
-    }
-    return {
-      jobs,
-      reachedUs,
-      completedOnUs,
-      lostOnUs: reachedUs - completedOnUs,
-      neverReachedUs: jobs - reachedUs,
-      adds,
-      euInFlightAtKill: inFlight.length,
-      settledByEuBeforeKill: settledByEu,
-      notStartedOnUs,
-      startedOnUsBeforeKill,
-      killToUsStartMs: summarize(delays),
-    };
-  } finally {
-    if (killed) await reviveEu(env);
-    await usProducer.close().catch(() => {});
-    await env.close();
-  }
-}
-
-async function regionLossStretched(jobs: number) {
-  const env = await GeoEnv.start('stretched');
-  const queue = env.observedIn.eu as Queue;
-  let killed = false;
-  try {
-    let attempted = 0;
-    let completedBeforeKill = 0;
-    const killAfter = Math.floor(jobs / 2);
-    const pending: Promise<unknown>[] = [];
-    await atSteadyRate(jobs, LOSS_RATE, async (n) => {
-      if (n === killAfter) {
-        completedBeforeKill = await queue.getCompletedCount();
-        await killRegionEu(env);
-        killed = true;
-      }
-      // The producer's only Redis died with eu: nothing can be added any more.
-      if (killed) return;
-      attempted++;
-      pending.push(env.add(`s${n}`, LOSS_DATA).catch(() => {}));
-    });
-    await Promise.race([Promise.all(pending), sleep(3_000)]);
-    return {
-      jobs,
-      added: attempted,
-      completedBeforeKill,
-      // Waiting and active jobs (and every result) were in eu's Redis.
-      lost: attempted - completedBeforeKill,
-      notAccepted: jobs - attempted,
-    };
-  } finally {
-    if (killed) await reviveEu(env);
-    await env.close();
-  }
-}
-
-export async function geoRegionLoss({ quick, log }: BenchOptions): Promise<ScenarioResult> {
-  const jobs = quick ? 200 : 1_000;
-  const settleMs = quick ? 30_000 : 60_000;
-  const paired = await regionLossPaired(jobs, settleMs);
-  const after = paired.killToUsStartMs;
-  log(
-    `  ${LABEL.paired}: ${paired.lostOnUs} lost of ${paired.reachedUs} on us; ${paired.euInFlightAtKill} in flight on eu at the kill: started on us p50 ${after.p50} / p99 ${after.p99} ms after it (n=${after.samples}), ${paired.settledByEuBeforeKill} settled by eu, ${paired.notStartedOnUs} never started`,
-  );
-  const stretched = await regionLossStretched(jobs);
-  log(
-    `  ${LABEL.stretched}: Redis died with eu: ${stretched.completedBeforeKill} completed, ${stretched.lost} lost, ${stretched.notAccepted} never accepted`,
-  );
-  return {
-    paired: { ...paired },
-    bullmq: { stretched: { ...stretched } },
-    ratio: null,
-    target: '0 lost and p99 <= 1000 ms',
-    met:
-      paired.lostOnUs === 0 &&
-      paired.notStartedOnUs === 0 &&
-      paired.startedOnUsBeforeKill === 0 &&
-      after.samples > 0 &&
-      after.p99 <= 1_000,
-    config: `${jobs} jobs awaiting 100 ms at ${LOSS_RATE} jobs/s; after job ${Math.floor(jobs / 2)} every eu worker process and eu's queue redis-server are SIGKILLed together. Paired (lock store third-site, default options, 1 worker process x concurrency 50 per region): the producer in eu adds until the kill, then a producer in us adds the rest (its eu copy times out: PartialAddError, us copy added; it added job 0 first, so the pairing is recorded on both twins); lost = jobs in us's queue not completed there; the delay is from the kill to us's 'started' line for each job eu had started and not executed. Stretched BullMQ (one queue on eu's Redis, plain workers in eu and us, defaults): the producer in eu stops at the kill; lost = added - completed just before the kill; notAccepted = jobs never added`,
-  };
-}
 
 /**
  * geo_false_takeovers at 15 times its reset rate (each lock-store connection reset every 2 s
@@ -690,67 +508,4 @@ export async function geoThroughputFar({ quick, log }: BenchOptions): Promise<Sc
     met: ratio >= 0.9,
     config: `${jobs} jobs awaiting 100 ms, added in bulks of ${CHUNK} by a producer in eu; 2 worker processes x concurrency 50 (one per region); WAN lab: eu-us 40 ms one way, lock store third-site 40 ms one way from each region; paired: PairedQueue's default executor, logical jobs until every copy settled; ratio = paired / plain BullMQ on one local Redis (no WAN)`,
   };
-}
-
-/**
- * geo_region_loss_queued: us's copies wait in its paused queue (us "busy") while eu runs
- * what it may; then every us worker process is SIGKILLed. How long until eu has completed
- * every job, against the time eu's slots need for the work left at the kill, plus 1 s.
- */
-export async function geoRegionLossQueued({ quick, log }: BenchOptions): Promise<ScenarioResult> {
-  const jobs = quick ? 200 : 1_000;
-  const jobMs = 50;
-  const slots = Number(WORKERS.CONCURRENCY);
-  // Longer than the default standbyGraceMs (10 s) plus the work: "lost" means never ran.
-  const settleMs = quick ? 30_000 : 60_000;
-  const env = await GeoEnv.start('paired');
-  try {
-    const euQueue = env.observedIn.eu as Queue;
-    const usQueue = env.observedIn.us as Queue;
-    await usQueue.pause();
-    for (let added = 0; added < jobs; added += CHUNK)
-      await env.addBulk(Math.min(CHUNK, jobs - added), { ms: jobMs });
-    const killedAt = performance.now();
-    await Promise.all(env.workers.us.map((child) => child.kill('SIGKILL')));
-    const completedAtKill = await euQueue.getCompletedCount();
-    const remaining = jobs - completedAtKill;
-    const boundSeconds = (remaining * jobMs) / 1000 / slots + 1;
-    const finished = await settles(
-      async () => (await euQueue.getCompletedCount()) >= jobs,
-      settleMs,
-      20,
-    );
-    const seconds = (performance.now() - killedAt) / 1000;
-    const completed = await euQueue.getCompletedCount();
-    const failed = await euQueue.getFailedCount();
-    const all = await euQueue.getJobs(['completed', 'waiting', 'active', 'delayed', 'failed']);
-    const chosenForUs = all.filter(
-      (job) => (job.opts as Record<string, unknown>)[EXECUTOR_OPTION] === 'us',
-    ).length;
-    const measured = {
-      jobs,
-      jobMs,
-      completedOnEuAtKill: completedAtKill,
-      remainingAtKill: remaining,
-      seconds: round(seconds),
-      boundSeconds: round(boundSeconds),
-      finished,
-      lost: jobs - completed,
-      failed,
-      chosenForUs,
-    };
-    log(
-      `  paired, library default executor: ${remaining} of ${jobs} left at the kill of us, eu done ${finished ? `after ${measured.seconds} s` : `not within ${settleMs / 1000} s`} (bound ${measured.boundSeconds} s), ${measured.lost} lost, ${chosenForUs} chosen for us`,
-    );
-    return {
-      paired: measured,
-      bullmq: null,
-      ratio: null,
-      target: 'seconds <= (work / slots) + 1 and 0 lost',
-      met: finished && seconds <= boundSeconds && measured.lost === 0,
-      config: `WAN lab (eu-us 40 ms, lock store third-site 20 ms), 1 twin worker process x concurrency ${slots} per region, PairedQueue's default executor, producer in eu; us's queue paused (its copies stay queued), ${jobs} jobs of ${jobMs} ms added in bulks, then every us worker process SIGKILLed at once; seconds from the kill until eu completed all of them; bound = (jobs not completed on eu at the kill x ${jobMs} ms / ${slots} slots) + 1 s; lost = not completed on eu within ${settleMs / 1000} s; chosenForUs = eu's copies stamped with executor us`,
-    };
-  } finally {
-    await env.close();
-  }
 }

@@ -34,6 +34,17 @@ export interface PairedLockOptions {
    * Cluster: a session key and a sharded channel per master, Redis ≥ 7). Default true.
    */
   liveness?: boolean;
+  /**
+   * How long this process's session key lives on the lock store past its last refresh, in
+   * ms, on one Redis or a Sentinel's master: a worker thread with its own connection
+   * refreshes it every `sessionTtlMs / 2`, so a process cut off from the lock store
+   * (connections open, packets lost, as when a region's network fails) is taken over this
+   * long after its last refresh, while a main thread busy for seconds (a CPU-bound job) is
+   * not; one silent for `leaseMs` is. At most `leaseMs / 2`; 0 keeps the key from the main
+   * thread with a life of `leaseMs` (as on a Cluster). Default 3 000 when `leaseMs` is at
+   * least 6 000, else 0.
+   */
+  sessionTtlMs?: number;
   /** How often a shadow checks its executors' liveness channels, in ms. Default 50. */
   livenessIntervalMs?: number;
   /**
@@ -70,6 +81,9 @@ export interface PairedLockOptions {
   allowEviction?: boolean;
 }
 
+/** The session key's life under a keeper thread, by default (see `sessionTtlMs`). */
+export const SESSION_TTL_MS = 3_000;
+
 export type ResolvedLockOptions = Required<Omit<PairedLockOptions, 'durability'>> & {
   durability: Durability | undefined;
 };
@@ -83,6 +97,7 @@ export const LOCK_OPTION_NAMES = [
   'onPeerFailure',
   'prefix',
   'liveness',
+  'sessionTtlMs',
   'livenessIntervalMs',
   'livenessGraceMs',
   'maxResultBytes',
@@ -136,6 +151,20 @@ export function resolveLockOptions(options: unknown, OWNER = 'PairedLock'): Reso
     throw optionError(OWNER, 'retentionMs', retentionMs, `at least leaseMs (${leaseMs})`);
   }
   const durability = durabilityOption(OWNER, o.durability, heartbeatMs);
+  const sessionTtlMs = integerOption(
+    OWNER,
+    'sessionTtlMs',
+    o.sessionTtlMs ?? (leaseMs >= 2 * SESSION_TTL_MS ? SESSION_TTL_MS : 0),
+    { min: 0 },
+  );
+  if (sessionTtlMs !== 0 && (sessionTtlMs < 300 || sessionTtlMs * 2 > leaseMs)) {
+    throw optionError(
+      OWNER,
+      'sessionTtlMs',
+      sessionTtlMs,
+      `0 (off) or between 300 and leaseMs / 2 (${Math.floor(leaseMs / 2)})`,
+    );
+  }
   const lockStoreTimeoutMs = integerOption(
     OWNER,
     'lockStoreTimeoutMs',
@@ -172,6 +201,7 @@ export function resolveLockOptions(options: unknown, OWNER = 'PairedLock'): Reso
     ]),
     prefix,
     liveness: booleanOption(OWNER, 'liveness', pick('liveness')),
+    sessionTtlMs,
     livenessIntervalMs: integerOption(OWNER, 'livenessIntervalMs', pick('livenessIntervalMs'), {
       min: 10,
     }),

@@ -1,10 +1,11 @@
-import type { Cluster } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { ClosedError } from '../errors.js';
 import { TIMED_OUT, within } from './bounded.js';
 import { epochKey, livenessChannel, sessionKey } from './keys.js';
 import type { RedisConnection } from './scripts.js';
-import { Session } from './session.js';
+import { type ProcessSession, Session } from './session.js';
 import { ShardMap } from './shards.js';
+import { ThreadSession } from './thread-session.js';
 
 /**
  * After the lock store restarts, every subscriber reconnects on its own schedule (ioredis'
@@ -22,7 +23,7 @@ export interface Place {
   readonly liveChannel: string;
   /** '' when there is none. */
   readonly epochKey: string;
-  readonly session: Session | undefined;
+  readonly session: ProcessSession | undefined;
   /** True on a Cluster: the channel is sharded and the keys are read undeclared. */
   readonly sharded: boolean;
 }
@@ -40,6 +41,8 @@ export interface PlacementHooks {
 export interface PlacementTiming {
   leaseMs: number;
   heartbeatMs: number;
+  /** The session key's time to live under a keeper thread (one Redis); 0: kept from the main thread. */
+  sessionTtlMs: number;
   /** Longest a place may take to be made (subscribe, first session write). */
   lockStoreTimeoutMs: number;
 }
@@ -155,14 +158,27 @@ export class Placement {
     }
     const key = sessionKey(this.prefix, this.instanceId, tag);
     const channel = this.singleChannel ?? livenessChannel(this.prefix, this.instanceId, tag);
-    const session = new Session(
-      this.client,
-      key,
-      this.timing.leaseMs,
-      this.timing.heartbeatMs,
-      () => this.hooks.onSessionLost(key),
-      (err) => this.hooks.report(err),
-    );
+    const onLost = (): void => this.hooks.onSessionLost(key);
+    const report = (err: Error): void => this.hooks.report(err);
+    // On one Redis a thread keeps a short-lived key (a cut-off process is taken over within
+    // seconds, a busy one is not); a Cluster's keys, one per master, are kept from here.
+    const session: ProcessSession =
+      sharded || this.timing.sessionTtlMs === 0
+        ? new Session(
+            this.client,
+            key,
+            this.timing.leaseMs,
+            this.timing.heartbeatMs,
+            onLost,
+            report,
+          )
+        : new ThreadSession(
+            this.client as Redis,
+            key,
+            { ttlMs: this.timing.sessionTtlMs, leaseMs: this.timing.leaseMs },
+            onLost,
+            report,
+          );
     // The channel first: a session key without its channel would look like a dead owner's.
     if (sharded) await this.hooks.ssubscribe(channel);
     await session.start();
@@ -170,7 +186,7 @@ export class Placement {
   }
 
   /** Every session made so far. */
-  sessions(): Session[] {
+  sessions(): ProcessSession[] {
     return [...this.ready.values()].flatMap((p) => (p.session ? [p.session] : []));
   }
 

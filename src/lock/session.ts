@@ -4,8 +4,23 @@ import { bestEffort } from './bounded.js';
 import { localDeadline } from './deadline.js';
 import type { RedisConnection } from './scripts.js';
 
+/** This process's lease on one lock store (or one Cluster master), however it is kept. */
+export interface ProcessSession {
+  readonly key: string;
+  /** When, on `performance.now()`'s clock, the lease may end: runs must be over by then. */
+  readonly deadlineAt: number;
+  start(): Promise<void>;
+  /** Sets the grace the key tells twins (ms; undefined: none beyond the usual), at once. */
+  setGrace(graceMs: number | undefined): void;
+  /** The key is gone: runs under it stop, and it is made anew for the work that follows. */
+  restore(): Promise<void>;
+  /** Stops refreshing and deletes the key. */
+  stop(): Promise<void>;
+}
+
 /**
- * This process's lease. One key, refreshed every heartbeat, stands for every record the
+ * This process's lease, kept from the main thread (a Cluster's masters; and wherever the
+ * keeper thread of `ThreadSession` is off or could not start). One key, refreshed every heartbeat, stands for every record the
  * process executes: shadows check it per process instead of a lease per record, so neither
  * side pays per job while jobs run. If a refresh finds the key gone (it ran out while this
  * process was frozen or cut off) or no refresh gets through before the lease would end on
@@ -13,7 +28,7 @@ import type { RedisConnection } from './scripts.js';
  * `onLost` fires: every execution must stop, since a shadow may have taken over. The key is
  * then made anew for the work that follows.
  */
-export class Session {
+export class Session implements ProcessSession {
   private timer: NodeJS.Timeout | undefined;
   private deadline: NodeJS.Timeout | undefined;
   private stopped = false;

@@ -42,6 +42,16 @@ const cases: [string, Record<string, unknown>, RegExp][] = [
     /"heartbeatMs" must be an integer >= 10, received 0/,
   ],
   [
+    'session key outliving half the lease',
+    { member: 'eu', leaseMs: 10_000, sessionTtlMs: 6_000 },
+    /"sessionTtlMs" must be 0 \(off\) or between 300 and leaseMs \/ 2 \(5000\), received 6000/,
+  ],
+  [
+    'session key too short to refresh',
+    { member: 'eu', sessionTtlMs: 100 },
+    /"sessionTtlMs" must be 0 \(off\) or between 300 and leaseMs \/ 2 \(15000\), received 100/,
+  ],
+  [
     'retention below lease',
     { member: 'eu', leaseMs: 60_000, retentionMs: 5_000 },
     /"retentionMs" must be at least leaseMs \(60000\)/,
@@ -121,12 +131,15 @@ describe('PairedLock options', () => {
       onPeerFailure: 'takeover',
       prefix: 'paired',
       liveness: true,
+      sessionTtlMs: 3_000,
       livenessIntervalMs: 50,
       livenessGraceMs: 100,
       maxResultBytes: 65_536,
       lockStoreTimeoutMs: 10_000,
       allowEviction: false,
     });
+    // A lease too short for a 3 s key keeps the session on the main thread.
+    expect(new PairedLock(client, { member: 'eu', leaseMs: 5_000 }).options.sessionTtlMs).toBe(0);
   });
 
   it('rejects bad run arguments before touching Redis', async () => {
