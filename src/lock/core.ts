@@ -31,6 +31,7 @@ import { backoffMs } from './reply-errors.js';
 import {
   type AcquireReply,
   acquire,
+  type Completion,
   type Grant,
   inspect,
   type RedisConnection,
@@ -59,6 +60,8 @@ interface AskHow {
   minFence: number;
   claim?: 'started' | 'waiting';
   waitForClaimMs?: number;
+  /** A started claim's run already ended with this result: settled in the same call. */
+  completion?: Completion;
 }
 
 /** Tokens of acquires whose replies were lost, kept at most (one per record in doubt). */
@@ -161,7 +164,8 @@ export class PairCore {
       },
       running: this.running,
       settling: this.settling,
-      claim: (address, token) => this.claim(address, token),
+      claim: (address, token, completion) => this.claim(address, token, 'started', completion),
+      replicated: this.replication !== undefined,
       settler: new Settler({
         client,
         options,
@@ -327,8 +331,13 @@ export class PairCore {
     address: RecordAddress,
     token: string,
     kind: 'started' | 'waiting' = 'started',
+    completion?: Completion,
   ): Promise<{ reply: ClaimReply; sentAt: number; token: string }> {
-    const asked = await this.ask(address, token, { minFence: 1, claim: kind });
+    const asked = await this.ask(address, token, {
+      minFence: 1,
+      claim: kind,
+      ...(completion === undefined ? {} : { completion }),
+    });
     const { reply } = asked;
     if (reply.kind === 'granted' || reply.kind === 'taken') return { ...asked, reply };
     // A settled record (done, or failed for good) is someone else's run too.
@@ -446,6 +455,7 @@ export class PairCore {
           sharded: place.sharded,
           minFence: how.minFence,
           ...(how.claim ? { claim: how.claim } : {}),
+          ...(how.completion === undefined ? {} : { completion: how.completion }),
           waitForClaimMs: how.waitForClaimMs ?? 0,
           channel: this.channel,
           ownGraceMs: this.ownGraceMs(),

@@ -14,6 +14,7 @@ import { classifyError } from './reply-errors.js';
 import { retryWithBackoff } from './retry.js';
 import type {
   AcquireReply,
+  Completion,
   Grant,
   OwnerReply,
   RedisConnection,
@@ -21,6 +22,7 @@ import type {
   TakeoverReason,
 } from './scripts.js';
 import { type Outcome, SETTLE_RETRY_CAP_MS, type Settler, staleError } from './settle.js';
+import type { StartedClaim } from './started-claim.js';
 
 /** What an executor's routine receives. */
 export interface RunContext {
@@ -55,9 +57,10 @@ export interface ExecuteExtras {
    * The run starts before its grant is answered (a job's chosen executor, fence 1): this
    * claim decides. Refused (another grant holds or held the record), the routine's signal
    * aborts with a `StaleFenceError` and the outcome is `superseded`; a claim that fails
-   * (lock store unreachable) aborts it with a `LeaseLostError` (`leaseLost`, released).
+   * (lock store unreachable) aborts it with a `LeaseLostError` (`leaseLost`, released). A
+   * run that ends before its claim was sent settles with it in one call (`StartedClaim`).
    */
-  claim?: Promise<ClaimReply>;
+  claim?: StartedClaim;
   /**
    * Resolve `completed` as soon as the result is sent, without waiting for the lock store to
    * store it: the settle goes on in the background, retried until stored, and `late` hears
@@ -86,7 +89,13 @@ export interface ExecuteHost {
   /** Settles sent without waiting (`ExecuteExtras.pipeline`): close() waits for them. */
   readonly settling: Set<Promise<void>>;
   /** Asks again for a claim whose answer could not be had (see `PairCore.claim`). */
-  claim(address: RecordAddress, token: string): Promise<{ reply: ClaimReply }>;
+  claim(
+    address: RecordAddress,
+    token: string,
+    completion?: Completion,
+  ): Promise<{ reply: ClaimReply }>;
+  /** `durability` is on: a claim-and-complete would need a settle's WAIT, so none is made. */
+  readonly replicated: boolean;
   readonly settler: Settler;
 }
 
@@ -145,7 +154,7 @@ export async function execute<T>(
   // A run started before its grant: until the claim is answered the record may be another's.
   let refused: StaleFenceError | undefined;
   const refusal = (): StaleFenceError | undefined => refused;
-  claim?.then(
+  claim?.reply.then(
     (reply) => {
       if (reply.kind === 'granted') return;
       refused = new StaleFenceError(address.id, grant.fence, reply.fence, reply.state);
@@ -169,7 +178,7 @@ export async function execute<T>(
   } catch (err) {
     finish();
     if (refused) return { kind: 'superseded', error: refused, thrown: err };
-    await claim?.catch(() => {}); // a release must not overtake its own claim
+    await claim?.reply.catch(() => {}); // a release must not overtake its own claim
     // Refused meanwhile: the record is another run's (a failed or released one at fence 1
     // would take this settle for a retry of its own), so nothing is settled.
     const refusedLate = refusal();
@@ -201,14 +210,21 @@ export async function execute<T>(
   // After a claim, the result is stored only once the claim is granted: a claim re-sent
   // (a lost session made anew, a reply lost) could otherwise land after the result was
   // refused, leaving a grant nobody runs under a live process.
+  const completion: Completion = {
+    result: serialized,
+    ...(settlement.progress === undefined ? {} : { progress: settlement.progress }),
+  };
   const stored: Promise<OwnerReply> =
     claim === undefined
       ? settler.store(address, grant, settlement)
-      : claimAnswer(host, address, grant.token, claim).then((answer) =>
-          answer.kind === 'granted'
-            ? settler.store(address, grant, settlement)
-            : { kind: 'stale', state: answer.state, fence: answer.fence, owner: answer.owner },
-        );
+      : !host.replicated && claim.withResult(completion)
+        ? // Ended before its claim went out: granted means stored.
+          claimAnswer(host, address, grant.token, claim.reply, completion).then(
+            (answer): OwnerReply => (answer.kind === 'granted' ? { kind: 'ok' } : stale(answer)),
+          )
+        : claimAnswer(host, address, grant.token, claim.reply).then((answer) =>
+            answer.kind === 'granted' ? settler.store(address, grant, settlement) : stale(answer),
+          );
   if (pipeline !== undefined) {
     // Completed for BullMQ now; stored in the background. A process that dies before the
     // result lands leaves the record running under a dead owner: the twin runs the job
@@ -228,6 +244,11 @@ export async function execute<T>(
   return { kind: 'superseded', error: staleError(address, grant, reply) };
 }
 
+/** A claim refused: the record another grant holds or held, as a settle's refusal reads. */
+function stale(answer: Extract<ClaimReply, { kind: 'taken' }>): OwnerReply {
+  return { kind: 'stale', state: answer.state, fence: answer.fence, owner: answer.owner };
+}
+
 /**
  * The claim's answer, asking again with the same token while it cannot be had (the script
  * recognises its own token and keeps that grant). Throws only once the lock is closing, or
@@ -238,9 +259,11 @@ async function claimAnswer(
   address: RecordAddress,
   token: string,
   first: Promise<ClaimReply>,
+  completion?: Completion,
 ): Promise<ClaimReply> {
   return retryWithBackoff(
-    (n) => (n === 0 ? first : host.claim(address, token).then((claimed) => claimed.reply)),
+    (n) =>
+      n === 0 ? first : host.claim(address, token, completion).then((claimed) => claimed.reply),
     {
       stop: (error) => host.isClosing() || classifyError(error) === 'ours',
       retrying: (error) => host.report(error),

@@ -218,6 +218,17 @@ export interface AcquireArgs {
   ownGraceMs?: number;
   /** A twin that was not chosen: how long a 'waiting' record is left to the chosen one's claim. */
   waitForClaimMs?: number;
+  /**
+   * With a 'started' claim: the run already ended with this result, so a grant settles the
+   * record 'done' in the same call (see `Completion`).
+   */
+  completion?: Completion;
+}
+
+/** A run's result (and last progress), both JSON, stored with its claim in one call. */
+export interface Completion {
+  result: string;
+  progress?: string;
 }
 
 function corrupt(address: RecordAddress): never {
@@ -278,6 +289,8 @@ export async function acquire(
       a.waitForClaimMs ?? 0,
       a.sharded ? '1' : '0',
       a.sharded ? (a.epochKey ?? '') : '',
+      a.completion?.result ?? '',
+      a.completion?.progress ?? '',
     ],
     a.epochKey && !a.sharded ? [a.epochKey] : [],
     wait,

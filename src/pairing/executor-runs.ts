@@ -8,10 +8,11 @@ import {
   LockStoreUnavailableError,
 } from '../errors.js';
 import type { PairCore } from '../lock/core.js';
-import type { ClaimReply, ExecuteExtras, RunContext } from '../lock/execute.js';
+import type { ExecuteExtras, RunContext } from '../lock/execute.js';
 import type { RecordAddress } from '../lock/keys.js';
 import { misconfigured } from '../lock/preflight.js';
 import type { AcquireReply } from '../lock/scripts.js';
+import { StartedClaim } from '../lock/started-claim.js';
 import { cancelledByBullMQ, cancelledCopyError } from './cancel.js';
 import type { Decisions } from './decisions.js';
 import type { ResolvedProcessorOptions } from './options.js';
@@ -26,7 +27,7 @@ export interface Start {
   token: string;
   sentAt: number;
   reply: Granted;
-  claim?: Promise<ClaimReply>;
+  claim?: StartedClaim;
 }
 
 interface Execution {
@@ -73,7 +74,9 @@ export class ExecutorRuns<DataType, ResultType, NameType extends string> {
   ): Promise<ResultType> {
     const claimToken = randomUUID();
     const sentAt = performance.now();
-    const claim = this.core.claim(address, claimToken).then((claimed) => claimed.reply);
+    const claim = new StartedClaim((completion) =>
+      this.core.claim(address, claimToken, 'started', completion).then((claimed) => claimed.reply),
+    );
     const reply: Granted = {
       kind: 'granted',
       fence: 1,

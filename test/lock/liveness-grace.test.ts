@@ -15,7 +15,7 @@ import { deferred, nextEvent } from '../support/deferred.js';
 import { clockFence } from '../support/fences.js';
 import { useRedis } from '../support/file-redis.js';
 import { uniquePrefix } from '../support/redis.js';
-import { usAcquire } from './lock-test-kit.js';
+import { sentClaim, usAcquire } from './lock-test-kit.js';
 
 const redis = useRedis();
 
@@ -217,7 +217,7 @@ describe('a run started before its claim (a chosen executor)', () => {
         performance.now(),
         () => 'sent',
         undefined,
-        { claim: claim.promise, pipeline: ({ error }) => late.push(error) },
+        { claim: await sentClaim(claim.promise), pipeline: ({ error }) => late.push(error) },
       );
       expect(outcome).toEqual({ kind: 'completed', result: 'sent' });
       claim.resolve((await core.claim(address, token)).reply);

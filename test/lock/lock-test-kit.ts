@@ -2,8 +2,10 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { afterEach, beforeEach } from 'vitest';
 import { PairedLock, type PairedLockOptions } from '../../src/index.js';
+import type { ClaimReply } from '../../src/lock/execute.js';
 import { recordAddress } from '../../src/lock/keys.js';
 import type { AcquireArgs } from '../../src/lock/scripts.js';
+import { StartedClaim } from '../../src/lock/started-claim.js';
 import { deferred } from '../support/deferred.js';
 import type { TestRedis } from '../support/redis.js';
 import { uniquePrefix } from '../support/redis.js';
@@ -115,4 +117,14 @@ export function usAcquire(overrides: Partial<AcquireArgs> = {}): AcquireArgs {
     sessionKey: '',
     ...overrides,
   };
+}
+
+/**
+ * A started claim already on the wire (sent as a plain claim) whose answer is `answer`: a run
+ * given it stores its result after the claim, as one that awaited I/O before it ended.
+ */
+export async function sentClaim(answer: Promise<ClaimReply>): Promise<StartedClaim> {
+  const claim = new StartedClaim(() => answer);
+  await new Promise((resolve) => setImmediate(resolve));
+  return claim;
 }

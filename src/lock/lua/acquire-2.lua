@@ -50,6 +50,11 @@
             without being declared may be on another node after a resharding.
     ARGV[17] on a Cluster: the epoch key of this record's master (read undeclared: a declared
             key would have to share the record's slot), '' when none.
+    ARGV[18] with a started claim (ARGV[12] '1'): the run's result, JSON, when the run ended
+            before its claim was sent: granted, the record is settled 'done' at once (no
+            session needed: nothing runs under it) and announced as complete-2 would, so a
+            short job costs one call, not a claim and a complete. '' or absent: a plain claim.
+    ARGV[19] with ARGV[18]: the run's last reported progress, JSON, '' when none.
 
   Output (codes and field layouts: replies.json):
     {GRANTED, fence, takeoverReason ('' | 'expired' | 'failed' | 'released' | 'disconnected'),
@@ -76,6 +81,7 @@
 --- @include "includes/record"
 --- @include "includes/epoch"
 --- @include "includes/owner"
+--- @include "includes/settle"
 
 local key, indexKey = KEYS[1], KEYS[2]
 local field, member, token = ARGV[1], ARGV[2], ARGV[3]
@@ -90,6 +96,8 @@ local channel = ARGV[13] or ''
 local ownGraceMs = tonumber(ARGV[14]) or 0
 local waitForClaimMs = tonumber(ARGV[15]) or 0
 local sharded = ARGV[16] == '1'
+local result = ARGV[18] or ''
+local completing = claimKind == '1' and result ~= ''
 local epochKey = KEYS[3]
 if not epochKey and (ARGV[17] or '') ~= '' then epochKey = ARGV[17] end
 -- The caller named this master's keys by its own slot map, stale after a resharding.
@@ -103,6 +111,11 @@ if rec == false then return {REPLY.CORRUPT} end
 
 local reason = ''
 local waiting = rec and rec.state == 'waiting'
+if completing and rec and rec.state == 'done' and rec.fence == 1 and rec.owner == member
+    and rec.result == result then
+  -- The same claim-and-complete again (its first reply was lost): it took effect.
+  return {REPLY.GRANTED, 1, rec.takeover or '', rec.attempts or 1}
+end
 if rec and claim and not waiting and not (rec.state == 'running' and rec.token == token) then
   return {REPLY.TAKEN, rec.fence, rec.state, rec.owner or ''}
 end
@@ -162,7 +175,9 @@ end
 -- A grant under a session key that has vanished (evicted, expired while this process was
 -- frozen, lost in a failover) would look dead to the twin at once: refuse it, and let the
 -- caller make its session anew first.
-if sharded and sessionKey ~= '' then
+if completing then
+  -- Settled in this call: no run goes on under the caller's session.
+elseif sharded and sessionKey ~= '' then
   -- The caller placed its keys by its own slot map: stale after a resharding.
   local exists = onThisNode('EXISTS', sessionKey)
   if not exists then return {REPLY.UNPLACED, 'moved'} end
@@ -230,6 +245,16 @@ if epochKey then
     redis.call('PEXPIRE', epochKey, retentionMs)
   end
 end
+if completing then
+  granted.state = 'done'
+  clearRunning(granted)
+  granted.result = result
+  if (ARGV[19] or '') ~= '' then granted.progress = ARGV[19] end
+end
 saveRecord(key, indexKey, field, granted, now, retentionMs)
-if waiting and channel ~= '' then redis.call('PUBLISH', channel, cjson.encode({key, field})) end
+if completing then
+  announceSettled(channel, key, field, 'done', granted, result, ARGV[19] or '')
+elseif waiting and channel ~= '' then
+  redis.call('PUBLISH', channel, cjson.encode({key, field}))
+end
 return {REPLY.GRANTED, fence, reason, attempts, idleMs}

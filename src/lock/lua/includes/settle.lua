@@ -13,6 +13,16 @@
 
 local INLINE_BYTES = 1024
 
+-- Announces a settled record on the settle channel (see above).
+local function announceSettled(channel, key, field, state, rec, payload, progress)
+  local inline, inlineProgress = '', ''
+  if state == 'done' and payload ~= '' and #payload + #(progress or '') <= INLINE_BYTES then
+    inline, inlineProgress = payload, progress or ''
+  end
+  redis.call('PUBLISH', channel,
+    cjson.encode({key, field, state, rec.fence, rec.owner or '', inline, inlineProgress}))
+end
+
 local function settle(key, indexKey, field, token, fence, retentionMs, channel, state, payloadName, payload, final, progress)
   local now = nowMs()
   local rec = loadRecord(key, indexKey, field, now)
@@ -34,11 +44,6 @@ local function settle(key, indexKey, field, token, fence, retentionMs, channel, 
   if final then rec.final = true end
   if progress and progress ~= '' then rec.progress = progress end
   saveRecord(key, indexKey, field, rec, now, retentionMs)
-  local inline, inlineProgress = '', ''
-  if state == 'done' and payload ~= '' and #payload + #(progress or '') <= INLINE_BYTES then
-    inline, inlineProgress = payload, progress or ''
-  end
-  redis.call('PUBLISH', channel,
-    cjson.encode({key, field, state, rec.fence, rec.owner or '', inline, inlineProgress}))
+  announceSettled(channel, key, field, state, rec, payload, progress)
   return {REPLY.OK, rec.fence}
 end
