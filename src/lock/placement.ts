@@ -175,7 +175,11 @@ export class Placement {
         : new ThreadSession(
             this.client as Redis,
             key,
-            { ttlMs: this.timing.sessionTtlMs, leaseMs: this.timing.leaseMs },
+            {
+              ttlMs: this.timing.sessionTtlMs,
+              leaseMs: this.timing.leaseMs,
+              heartbeatMs: this.timing.heartbeatMs,
+            },
             onLost,
             report,
           );

@@ -69,6 +69,8 @@ export interface ThreadSessionTiming {
   ttlMs: number;
   /** How long the main thread may be unresponsive before its runs are given up. */
   leaseMs: number;
+  /** How often the main thread refreshes the key if the thread cannot (a life of `leaseMs`). */
+  heartbeatMs: number;
 }
 
 /**
@@ -249,8 +251,9 @@ export class ThreadSession implements ProcessSession {
   }
 
   /**
-   * The thread could not be made or died: the key is kept from the main thread from now on
-   * (a main thread busy for longer than the key lives is then taken over).
+   * The thread could not be made or died: the key is kept from the main thread from now on,
+   * with a life of `leaseMs`, as on a Cluster (a short life there would let a busy main
+   * thread be taken over).
    */
   private async fallBack(err: Error | undefined): Promise<void> {
     if (this.fallingBack || this.stopped) return;
@@ -271,8 +274,8 @@ export class ThreadSession implements ProcessSession {
     const fallback = new Session(
       this.client,
       this.key,
-      this.timing.ttlMs,
-      this.everyMs,
+      this.timing.leaseMs,
+      this.timing.heartbeatMs,
       this.onLost,
       this.onError,
     );

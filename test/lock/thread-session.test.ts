@@ -3,6 +3,7 @@
  * speaks RESP on a connection of its own, so it must reach the same database as the lock
  * connection, keep a short-lived key alive, and notice when the key is gone.
  */
+import type { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ThreadSession } from '../../src/lock/thread-session.js';
 import { useRedis } from '../support/file-redis.js';
@@ -23,7 +24,7 @@ async function start() {
   const session = new ThreadSession(
     client,
     key,
-    { ttlMs: 600, leaseMs: 6_000 },
+    { ttlMs: 600, leaseMs: 6_000, heartbeatMs: 2_000 },
     () => lost.push(Date.now()),
     (err) => errors.push(err),
   );
@@ -66,6 +67,18 @@ describe('ThreadSession', () => {
     await vi.waitFor(() => expect(lost.length).toBeGreaterThanOrEqual(1), { timeout: 5_000 });
     await vi.waitFor(async () => expect(await client.get(key)).toBe('2000'), { timeout: 5_000 });
     expect(session.deadlineAt).toBeGreaterThan(performance.now());
+  });
+
+  it('keeps the key from the main thread, with a life of the lease, when the thread dies', async () => {
+    const { client, key, session, errors } = await start();
+    // The thread, as if it had crashed (its worker is private: reached for the test).
+    await (session as unknown as { worker: Worker }).worker.terminate();
+    await vi.waitFor(async () => expect(await client.pttl(key)).toBeGreaterThan(1_000), {
+      timeout: 5_000,
+    });
+    expect(await client.pttl(key)).toBeLessThanOrEqual(6_000);
+    expect(errors.map((e) => e.message).join('\n')).toMatch(/session keeper thread failed/);
+    expect(session.deadlineAt - performance.now()).toBeGreaterThan(1_000);
   });
 
   it('deletes its key on stop', async () => {
