@@ -138,7 +138,15 @@ end
 -- while the owner holds it; and the ms after which asking again is worth it.
 local function ownerStatus(rec, now, o)
   local leased, recheck, moved = ownerLeased(rec, now, o)
-  if not leased then return 'expired', recheck end
+  if not leased then
+    -- Its lease ran out and its liveness channel is empty too: its process is gone (a crash
+    -- taken over after its short session key ran out), not cut off with its connections
+    -- open. Told apart for the twin's `takeover` reason; both take it over.
+    if not moved and (rec.live or '') ~= '' and liveSubscribers(rec.live, o.sharded) == 0 then
+      return 'disconnected', recheck
+    end
+    return 'expired', recheck
+  end
   -- Its channel is counted on its own node, not here: a count here would say 0.
   if moved then return '', recheck end
   local connected
