@@ -235,3 +235,43 @@ describe('a run started before its claim (a chosen executor)', () => {
     }
   });
 });
+
+describe('an owner whose session key ran out', () => {
+  /** eu holds the record under session key `skey` and liveness channel `channel`. */
+  async function grantedEu() {
+    const client = redis().connect();
+    const prefix = uniquePrefix('ran-out');
+    const address = recordAddress(prefix, 'job-1');
+    const channel = livenessChannel(prefix, 'eu-process');
+    const skey = `${prefix}:session:eu-process`;
+    await client.set(skey, '1', 'PX', 60_000);
+    const eu = usAcquire({
+      member: 'eu',
+      token: 'eu-token',
+      liveChannel: channel,
+      sessionKey: skey,
+    });
+    expect(await acquire(client, address, eu)).toMatchObject({ kind: 'granted' });
+    return { client, address, channel, skey };
+  }
+
+  it("is taken over as 'disconnected' when its liveness channel is empty too (its process is gone)", async () => {
+    const { client, address, skey } = await grantedEu();
+    await client.del(skey); // ran out: nobody subscribes eu's channel either
+    expect(await acquire(client, address, usAcquire())).toMatchObject({
+      kind: 'granted',
+      takeover: 'disconnected',
+    });
+  });
+
+  it("is taken over as 'expired' while its channel is still held (cut off, frozen)", async () => {
+    const { client, address, channel, skey } = await grantedEu();
+    const subscriber = redis().connect();
+    await subscriber.subscribe(channel);
+    await client.del(skey);
+    expect(await acquire(client, address, usAcquire())).toMatchObject({
+      kind: 'granted',
+      takeover: 'expired',
+    });
+  });
+});

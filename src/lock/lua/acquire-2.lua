@@ -228,7 +228,8 @@ if sessionKey ~= '' then granted.skey = sessionKey end
 local idleMs = REPLY.IDLE_UNKNOWN
 if reason == 'failed' or reason == 'released' then
   idleMs = now - (rec.updatedAt or now)
-elseif reason == 'disconnected' then
+elseif reason == 'disconnected' and rec.goneSince then
+  -- Unset when its lease ran out before anyone saw its channel empty: unknown.
   idleMs = now - rec.goneSince
 elseif reason == 'expired' and (rec.skey or '') == '' then
   idleMs = now - rec.leaseUntil
