@@ -210,14 +210,18 @@ export async function execute<T>(
   // After a claim, the result is stored only once the claim is granted: a claim re-sent
   // (a lost session made anew, a reply lost) could otherwise land after the result was
   // refused, leaving a grant nobody runs under a live process.
-  const completion: Completion = {
-    result: serialized,
-    ...(settlement.progress === undefined ? {} : { progress: settlement.progress }),
-  };
+  // Only a claim not sent yet can carry the result (not with durability: a settle's WAIT).
+  const completion: Completion | undefined =
+    claim === undefined || host.replicated || claim.sent
+      ? undefined
+      : {
+          result: serialized,
+          ...(settlement.progress === undefined ? {} : { progress: settlement.progress }),
+        };
   const stored: Promise<OwnerReply> =
     claim === undefined
       ? settler.store(address, grant, settlement)
-      : !host.replicated && claim.withResult(completion)
+      : completion !== undefined && claim.withResult(completion)
         ? // Ended before its claim went out: granted means stored.
           claimAnswer(host, address, grant.token, claim.reply, completion).then(
             (answer): OwnerReply => (answer.kind === 'granted' ? { kind: 'ok' } : stale(answer)),

@@ -12,7 +12,7 @@ import type { Completion } from './scripts.js';
 export class StartedClaim {
   /** The claim's answer, once it was sent (with or without the result). */
   readonly reply: Promise<ClaimReply>;
-  private sent = false;
+  private wentOut = false;
   private resolve: (reply: ClaimReply) => void = () => {};
   private reject: (err: unknown) => void = () => {};
   private readonly timer: NodeJS.Immediate;
@@ -25,17 +25,22 @@ export class StartedClaim {
     this.timer = setImmediate(() => this.go(undefined));
   }
 
+  /** Whether it went out (alone or with a result). */
+  get sent(): boolean {
+    return this.wentOut;
+  }
+
   /** Sends the claim with the run's result if it has not gone yet: true if it did. */
   withResult(completion: Completion): boolean {
-    if (this.sent) return false;
+    if (this.wentOut) return false;
     clearImmediate(this.timer);
     this.go(completion);
     return true;
   }
 
   private go(completion: Completion | undefined): void {
-    if (this.sent) return;
-    this.sent = true;
+    if (this.wentOut) return;
+    this.wentOut = true;
     this.send(completion).then(this.resolve, this.reject);
   }
 }
